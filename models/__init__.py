@@ -1,0 +1,25 @@
+"""Network architectures and the robaudit checkpoint format.
+
+Every model takes images in [0, 1] and returns logits; normalization is the
+first layer inside the model, so attacks and third-party evaluators never need
+to know about it.
+"""
+from models.registry import ARCHITECTURES, build_model, default_arch_kwargs
+from models.checkpoint import (
+    CheckpointError,
+    CheckpointMetadata,
+    load_checkpoint,
+    read_metadata,
+    save_checkpoint,
+)
+
+__all__ = [
+    "ARCHITECTURES",
+    "build_model",
+    "default_arch_kwargs",
+    "CheckpointError",
+    "CheckpointMetadata",
+    "load_checkpoint",
+    "read_metadata",
+    "save_checkpoint",
+]

@@ -1,0 +1,223 @@
+"""The robaudit checkpoint: safetensors weights plus JSON metadata.
+
+One file carries both: the metadata JSON is stored in the safetensors header
+under ``__metadata__["robaudit"]`` (and mirrored to a ``.json`` sidecar for
+people reading a run folder). Loading never unpickles code: ``.safetensors`` is
+parsed as data, and a ``.pt``/``.pth`` state_dict goes through
+``torch.load(weights_only=True)`` only, with no fallback.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+import zipfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from models.registry import build_model, resolve_arch
+
+FORMAT = "robaudit-checkpoint"
+FORMAT_VERSION = 1
+# A safetensors header larger than this is rejected (the format's own DoS cap).
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used, with a message that says why."""
+
+
+@dataclass
+class CheckpointMetadata:
+    arch: str
+    num_classes: int
+    in_channels: int
+    mean: list[float]
+    std: list[float]
+    dataset: str | None = None
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    input_size: int | None = None
+    method: str | None = None
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    epoch: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    robaudit_version: str | None = None
+    created_at: str | None = None
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CheckpointMetadata":
+        known = {f for f in cls.__dataclass_fields__}
+        missing = [k for k in ("arch", "num_classes", "in_channels", "mean", "std") if k not in data]
+        if missing:
+            raise CheckpointError(f"robaudit metadata is missing field(s): {', '.join(missing)}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("robaudit")
+    except Exception:  # running from a source tree without installing
+        return "unknown"
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, metadata: CheckpointMetadata) -> Path:
+    """Write ``model``'s weights and ``metadata`` to ``path`` (.safetensors) atomically."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"checkpoints are written as .safetensors, got {path.name}")
+    metadata.robaudit_version = metadata.robaudit_version or _version()
+    metadata.created_at = metadata.created_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata={"robaudit": metadata.to_json()})
+    tmp.replace(path)
+    path.with_suffix(".json").write_text(json.dumps(asdict(metadata), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def sniff_format(path: Path) -> str:
+    """'safetensors', 'torch-zip', 'pickle', or raise CheckpointError. Looks at bytes, not the name."""
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{path.name} is empty")
+    with path.open("rb") as fh:
+        head = fh.read(16)
+    if zipfile.is_zipfile(path):
+        return "torch-zip"
+    if head[:1] == b"\x80":  # pickle protocol >= 2 (legacy torch.save)
+        return "pickle"
+    if len(head) >= 9:
+        (header_len,) = struct.unpack("<Q", head[:8])
+        if head[8:9] == b"{":
+            if header_len > MAX_HEADER_BYTES:
+                raise CheckpointError(f"{path.name}: safetensors header of {header_len} bytes exceeds the 100 MB cap")
+            if 8 + header_len > size:
+                raise CheckpointError(f"{path.name} is truncated: its safetensors header claims "
+                                      f"{header_len} bytes but the file has {size - 8}")
+            return "safetensors"
+    raise CheckpointError(f"{path.name} is not a checkpoint: expected a .safetensors file or a "
+                          "torch.save()d state_dict (.pt)")
+
+
+def read_metadata(path: str | Path) -> CheckpointMetadata | None:
+    """The robaudit metadata stored in a .safetensors file, or None if it has none."""
+    path = Path(path)
+    if sniff_format(path) != "safetensors":
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            raw = (fh.metadata() or {}).get("robaudit")
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path.name} is corrupt: {exc}") from None
+    if raw is None:
+        return None
+    try:
+        return CheckpointMetadata.from_dict(json.loads(raw))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path.name}: robaudit metadata is not valid JSON ({exc})") from None
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors from a .safetensors file or a weights-only .pt state_dict. Never runs pickled code."""
+    path = Path(path)
+    kind = sniff_format(path)
+    if kind == "safetensors":
+        try:
+            tensors = {}
+            with safe_open(str(path), framework="pt") as fh:
+                for key in fh.keys():
+                    tensors[key] = fh.get_tensor(key)
+            return tensors
+        except (SafetensorError, OSError, RuntimeError) as exc:
+            raise CheckpointError(f"{path.name} is truncated or corrupt: {exc}") from None
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path.name} was refused: it contains pickled objects other than tensors "
+                              f"and plain containers, which could run code on load ({first[:200]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path.name} is truncated or corrupt: {str(exc).splitlines()[0][:200]}") from None
+    return _unwrap_state_dict(obj, path.name)
+
+
+def _unwrap_state_dict(obj: Any, name: str) -> dict[str, torch.Tensor]:
+    # Common wrappers: {"state_dict": ...}, {"model": ...}, {"net": ...}.
+    if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        for key in ("state_dict", "model_state_dict", "model", "net"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj:
+        raise CheckpointError(f"{name} does not hold a state_dict (a mapping of parameter names to tensors)")
+    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{name}: entry {bad[0]!r} is not a tensor; expected a plain state_dict")
+    return dict(obj)
+
+
+def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # DataParallel adds "module."; the official Feature Scattering checkpoint adds "module.basic_net.".
+    for prefix in ("module.", "basic_net."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], *, arch: str = "model") -> None:
+    """Strict load with an error naming the first bad key and both shapes."""
+    state = _strip_prefixes(state)
+    expected = model.state_dict()
+    # A bare network (no Normalize layer) is accepted: its keys live under "1.".
+    if not any(k.startswith(("0.", "1.")) for k in state):
+        state = {**{k: v for k, v in expected.items() if k.startswith("0.")},
+                 **{f"1.{k}": v for k, v in state.items()}}
+    for key, want in expected.items():
+        if key not in state:
+            raise CheckpointError(f"checkpoint does not match {arch}: missing key {key!r} "
+                                  f"(expected shape {tuple(want.shape)})")
+        got = state[key]
+        if tuple(got.shape) != tuple(want.shape):
+            raise CheckpointError(f"checkpoint does not match {arch}: key {key!r} has shape "
+                                  f"{tuple(got.shape)} in the file but {tuple(want.shape)} in the architecture")
+    extra = [k for k in state if k not in expected]
+    if extra:
+        raise CheckpointError(f"checkpoint does not match {arch}: unexpected key {extra[0]!r} "
+                              f"(shape {tuple(state[extra[0]].shape)})")
+    model.load_state_dict(state, strict=True)
+
+
+def load_checkpoint(path: str | Path, *, metadata: CheckpointMetadata | None = None,
+                    device: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointMetadata]:
+    """Build the architecture and load the weights strictly; returns (model in eval mode, metadata).
+
+    ``metadata`` is required for files that carry none (a bare .pt or .safetensors
+    state_dict); it overrides nothing when the file has robaudit metadata.
+    """
+    path = Path(path)
+    stored = read_metadata(path)
+    meta = stored or metadata
+    if meta is None:
+        raise CheckpointError(f"{path.name} carries no robaudit metadata: give the architecture, "
+                              "dataset and number of classes")
+    try:
+        key, kwargs = resolve_arch(meta.arch, meta.arch_kwargs)
+        model = build_model(key, num_classes=meta.num_classes, in_channels=meta.in_channels,
+                            mean=meta.mean, std=meta.std, **kwargs)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+    load_into(model, read_state_dict(path), arch=meta.arch)
+    return model.to(device).eval(), meta

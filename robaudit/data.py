@@ -1,0 +1,124 @@
+"""Datasets, always as float tensors in [0, 1] (N, C, H, W) plus int64 labels.
+
+``mnist10k`` is bundled (see README, "Bundled data"); the others come through
+torchvision from ``--data-dir``, downloaded only when asked (``--download``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from robaudit.errors import DatasetUnavailable, RobauditError
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    num_classes: int
+    in_channels: int
+    size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    default_eps: float          # in [0, 1] pixel units
+    augment: bool               # random crop (pad 4) + horizontal flip during training
+    expected_files: str         # what --data-dir must contain, for the error message
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist10k": DatasetInfo("mnist10k", 10, 1, 28, (0.0,), (1.0,), 0.3, False, "bundled"),
+    "mnist": DatasetInfo("mnist", 10, 1, 28, (0.0,), (1.0,), 0.3, False,
+                         "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte"),
+    # The paper normalises CIFAR/SVHN to [-1, 1]: mean = std = 0.5 inside the model.
+    "cifar10": DatasetInfo("cifar10", 10, 3, 32, (0.5,) * 3, (0.5,) * 3, 8 / 255, True,
+                           "cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}"),
+    "cifar100": DatasetInfo("cifar100", 100, 3, 32, (0.5,) * 3, (0.5,) * 3, 8 / 255, True,
+                            "cifar-100-python/{train,test,meta}"),
+    "svhn": DatasetInfo("svhn", 10, 3, 32, (0.5,) * 3, (0.5,) * 3, 8 / 255, False,
+                        "{train,test}_32x32.mat"),
+}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise RobauditError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}") from None
+
+
+def _mnist10k(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    with resources.files("robaudit.datasets").joinpath("mnist10k.npz").open("rb") as fh:
+        data = np.load(fh)
+        x, y = data[f"x_{split}"], data[f"y_{split}"]
+    return torch.from_numpy(x).float().div_(255.0).unsqueeze(1), torch.from_numpy(y.astype(np.int64))
+
+
+def _torchvision(name: str, split: str, data_dir: Path, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    import torchvision
+
+    train = split == "train"
+    try:
+        if name == "mnist":
+            ds = torchvision.datasets.MNIST(str(data_dir), train=train, download=download)
+            x, y = ds.data.numpy()[:, None], ds.targets.numpy()
+        elif name in ("cifar10", "cifar100"):
+            cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+            ds = cls(str(data_dir), train=train, download=download)
+            x, y = ds.data.transpose(0, 3, 1, 2), np.asarray(ds.targets)
+        else:
+            ds = torchvision.datasets.SVHN(str(data_dir), split=split, download=download)
+            x, y = ds.data, ds.labels
+    except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted."
+        hint = "" if download else "; pass --download to fetch it"
+        raise DatasetUnavailable(f"{name} not found in {data_dir} (expected {DATASETS[name].expected_files})"
+                                 f"{hint}: {str(exc).splitlines()[0]}") from None
+    except OSError as exc:  # download attempted but no network
+        raise DatasetUnavailable(f"{name} not found in {data_dir} (expected {DATASETS[name].expected_files}) "
+                                 f"and the download failed: {exc}") from None
+    x = torch.from_numpy(np.ascontiguousarray(x)).float().div_(255.0)
+    return x, torch.from_numpy(np.asarray(y, dtype=np.int64))
+
+
+def load_arrays(name: str, split: str = "test", data_dir: str | Path | None = None,
+                download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """All images of a split as (x in [0, 1], y). The exact tensors robaudit trains and evaluates on."""
+    dataset_info(name)
+    if split not in ("train", "test"):
+        raise RobauditError(f"split must be 'train' or 'test', got {split!r}")
+    if name == "mnist10k":
+        return _mnist10k(split)
+    return _torchvision(name, split, Path(data_dir or "./data").expanduser(), download)
+
+
+class AugmentedDataset(Dataset):
+    """Random crop (zero padding 4) and horizontal flip, as in the paper's CIFAR training."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator):
+        self.x, self.y, self.generator = x, y, generator
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        img = self.x[i]
+        size = img.shape[-1]
+        padded = torch.nn.functional.pad(img, (4, 4, 4, 4))
+        dx, dy = torch.randint(0, 9, (2,), generator=self.generator).tolist()
+        img = padded[:, dy:dy + size, dx:dx + size]
+        if torch.rand((), generator=self.generator) < 0.5:
+            img = img.flip(-1)
+        return img, self.y[i]
+
+
+def train_loader(name: str, batch_size: int, *, data_dir=None, download=False, seed: int = 0,
+                 limit: int | None = None) -> DataLoader:
+    x, y = load_arrays(name, "train", data_dir, download)
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    generator = torch.Generator().manual_seed(seed)
+    ds = AugmentedDataset(x, y, generator) if DATASETS[name].augment else TensorDataset(x, y)
+    return DataLoader(ds, batch_size=batch_size, shuffle=True, generator=generator, drop_last=False)
