@@ -7,3 +7,10 @@ class RobauditError(Exception):
 
 class DatasetUnavailable(RobauditError):
     pass
+
+
+class Cancelled(Exception):
+    """Raised inside a training or evaluation loop when its should_stop() hook asks it to stop.
+
+    Not an error: stored state up to the last completed epoch or batch is kept for a resume.
+    """
