@@ -1,0 +1,11 @@
+from fastapi import APIRouter
+
+from backend.app.api.routes import checkpoints, evaluations, health, jobs, reports, trainings
+
+api_router = APIRouter()
+api_router.include_router(checkpoints.router)
+api_router.include_router(trainings.router)
+api_router.include_router(evaluations.router)
+api_router.include_router(jobs.router)
+api_router.include_router(reports.router)
+api_router.include_router(health.router)

@@ -1,0 +1,438 @@
+"""Database operations, keyword-only. Used by the API routes and by the worker.
+
+State changes on jobs are compare-and-set UPDATEs: the API (cancel, retry, the
+stale-job janitor) and the worker (claim, progress, finish) never overwrite each
+other's decisions, and only the delivery whose task id is current may run a job.
+"""
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime, timedelta
+from typing import Any, Iterable
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from backend.app.core.security import share_token, short_id
+from backend.app.models import (FINISHED, Checkpoint, EvalBatch, EvaluationResult, Job, Report, ReportEvaluation,
+                                SampleBitset, WorkerSeen, utcnow)
+
+
+def _upsert(session: Session, model, values: dict[str, Any], keys: list[str], update_cols: Iterable[str]) -> None:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE, on PostgreSQL and SQLite alike."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(model).values(**values)
+    cols = list(update_cols)
+    if cols:
+        stmt = stmt.on_conflict_do_update(index_elements=keys, set_={c: stmt.excluded[c] for c in cols})
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+    session.execute(stmt)
+
+
+def new_task_id() -> str:
+    return str(uuid.uuid4())
+
+
+# Checkpoints --------------------------------------------------------------------------
+def get_checkpoint(*, session: Session, checkpoint_id: int) -> Checkpoint | None:
+    return session.get(Checkpoint, checkpoint_id)
+
+
+def get_checkpoint_by_sha256(*, session: Session, sha256: str) -> Checkpoint | None:
+    return session.scalar(select(Checkpoint).where(Checkpoint.sha256 == sha256))
+
+
+def list_checkpoints(*, session: Session, skip: int = 0, limit: int = 100) -> tuple[list[Checkpoint], int]:
+    count = session.scalar(select(func.count()).select_from(Checkpoint)) or 0
+    rows = session.scalars(select(Checkpoint).order_by(Checkpoint.id.desc()).offset(skip).limit(limit)).all()
+    return list(rows), count
+
+
+def create_checkpoint(*, session: Session, sha256: str, name: str, filename: str, ext: str, size_bytes: int,
+                      meta: dict[str, Any], embedded_metadata: bool, source: str = "upload",
+                      training_job_id: int | None = None) -> tuple[Checkpoint, bool]:
+    """Insert a checkpoint row; returns (row, created). A concurrent insert of the same sha256 wins."""
+    row = Checkpoint(sha256=sha256, name=name, filename=filename, ext=ext, size_bytes=size_bytes,
+                     arch=str(meta.get("arch")), dataset=meta.get("dataset"), method=meta.get("method"),
+                     meta=meta, embedded_metadata=embedded_metadata, source=source,
+                     training_job_id=training_job_id)
+    session.add(row)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        existing = get_checkpoint_by_sha256(session=session, sha256=sha256)
+        if existing is None:
+            raise
+        return existing, False
+    return row, True
+
+
+def checkpoint_users(*, session: Session, checkpoint_id: int) -> list[int]:
+    """Ids of jobs that evaluate, attack from, or produced this checkpoint."""
+    rows = session.scalars(select(Job.id).where(or_(Job.checkpoint_id == checkpoint_id,
+                                                    Job.surrogate_id == checkpoint_id,
+                                                    Job.output_checkpoint_id == checkpoint_id)).limit(20))
+    return list(rows)
+
+
+def delete_checkpoint(*, session: Session, checkpoint: Checkpoint) -> None:
+    session.delete(checkpoint)
+    session.commit()
+
+
+# Jobs ---------------------------------------------------------------------------------
+def create_job(*, session: Session, kind: str, config: dict[str, Any], name: str | None = None,
+               checkpoint_id: int | None = None, surrogate_id: int | None = None,
+               max_attempts: int = 3, queue: str | None = None) -> Job:
+    job = Job(kind=kind, status="queued", name=name, config=config, checkpoint_id=checkpoint_id,
+              surrogate_id=surrogate_id, max_attempts=max_attempts, queue=queue, task_id=new_task_id(),
+              metrics=[], summary={})
+    session.add(job)
+    session.commit()
+    return job
+
+
+def get_job(*, session: Session, job_id: int, kind: str | None = None) -> Job | None:
+    job = session.get(Job, job_id)
+    if job is None or (kind is not None and job.kind != kind):
+        return None
+    return job
+
+
+def list_jobs(*, session: Session, kind: str | None = None, status: str | None = None,
+              skip: int = 0, limit: int = 100) -> tuple[list[Job], int]:
+    conds = []
+    if kind:
+        conds.append(Job.kind == kind)
+    if status:
+        conds.append(Job.status == status)
+    where = and_(*conds) if conds else True
+    count = session.scalar(select(func.count()).select_from(Job).where(where)) or 0
+    rows = session.scalars(select(Job).where(where).order_by(Job.id.desc()).offset(skip).limit(limit)).unique()
+    return list(rows), count
+
+
+def job_public(job: Job) -> dict[str, Any]:
+    total = job.progress_total or 0
+    return {
+        "id": job.id, "kind": job.kind, "status": job.status, "name": job.name, "config": job.config or {},
+        "progress": {"current": job.progress_current, "total": total,
+                     "fraction": (job.progress_current / total) if total else None,
+                     "stage": job.stage, "eta_seconds": job.eta_seconds},
+        "eta_seconds": job.eta_seconds, "metrics": job.metrics or [], "summary": job.summary or {},
+        "error": job.error, "attempt": job.attempt, "max_attempts": job.max_attempts,
+        "cancel_requested": job.cancel_requested, "worker_hostname": job.worker_hostname,
+        "checkpoint_id": job.checkpoint_id, "surrogate_id": job.surrogate_id,
+        "output_checkpoint_id": job.output_checkpoint_id,
+        # Results are written in the same transaction that marks an evaluation succeeded.
+        "has_results": job.kind == "evaluation" and job.status == "succeeded",
+        "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
+        "heartbeat_at": job.heartbeat_at,
+    }
+
+
+def request_cancel(*, session: Session, job_id: int) -> tuple[str, str | None]:
+    """Cancel a job: a queued one at once, a running one cooperatively.
+
+    Returns (outcome, task_id to revoke or None); outcome is "cancelled", "requested" or "finished".
+    """
+    now = utcnow()
+    res = session.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
+                          .values(status="cancelled", cancel_requested=True, finished_at=now,
+                                  eta_seconds=None))
+    if res.rowcount:
+        session.commit()
+        return "cancelled", session.get(Job, job_id).task_id
+    res = session.execute(update(Job).where(Job.id == job_id, Job.status == "running")
+                          .values(cancel_requested=True))
+    session.commit()
+    return ("requested", None) if res.rowcount else ("finished", None)
+
+
+def prepare_retry(*, session: Session, job_id: int) -> str | None:
+    """Put a failed or cancelled job back in the queue; its stored state is kept so it resumes.
+
+    Returns the new task id, or None if the job is not in a retryable state.
+    """
+    task_id = new_task_id()
+    res = session.execute(update(Job).where(Job.id == job_id, Job.status.in_(("failed", "cancelled")))
+                          .values(status="queued", task_id=task_id, attempt=0, cancel_requested=False,
+                                  error=None, finished_at=None, worker_hostname=None, worker_pid=None,
+                                  eta_seconds=None))
+    session.commit()
+    return task_id if res.rowcount else None
+
+
+def mark_dispatch_failed(*, session: Session, job_id: int, error: str) -> None:
+    session.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
+                    .values(status="failed", error=error, finished_at=utcnow()))
+    session.commit()
+
+
+def claim_job(*, session: Session, job_id: int, task_id: str, hostname: str, pid: int,
+              stale_after_s: float, pid_alive=None) -> tuple[Job | None, str]:
+    """The worker's first step for a delivery. Returns (job, "run") or (None|job, reason to skip).
+
+    Skips deliveries that are not current (a stale copy after a requeue), jobs already finished,
+    and jobs another live process is running. Counts the attempt; past max_attempts the job fails.
+    """
+    job = session.get(Job, job_id, with_for_update=True, populate_existing=True)
+    if job is None:
+        return None, "no such job"
+    if job.task_id and job.task_id != task_id:
+        return job, "superseded delivery"
+    if job.status in FINISHED:
+        return job, f"already {job.status}"
+    if job.cancel_requested:
+        finish_job(session=session, job_id=job_id, task_id=task_id, status="cancelled")
+        return job, "cancelled before start"
+    if job.status == "running" and job.heartbeat_at is not None:
+        fresh = utcnow() - job.heartbeat_at < timedelta(seconds=stale_after_s)
+        same_host_dead = (job.worker_hostname == hostname and job.worker_pid is not None
+                          and pid_alive is not None and not pid_alive(job.worker_pid))
+        if fresh and not same_host_dead:
+            session.rollback()
+            return job, "running elsewhere"
+    attempt = job.attempt + 1
+    now = utcnow()
+    if attempt > job.max_attempts:
+        job.status, job.finished_at, job.attempt = "failed", now, attempt - 1
+        job.error = (f"gave up after {job.max_attempts} attempts: the worker running this job died each time "
+                     f"(out of memory, killed, or lost); last error: {job.error or 'none recorded'}")
+        session.commit()
+        return job, "too many attempts"
+    job.attempt, job.status = attempt, "running"
+    job.started_at = job.started_at or now
+    job.heartbeat_at, job.worker_hostname, job.worker_pid = now, hostname, pid
+    session.commit()
+    return job, "run"
+
+
+def update_progress(*, session: Session, job_id: int, task_id: str, current: int | None = None,
+                    total: int | None = None, stage: str | None = None, eta_seconds: float | None = None,
+                    metrics: list[Any] | None = None) -> bool:
+    """Write progress and heartbeat; returns cancel_requested (so the caller can stop)."""
+    values: dict[str, Any] = {"heartbeat_at": utcnow()}
+    if current is not None:
+        values["progress_current"] = int(current)
+    if total is not None:
+        values["progress_total"] = int(total)
+    if stage is not None:
+        values["stage"] = stage[:200]
+    if eta_seconds is not None:
+        values["eta_seconds"] = float(eta_seconds)
+    if metrics is not None:
+        values["metrics"] = metrics
+    session.execute(update(Job).where(Job.id == job_id, Job.task_id == task_id, Job.status == "running")
+                    .values(**values))
+    session.commit()
+    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def finish_job(*, session: Session, job_id: int, task_id: str, status: str, error: str | None = None,
+               summary: dict[str, Any] | None = None, output_checkpoint_id: int | None = None,
+               metrics: list[Any] | None = None, commit: bool = True) -> bool:
+    """Record a job's outcome, if this delivery still owns it (returns False otherwise)."""
+    values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error, "eta_seconds": None}
+    if status == "succeeded":
+        values["stage"] = "done"
+    if summary is not None:
+        values["summary"] = summary
+    if output_checkpoint_id is not None:
+        values["output_checkpoint_id"] = output_checkpoint_id
+    if metrics is not None:
+        values["metrics"] = metrics
+    res = session.execute(update(Job).where(Job.id == job_id, Job.task_id == task_id,
+                                            Job.status.in_(("queued", "running"))).values(**values))
+    if commit:
+        session.commit()
+    return bool(res.rowcount)
+
+
+def requeue_stale(*, session: Session, stale_after_s: float) -> list[tuple[int, str, str | None]]:
+    """Running jobs whose heartbeat stopped (worker killed, host lost) go back to the queue.
+
+    Returns [(job_id, new task id, queue)]; the caller sends the tasks. The attempt counter is
+    raised at the next claim, so a job that kills its worker every time ends as failed.
+    """
+    cutoff = utcnow() - timedelta(seconds=stale_after_s)
+    stale = session.execute(select(Job.id, Job.task_id, Job.queue)
+                            .where(Job.status == "running", Job.heartbeat_at < cutoff)).all()
+    out = []
+    for job_id, old_task, queue in stale:
+        new = new_task_id()
+        res = session.execute(update(Job).where(Job.id == job_id, Job.status == "running",
+                                                Job.task_id == old_task, Job.heartbeat_at < cutoff)
+                              .values(status="queued", task_id=new, stage="requeued: worker lost",
+                                      error=f"worker {old_task} stopped sending heartbeats"))
+        if res.rowcount:
+            out.append((job_id, new, queue))
+    session.commit()
+    return out
+
+
+# Evaluation results -------------------------------------------------------------------
+def store_results(*, session: Session, job_id: int, results: dict[str, Any]) -> None:
+    """Upsert the results JSON and one bitset row per attack setting (no duplicates on re-runs)."""
+    _upsert(session, EvaluationResult, {"job_id": job_id, "results": results, "created_at": utcnow()},
+            ["job_id"], ["results", "created_at"])
+    for row in iter_bitsets(results):
+        _upsert(session, SampleBitset, {"job_id": job_id, **row},
+                ["job_id", "attack", "eps", "steps", "restarts"], ["n", "bits"])
+
+
+def iter_bitsets(results: dict[str, Any]):
+    """Rows (attack, eps, steps, restarts, n, bits) from the results JSON's per_sample section."""
+    per_sample = results.get("per_sample") or {}
+    entries = per_sample.get("entries") if isinstance(per_sample, dict) else per_sample
+    if entries is None and isinstance(per_sample, dict):
+        entries = per_sample.get("rows") or []
+    n_default = per_sample.get("n") if isinstance(per_sample, dict) else None
+    for entry in entries or []:
+        bits = entry.get("bits") or entry.get("bitset") or entry.get("correct")
+        if not isinstance(bits, str):
+            continue
+        yield {"attack": str(entry.get("attack", "clean")), "eps": float(entry.get("eps") or 0.0),
+               "steps": int(entry.get("steps") or 0), "restarts": int(entry.get("restarts") or 0),
+               "n": int(entry.get("n") or n_default or 0), "bits": base64.b64decode(bits)}
+
+
+def get_results(*, session: Session, job_id: int) -> dict[str, Any] | None:
+    row = session.get(EvaluationResult, job_id)
+    return row.results if row else None
+
+
+def list_bitsets(*, session: Session, job_id: int) -> list[SampleBitset]:
+    return list(session.scalars(select(SampleBitset).where(SampleBitset.job_id == job_id)
+                                .order_by(SampleBitset.id)))
+
+
+def batch_get(*, session: Session, job_id: int, key: str) -> dict[str, Any] | None:
+    return session.scalar(select(EvalBatch.value).where(EvalBatch.job_id == job_id, EvalBatch.key == key))
+
+
+def batch_put(*, session: Session, job_id: int, key: str, value: dict[str, Any]) -> None:
+    _upsert(session, EvalBatch, {"job_id": job_id, "key": key, "value": value, "created_at": utcnow()},
+            ["job_id", "key"], ["value"])
+    session.commit()
+
+
+# Reports ------------------------------------------------------------------------------
+def create_report(*, session: Session, title: str, evaluation_ids: list[int]) -> Report:
+    for _ in range(5):  # a short random id; retry on the (unlikely) collision
+        report = Report(id=short_id(), title=title, share_token=share_token())
+        report.items = [ReportEvaluation(job_id=jid, position=i) for i, jid in enumerate(evaluation_ids)]
+        session.add(report)
+        try:
+            session.commit()
+            return report
+        except IntegrityError:
+            session.rollback()
+    raise RuntimeError("could not allocate a report id")
+
+
+def get_report(*, session: Session, report_id: str) -> Report | None:
+    return session.get(Report, report_id)
+
+
+def list_reports(*, session: Session, skip: int = 0, limit: int = 100) -> tuple[list[Report], int]:
+    count = session.scalar(select(func.count()).select_from(Report)) or 0
+    rows = session.scalars(select(Report).order_by(Report.created_at.desc()).offset(skip).limit(limit))
+    return list(rows), count
+
+
+def report_public(report: Report) -> dict[str, Any]:
+    return {"id": report.id, "title": report.title, "url": f"/reports/{report.id}",
+            "share_url": f"/share/{report.share_token}", "evaluation_ids": [i.job_id for i in report.items],
+            "created_at": report.created_at}
+
+
+def checkpoint_summary(*, session: Session, checkpoint: Checkpoint | None) -> dict[str, Any] | None:
+    """Checkpoint metadata for reports: method, label smoothing, training history."""
+    if checkpoint is None:
+        return None
+    meta = checkpoint.meta or {}
+    hp = meta.get("hyperparameters") or {}
+    history: list[Any] = []
+    if checkpoint.training_job_id:
+        job = session.get(Job, checkpoint.training_job_id)
+        history = list(job.metrics or []) if job else []
+    if not history:
+        metrics = meta.get("metrics") or {}
+        history = list(metrics.get("history") or []) if isinstance(metrics, dict) else []
+    return {"id": checkpoint.id, "name": checkpoint.name, "sha256": checkpoint.sha256, "arch": checkpoint.arch,
+            "dataset": checkpoint.dataset, "method": checkpoint.method or meta.get("method"),
+            "label_smoothing": hp.get("label_smoothing"), "eps": hp.get("eps"), "epochs": hp.get("epochs"),
+            "hyperparameters": hp, "metrics": meta.get("metrics") or {}, "history": history,
+            "source": checkpoint.source, "training_job_id": checkpoint.training_job_id,
+            "created_at": checkpoint.created_at.isoformat()}
+
+
+def get_report_payload(*, session: Session, report: Report) -> dict[str, Any]:
+    """{"report": {...}, "evaluations": [{id, status, checkpoint, results}]}; what pages and exports render."""
+    evaluations = []
+    for item in report.items:
+        job = session.get(Job, item.job_id)
+        if job is None:
+            continue
+        evaluations.append({
+            "id": job.id, "name": job.name, "status": job.status, "config": job.config or {},
+            "summary": job.summary or {}, "error": job.error,
+            "checkpoint": checkpoint_summary(session=session, checkpoint=job.checkpoint),
+            "results": get_results(session=session, job_id=job.id) if job.status == "succeeded" else None,
+        })
+    return {"report": {"id": report.id, "title": report.title, "created_at": report.created_at.isoformat(),
+                       "url": f"/reports/{report.id}"},
+            "evaluations": evaluations}
+
+
+def get_report_payload_by_token(session: Session, token: str) -> dict[str, Any] | None:
+    """The share page's lookup: the payload of the one report this token unlocks, or None."""
+    if not token or len(token) > 64:
+        return None
+    report = session.scalar(select(Report).where(Report.share_token == token))
+    return get_report_payload(session=session, report=report) if report else None
+
+
+# Workers ------------------------------------------------------------------------------
+def worker_seen(*, session: Session, hostname: str, pid: int, queues: list[str], device: str | None,
+                started: bool = False) -> None:
+    now = utcnow()
+    values = {"hostname": hostname, "pid": pid, "queues": ",".join(queues), "device": device,
+              "last_seen": now, "online": True}
+    cols = ["pid", "queues", "device", "last_seen", "online"]
+    if started:
+        values["started_at"] = now
+        cols.append("started_at")
+    else:
+        values["started_at"] = now  # only used when the row is new
+    _upsert(session, WorkerSeen, values, ["hostname"], cols)
+    session.commit()
+
+
+def worker_offline(*, session: Session, hostname: str) -> None:
+    session.execute(update(WorkerSeen).where(WorkerSeen.hostname == hostname).values(online=False))
+    session.commit()
+
+
+def list_workers_seen(*, session: Session, within_s: float) -> list[WorkerSeen]:
+    cutoff = utcnow() - timedelta(seconds=within_s)
+    return list(session.scalars(select(WorkerSeen).where(WorkerSeen.online.is_(True),
+                                                         WorkerSeen.last_seen >= cutoff)
+                                .order_by(WorkerSeen.hostname)))
+
+
+def purge_job_state(*, session: Session, job_id: int) -> None:
+    """Drop stored batches once an evaluation's results are final (they are only for resuming)."""
+    session.execute(delete(EvalBatch).where(EvalBatch.job_id == job_id))
+    session.commit()
+
+
+def dt_iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None

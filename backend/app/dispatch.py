@@ -1,0 +1,78 @@
+"""Sending jobs to the queue, revoking them, and the janitor that requeues jobs of dead workers."""
+from __future__ import annotations
+
+import logging
+import threading
+
+from celery import Celery
+from sqlalchemy.orm import Session, sessionmaker
+
+from backend.app import crud
+from backend.app.core.config import Settings
+from worker.celery_app import TASK_NAME
+
+log = logging.getLogger("robaudit.api")
+
+
+def dispatch(celery: Celery, settings: Settings, *, job_id: int, task_id: str, queue: str | None = None) -> None:
+    """Publish the task for a job. The message carries only the job id."""
+    celery.send_task(TASK_NAME, args=[job_id], task_id=task_id, queue=queue or settings.queue)
+
+
+def dispatch_or_fail(celery: Celery, settings: Settings, session: Session, *, job_id: int, task_id: str) -> str | None:
+    """Dispatch; on a broker error mark the job failed and return the error message."""
+    try:
+        dispatch(celery, settings, job_id=job_id, task_id=task_id)
+        return None
+    except Exception as exc:  # broker down or unreachable
+        message = f"could not queue the job: broker unavailable ({type(exc).__name__}: {str(exc)[:200]})"
+        crud.mark_dispatch_failed(session=session, job_id=job_id, error=message)
+        log.error("job %s: %s", job_id, message)
+        return message
+
+
+def revoke(celery: Celery, settings: Settings, task_id: str | None) -> None:
+    """Best effort: tell workers to drop a queued task. The job row (cancelled) is what really stops it."""
+    if task_id and settings.broker_is_redis:
+        try:
+            celery.control.revoke(task_id)
+        except Exception:
+            log.warning("revoke of %s failed", task_id, exc_info=True)
+
+
+def requeue_stale_jobs(celery: Celery, settings: Settings, Session: sessionmaker) -> list[int]:
+    with Session() as s:
+        stale = crud.requeue_stale(session=s, stale_after_s=settings.stale_after_s)
+        for job_id, task_id, queue in stale:
+            log.warning("job %s: worker stopped sending heartbeats; requeued as task %s", job_id, task_id)
+            if dispatch_or_fail(celery, settings, s, job_id=job_id, task_id=task_id):
+                continue
+    return [job_id for job_id, _, _ in stale]
+
+
+class Janitor:
+    """A thread in the API process: every janitor_interval_s, requeue running jobs whose heartbeat stopped.
+
+    This is what brings a job back after its worker was SIGKILLed or its host vanished: with
+    acks_late the message would otherwise wait for Redis' visibility timeout (longer than the
+    longest job) or, on the SQL broker, never come back.
+    """
+
+    def __init__(self, celery: Celery, settings: Settings, Session: sessionmaker):
+        self.celery, self.settings, self.Session = celery, settings, Session
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="janitor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.janitor_interval_s):
+            try:
+                requeue_stale_jobs(self.celery, self.settings, self.Session)
+            except Exception:
+                log.warning("janitor pass failed", exc_info=True)

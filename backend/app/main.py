@@ -1,0 +1,64 @@
+"""The FastAPI application: `create_app(settings)` (used by `robaudit serve`, tests and uvicorn --factory)."""
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
+
+from backend.app.api.main import api_router
+from backend.app.core.config import API_V1_STR, Settings
+from backend.app.core.db import run_migrations, session_factory
+from backend.app.core.security import resolve_api_token
+from backend.app.dispatch import Janitor
+from worker.celery_app import make_celery
+
+
+def custom_generate_unique_id(route: APIRoute) -> str:
+    return f"{route.tags[0]}-{route.name}" if route.tags else route.name
+
+
+def create_app(settings: Settings | None = None, *, janitor: bool = True) -> FastAPI:
+    """Build the app: data folder, migrations applied, API token resolved, Celery client, janitor."""
+    settings = settings or Settings.from_env()
+    settings.ensure_dirs()
+    run_migrations(settings)
+    api_token = resolve_api_token(settings)
+    celery = make_celery(settings)
+    Session = session_factory(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        sweeper = Janitor(celery, settings, Session) if janitor else None
+        if sweeper:
+            sweeper.start()
+        try:
+            yield
+        finally:
+            if sweeper:
+                sweeper.stop()
+
+    app = FastAPI(
+        title="robaudit",
+        summary="Robustness auditing for adversarially trained image classifiers",
+        description="Upload or train checkpoints, run attack evaluations on workers, fetch results and "
+                    "build shareable comparison reports. Write endpoints need `Authorization: Bearer <token>`.",
+        version="0.1.0",
+        generate_unique_id_function=custom_generate_unique_id,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.Session = Session
+    app.state.celery = celery
+    app.state.api_token = api_token
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
+                           allow_headers=["Authorization", "Content-Type"])
+    app.include_router(api_router, prefix=API_V1_STR)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """For `uvicorn --factory backend.app.main:app_from_env` (the docker-compose api service)."""
+    return create_app(Settings.from_env())

@@ -1,0 +1,168 @@
+"""SQLAlchemy 2 tables. The job row is the source of truth for every training and evaluation.
+
+Shared by the API and the worker; the initial Alembic migration mirrors these definitions.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary,
+                        String, Text, UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+JOB_KINDS = ("training", "evaluation")
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Stored as naive UTC (SQLite keeps no zone), always returned timezone-aware."""
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime()}
+
+
+class Checkpoint(Base):
+    __tablename__ = "checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    filename: Mapped[str] = mapped_column(String(300))      # as uploaded
+    ext: Mapped[str] = mapped_column(String(16))            # safetensors | pt
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    arch: Mapped[str] = mapped_column(String(64))
+    dataset: Mapped[str | None] = mapped_column(String(64))
+    method: Mapped[str | None] = mapped_column(String(64))
+    embedded_metadata: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The full CheckpointMetadata dict (arch_kwargs, num_classes, mean/std, hyperparameters, metrics...).
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    source: Mapped[str] = mapped_column(String(16), default="upload")   # upload | training
+    # Plain column, not a foreign key: jobs already reference checkpoints, and a cycle buys nothing.
+    training_job_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_kind_created", "kind", "created_at"),
+                      Index("ix_jobs_status", "status"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    name: Mapped[str | None] = mapped_column(String(200))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    progress_current: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, default=0)
+    stage: Mapped[str | None] = mapped_column(String(200))
+    eta_seconds: Mapped[float | None] = mapped_column(Float)
+    metrics: Mapped[list[Any]] = mapped_column(JSON, default=list)        # per-epoch training history
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)   # headline numbers for lists
+    error: Mapped[str | None] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Fencing: only the delivery whose Celery task id is current may run the job.
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    queue: Mapped[str | None] = mapped_column(String(100))
+    worker_hostname: Mapped[str | None] = mapped_column(String(255))
+    worker_pid: Mapped[int | None] = mapped_column(Integer)
+    checkpoint_id: Mapped[int | None] = mapped_column(ForeignKey("checkpoints.id"))          # evaluated model
+    surrogate_id: Mapped[int | None] = mapped_column(ForeignKey("checkpoints.id"))           # transfer source
+    output_checkpoint_id: Mapped[int | None] = mapped_column(ForeignKey("checkpoints.id"))   # trained model
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+    heartbeat_at: Mapped[datetime | None] = mapped_column()
+
+    checkpoint: Mapped[Checkpoint | None] = relationship(foreign_keys=[checkpoint_id])
+    output_checkpoint: Mapped[Checkpoint | None] = relationship(foreign_keys=[output_checkpoint_id])
+
+
+class EvaluationResult(Base):
+    """The evaluation engine's results JSON, one row per evaluation job."""
+    __tablename__ = "evaluation_results"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    results: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SampleBitset(Base):
+    """Which test points stayed correct under one attack setting: bit i = point i (little-endian packbits)."""
+    __tablename__ = "sample_bitsets"
+    __table_args__ = (UniqueConstraint("job_id", "attack", "eps", "steps", "restarts", name="uq_bitset_setting"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    attack: Mapped[str] = mapped_column(String(64))
+    eps: Mapped[float] = mapped_column(Float)
+    steps: Mapped[int] = mapped_column(Integer, default=0)
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    n: Mapped[int] = mapped_column(Integer)
+    bits: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class EvalBatch(Base):
+    """Completed evaluation batches (the engine's store protocol) so a redelivered job resumes."""
+    __tablename__ = "eval_batches"
+    __table_args__ = (UniqueConstraint("job_id", "key", name="uq_eval_batch_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(512))
+    value: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Report(Base):
+    __tablename__ = "reports"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    share_token: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    items: Mapped[list["ReportEvaluation"]] = relationship(order_by="ReportEvaluation.position",
+                                                           cascade="all, delete-orphan", lazy="selectin")
+
+
+class ReportEvaluation(Base):
+    __tablename__ = "report_evaluations"
+
+    report_id: Mapped[str] = mapped_column(ForeignKey("reports.id", ondelete="CASCADE"), primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+
+
+class WorkerSeen(Base):
+    """Workers announce themselves here (the embedded broker has no broadcast for `celery inspect`)."""
+    __tablename__ = "workers"
+
+    hostname: Mapped[str] = mapped_column(String(255), primary_key=True)
+    pid: Mapped[int] = mapped_column(Integer)
+    queues: Mapped[str] = mapped_column(String(500), default="")
+    device: Mapped[str | None] = mapped_column(String(100))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    online: Mapped[bool] = mapped_column(Boolean, default=True)

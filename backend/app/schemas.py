@@ -1,0 +1,169 @@
+"""Pydantic request/response models. Constraints here are the first line of validation
+(and what schemathesis generates from); the science package's validators are the second."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobKind = Literal["training", "evaluation"]
+
+Name = Field(default=None, min_length=1, max_length=200, description="A label for lists and reports.")
+
+
+class Message(BaseModel):
+    detail: str
+
+
+# Checkpoints --------------------------------------------------------------------------
+class CheckpointPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    sha256: str
+    name: str
+    filename: str
+    ext: str = Field(description="safetensors or pt")
+    size_bytes: int
+    arch: str
+    dataset: str | None
+    method: str | None
+    embedded_metadata: bool = Field(description="True when the file carries robaudit metadata itself.")
+    metadata: dict[str, Any] = Field(validation_alias="meta")
+    source: str = Field(description="upload, or training when a training job produced it.")
+    training_job_id: int | None
+    created_at: datetime
+
+
+class CheckpointsPublic(BaseModel):
+    data: list[CheckpointPublic]
+    count: int
+
+
+# Jobs ---------------------------------------------------------------------------------
+class Progress(BaseModel):
+    current: int
+    total: int
+    fraction: float | None = Field(description="current / total, or null while the total is unknown.")
+    stage: str | None
+    eta_seconds: float | None
+
+
+class JobPublic(BaseModel):
+    id: int
+    kind: JobKind
+    status: JobStatus
+    name: str | None
+    config: dict[str, Any]
+    progress: Progress
+    eta_seconds: float | None
+    metrics: list[Any] = Field(description="Per-epoch training history (trainings).")
+    summary: dict[str, Any] = Field(description="Headline numbers, e.g. clean and robust accuracy.")
+    error: str | None
+    attempt: int
+    max_attempts: int
+    cancel_requested: bool
+    worker_hostname: str | None
+    checkpoint_id: int | None = Field(description="The evaluated model (evaluations).")
+    surrogate_id: int | None = Field(description="Transfer-attack source model (evaluations).")
+    output_checkpoint_id: int | None = Field(description="The trained model, registered as a checkpoint (trainings).")
+    has_results: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+
+
+class JobsPublic(BaseModel):
+    data: list[JobPublic]
+    count: int
+
+
+class TrainingCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = Field(min_length=1, max_length=64, examples=["feature-scatter"],
+                        description="standard, pgd-at, fast-at, trades or feature-scatter.")
+    dataset: str = Field(default="mnist10k", min_length=1, max_length=64)
+    arch: str = Field(default="smallcnn", min_length=1, max_length=64)
+    arch_kwargs: dict[str, Any] = Field(default_factory=dict, max_length=16)
+    hyperparameters: dict[str, Any] = Field(
+        default_factory=dict, max_length=64,
+        description="TrainConfig fields: epochs, batch_size, lr, eps, alpha, steps, label_smoothing, "
+                    "trades_beta, sinkhorn, seed, n_train, eval_examples, ...",
+        examples=[{"epochs": 1, "n_train": 256, "eval_examples": 32}])
+    name: str | None = Name
+
+
+class EvaluationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint_id: int = Field(ge=1, le=2**31 - 1)
+    preset: str | None = Field(default=None, min_length=1, max_length=32, description="quick, paper or audit.")
+    attacks: list[str] | None = Field(default=None, min_length=1, max_length=32,
+                                      description="Attack names (instead of, or on top of, a preset).")
+    eps: list[float] | None = Field(default=None, min_length=1, max_length=64,
+                                    description="Perturbation budgets in [0, 1] pixel units.")
+    steps: list[int] | None = Field(default=None, min_length=1, max_length=32, description="Attack step counts.")
+    n_examples: int | None = Field(default=None, ge=1, le=1_000_000, description="Test points to evaluate.")
+    dataset: str | None = Field(default=None, min_length=1, max_length=64,
+                                description="Defaults to the checkpoint's dataset.")
+    surrogate_id: int | None = Field(default=None, ge=1, le=2**31 - 1,
+                                     description="Checkpoint used as the source of transfer attacks.")
+    name: str | None = Name
+
+    @field_validator("eps", mode="before")
+    @classmethod
+    def _eps_scalar(cls, value):
+        return [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _steps_scalar(cls, value):
+        return [value] if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+# Reports ------------------------------------------------------------------------------
+class ReportCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, max_length=200)
+    evaluation_ids: list[int] = Field(min_length=1, max_length=50)
+
+
+class ReportPublic(BaseModel):
+    id: str
+    title: str
+    url: str
+    share_url: str
+    evaluation_ids: list[int]
+    created_at: datetime
+
+
+class ReportsPublic(BaseModel):
+    data: list[ReportPublic]
+    count: int
+
+
+# Health -------------------------------------------------------------------------------
+class ComponentHealth(BaseModel):
+    ok: bool
+    detail: str
+
+
+class WorkerPublic(BaseModel):
+    hostname: str
+    pid: int
+    queues: list[str]
+    device: str | None
+    started_at: datetime
+    last_seen: datetime
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: ComponentHealth
+    broker: ComponentHealth
+    workers: list[WorkerPublic]

@@ -1,0 +1,121 @@
+"""Checking job requests with the science package's own validators before anything is stored.
+
+Each function returns the config to store on the job row, or raises JobRequestError
+(turned into a 422 that carries the validator's message).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from backend.app import crud
+from backend.app.schemas import EvaluationCreate, TrainingCreate
+
+# Chosen by the worker that runs the job, not by the client.
+WORKER_FIELDS = ("device", "data_dir", "download")
+TOP_LEVEL_FIELDS = ("method", "dataset", "arch", "arch_kwargs")
+
+
+class JobRequestError(ValueError):
+    pass
+
+
+def _science_errors():
+    from models.checkpoint import CheckpointError
+    from robaudit.errors import RobauditError
+
+    return RobauditError, CheckpointError
+
+
+def validate_training(body: TrainingCreate) -> dict[str, Any]:
+    import torch
+    from pydantic import TypeAdapter, ValidationError
+
+    from models.registry import build_model
+    from robaudit.data import dataset_info
+    from robaudit.training import TrainConfig
+
+    hp = dict(body.hyperparameters)
+    misplaced = [k for k in hp if k in TOP_LEVEL_FIELDS]
+    if misplaced:
+        raise JobRequestError(f"give {', '.join(misplaced)} at the top level of the request, not in hyperparameters")
+    reserved = [k for k in hp if k in WORKER_FIELDS]
+    if reserved:
+        raise JobRequestError(f"{', '.join(reserved)} cannot be set through the API: the worker chooses them")
+    raw = {**hp, "method": body.method, "dataset": body.dataset, "arch": body.arch,
+           "arch_kwargs": dict(body.arch_kwargs)}
+    science = _science_errors()
+    try:
+        TrainConfig.from_dict(raw)                       # unknown options, with the science's message
+        typed = TypeAdapter(TrainConfig).validate_python(raw, strict=False)
+        resolved = replace(typed, device="cpu").resolved()
+        info = dataset_info(resolved.dataset)
+        with torch.device("meta"):                       # checks arch and arch_kwargs without allocating
+            build_model(resolved.arch, num_classes=info.num_classes, in_channels=info.in_channels,
+                        mean=info.mean, std=info.std, **resolved.arch_kwargs)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "hyperparameters"
+        raise JobRequestError(f"hyperparameter {where}: {first.get('msg')}") from None
+    except science as exc:
+        raise JobRequestError(str(exc)) from None
+    except (ValueError, TypeError) as exc:
+        raise JobRequestError(f"invalid training configuration: {exc}") from None
+    config = {k: v for k, v in resolved.to_dict().items() if k not in WORKER_FIELDS}
+    return {"train_config": config, "name": body.name}
+
+
+def _shape_of(checkpoint) -> tuple[int | None, int | None, int | None]:
+    meta = checkpoint.meta or {}
+    return meta.get("num_classes"), meta.get("in_channels"), meta.get("input_size")
+
+
+def _check_compatible(checkpoint, dataset: str, role: str) -> None:
+    from robaudit.data import dataset_info
+
+    info = dataset_info(dataset)
+    classes, channels, size = _shape_of(checkpoint)
+    if (classes, channels) != (info.num_classes, info.in_channels) or (size is not None and size != info.size):
+        raise JobRequestError(
+            f"dataset/architecture mismatch: {role} checkpoint {checkpoint.id} ({checkpoint.arch}, "
+            f"{channels} channel(s), {classes} classes, trained on {checkpoint.dataset or 'unknown'}) cannot be "
+            f"evaluated on {dataset} ({info.in_channels} channel(s), {info.num_classes} classes, "
+            f"{info.size}x{info.size})")
+
+
+def validate_evaluation(body: EvaluationCreate, session: Session) -> dict[str, Any]:
+    from robaudit.evaluation import build_spec
+
+    checkpoint = crud.get_checkpoint(session=session, checkpoint_id=body.checkpoint_id)
+    if checkpoint is None:
+        raise JobRequestError(f"no checkpoint {body.checkpoint_id}: upload one first (POST /api/v1/checkpoints)")
+    dataset = body.dataset or checkpoint.dataset
+    if not dataset:
+        raise JobRequestError(f"checkpoint {checkpoint.id} does not say which dataset it was trained on: "
+                              "give 'dataset'")
+    science = _science_errors()
+    spec_args: dict[str, Any] = {"dataset": dataset}
+    for key in ("preset", "attacks", "eps", "steps", "n_examples"):
+        value = getattr(body, key)
+        if value is not None:
+            spec_args[key] = value
+    if body.preset is None and body.attacks is None:
+        spec_args["preset"] = "quick"
+    try:
+        _check_compatible(checkpoint, dataset, "the")
+        if body.surrogate_id is not None:
+            surrogate = crud.get_checkpoint(session=session, checkpoint_id=body.surrogate_id)
+            if surrogate is None:
+                raise JobRequestError(f"no surrogate checkpoint {body.surrogate_id}")
+            _check_compatible(surrogate, dataset, "the surrogate")
+            spec_args["surrogate"] = True
+        spec = build_spec(**spec_args)
+    except science as exc:
+        raise JobRequestError(str(exc)) from None
+    config: dict[str, Any] = {"spec_args": spec_args, "name": body.name}
+    to_dict = getattr(spec, "to_dict", None)
+    if callable(to_dict):
+        config["spec"] = to_dict()
+    return config

@@ -1,0 +1,280 @@
+"""What a task does with a job id, in the worker child process. Imports torch and the science.
+
+Claim the job row (fencing stale deliveries and capping attempts), run it with
+throttled progress and cooperative cancellation, store its outputs idempotently,
+and record the outcome on the row. Exceptions end as a failed row, never as a
+Celery failure: the row is the record.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any
+
+from backend.app import crud
+from backend.app.checkpoint_store import place, sha256_file
+from backend.app.core.config import Settings
+from backend.app.core.db import session_factory
+from backend.app.models import Checkpoint, Job
+
+log = logging.getLogger("robaudit.worker")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def hostname() -> str:
+    return os.environ.get("ROBAUDIT_WORKER_NAME") or socket.gethostname()
+
+
+class JobContext:
+    """Progress writes (≥ progress_interval_s apart), a heartbeat thread, and the cancel flag."""
+
+    def __init__(self, settings: Settings, job_id: int, task_id: str):
+        self.settings, self.job_id, self.task_id = settings, job_id, task_id
+        self.Session = session_factory(settings)
+        self.cancel = threading.Event()
+        self._stop = threading.Event()
+        self._last_write = 0.0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id}", daemon=True)
+
+    def __enter__(self) -> "JobContext":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _write(self, **values) -> None:
+        with self._lock, self.Session() as s:
+            if crud.update_progress(session=s, job_id=self.job_id, task_id=self.task_id, **values):
+                self.cancel.set()
+
+    def _beat(self) -> None:
+        # Keeps the row fresh during long steps (the first batch, a slow evaluation) and notices cancels.
+        while not self._stop.wait(self.settings.heartbeat_interval_s):
+            try:
+                self._write()
+            except Exception:  # a transient DB error must not kill the job
+                log.warning("heartbeat for job %s failed", self.job_id, exc_info=True)
+
+    def progress(self, *, force: bool = False, **values) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_write < self.settings.progress_interval_s:
+            return
+        self._last_write = now
+        try:
+            self._write(**values)
+        except Exception:
+            log.warning("progress write for job %s failed", self.job_id, exc_info=True)
+
+    def should_stop(self) -> bool:
+        return self.cancel.is_set()
+
+
+def run_job(settings: Settings, job_id: int, task_id: str) -> str:
+    """Entry point from the Celery task. Returns a short outcome string (for the worker log)."""
+    Session = session_factory(settings)
+    with Session() as s:
+        job, verdict = crud.claim_job(session=s, job_id=job_id, task_id=task_id, hostname=hostname(),
+                                      pid=os.getpid(), stale_after_s=settings.stale_after_s, pid_alive=_pid_alive)
+        if verdict != "run":
+            log.info("job %s: not run (%s)", job_id, verdict)
+            return verdict
+        kind, config = job.kind, dict(job.config or {})
+
+    from robaudit.errors import Cancelled
+
+    with JobContext(settings, job_id, task_id) as ctx:
+        try:
+            if kind == "training":
+                outcome = _run_training(settings, ctx, job_id, config)
+            else:
+                outcome = _run_evaluation(settings, ctx, job_id, config)
+        except Cancelled as exc:
+            with Session() as s:
+                crud.finish_job(session=s, job_id=job_id, task_id=task_id, status="cancelled", error=str(exc) or None)
+            return "cancelled"
+        except Exception as exc:
+            if type(exc).__name__ == "SoftTimeLimitExceeded":
+                message = (f"time limit of {settings.soft_time_limit_s} s exceeded "
+                           "(ROBAUDIT_TASK_SOFT_TIME_LIMIT); retry resumes from the stored state")
+            else:
+                message = _user_message(exc)
+                log.error("job %s failed:\n%s", job_id, traceback.format_exc())
+            with Session() as s:
+                crud.finish_job(session=s, job_id=job_id, task_id=task_id, status="failed", error=message)
+            return "failed"
+    return outcome
+
+
+def _user_message(exc: BaseException) -> str:
+    from models.checkpoint import CheckpointError
+    from robaudit.errors import RobauditError
+
+    from worker.transfer import TransferError
+
+    if isinstance(exc, (RobauditError, CheckpointError, TransferError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {str(exc)[:1000]}"
+
+
+def _device(settings: Settings) -> str:
+    import torch
+
+    if settings.device != "auto":
+        return settings.device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# Training -----------------------------------------------------------------------------
+def _run_training(settings: Settings, ctx: JobContext, job_id: int, config: dict[str, Any]) -> str:
+    from robaudit.training import TrainConfig, train
+
+    cfg = TrainConfig.from_dict(config["train_config"])
+    cfg.device = _device(settings)
+    cfg.data_dir = str(settings.datasets_dir) if settings.datasets_dir else None
+    out_dir = settings.jobs_dir / str(job_id)   # stable per job: train() resumes from its state.pt
+
+    def on_progress(p) -> None:
+        epoch_done = p.batch == p.batches
+        ctx.progress(force=epoch_done, current=(p.epoch - 1) * p.batches + p.batch, total=p.epochs * p.batches,
+                     stage=f"epoch {p.epoch}/{p.epochs}, batch {p.batch}/{p.batches}, loss {p.loss:.4f}",
+                     eta_seconds=p.eta_seconds, metrics=list(p.history))
+
+    ctx.progress(force=True, stage="starting")
+    result = train(cfg, out_dir, progress=on_progress, should_stop=ctx.should_stop)
+    name = config.get("name") or f"{cfg.method} {cfg.arch} {cfg.dataset} (training #{job_id})"
+    checkpoint_id = register_output(settings, Path(result.checkpoint), job_id=job_id, name=name)
+    final = result.history[-1] if result.history else {}
+    with ctx.Session() as s:
+        crud.finish_job(session=s, job_id=job_id, task_id=ctx.task_id, status="succeeded",
+                        summary={"final": final, "seconds": round(result.seconds, 2),
+                                 "resumed_from_epoch": result.resumed_from_epoch},
+                        output_checkpoint_id=checkpoint_id, metrics=list(result.history))
+    return "succeeded"
+
+
+def register_output(settings: Settings, path: Path, *, job_id: int, name: str) -> int:
+    """Register a trained checkpoint: through the API when this worker is remote, else in place."""
+    Session = session_factory(settings)
+    if settings.api_url:
+        from worker.transfer import upload
+
+        checkpoint_id = int(upload(settings, path, name=name)["id"])
+    else:
+        from worker.validate import validate_file
+
+        checked = validate_file(path)
+        if not checked["ok"]:
+            raise RuntimeError(f"trained checkpoint failed validation: {checked['error']}")
+        sha = sha256_file(path)
+        tmp = settings.tmp_dir / f"{uuid.uuid4().hex}.part"
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, tmp)
+        place(settings, tmp, sha, checked["ext"])
+        with Session() as s:
+            row, _ = crud.create_checkpoint(session=s, sha256=sha, name=name, filename=path.name,
+                                            ext=checked["ext"], size_bytes=path.stat().st_size,
+                                            meta=checked["metadata"], embedded_metadata=True,
+                                            source="training", training_job_id=job_id)
+            checkpoint_id = row.id
+    with Session() as s:  # link both ways (an upload through the API does not know the job)
+        row = s.get(Checkpoint, checkpoint_id)
+        row.source, row.training_job_id = "training", job_id
+        s.commit()
+    return checkpoint_id
+
+
+# Evaluation ---------------------------------------------------------------------------
+class SqlStore:
+    """The evaluation engine's store protocol over the eval_batches table (unique per job and key)."""
+
+    def __init__(self, settings: Settings, job_id: int):
+        self.Session, self.job_id = session_factory(settings), job_id
+
+    def get(self, key: str) -> dict | None:
+        with self.Session() as s:
+            return crud.batch_get(session=s, job_id=self.job_id, key=key)
+
+    def put(self, key: str, value: dict) -> None:
+        with self.Session() as s:
+            crud.batch_put(session=s, job_id=self.job_id, key=key, value=value)
+
+
+def _load_model(settings: Settings, checkpoint: Checkpoint, device: str):
+    from models.checkpoint import CheckpointMetadata, load_checkpoint
+
+    from worker.transfer import ensure_local
+
+    path = ensure_local(settings, checkpoint.sha256, checkpoint.ext)
+    fallback = None if checkpoint.embedded_metadata else CheckpointMetadata.from_dict(checkpoint.meta)
+    model, _ = load_checkpoint(path, metadata=fallback, device=device)
+    return model
+
+
+def _run_evaluation(settings: Settings, ctx: JobContext, job_id: int, config: dict[str, Any]) -> str:
+    import robaudit
+    from robaudit.evaluation import build_spec, evaluate
+
+    device = _device(settings)
+    with ctx.Session() as s:
+        job = s.get(Job, job_id)
+        target = job.checkpoint
+        surrogate = s.get(Checkpoint, job.surrogate_id) if job.surrogate_id else None
+    ctx.progress(force=True, stage="loading model and data")
+    model = _load_model(settings, target, device)
+    surrogate_model = _load_model(settings, surrogate, device) if surrogate is not None else None
+    spec = build_spec(**config["spec_args"])
+    x, y = robaudit.load_dataset(config["spec_args"]["dataset"], "test",
+                                 data_dir=settings.datasets_dir)
+
+    def on_progress(p) -> None:
+        ctx.progress(force=p.done >= p.total, current=p.done, total=p.total, stage=p.stage,
+                     eta_seconds=p.eta_seconds)
+
+    results = evaluate(model, x, y, spec, surrogate=surrogate_model, store=SqlStore(settings, job_id),
+                       progress=on_progress, should_stop=ctx.should_stop)
+    with ctx.Session() as s:
+        crud.store_results(session=s, job_id=job_id, results=results)
+        # Results and the status change commit together, or not at all (another delivery owns the job).
+        if not crud.finish_job(session=s, job_id=job_id, task_id=ctx.task_id, status="succeeded",
+                               summary=results_summary(results), commit=False):
+            s.rollback()
+            return "superseded"
+        s.commit()
+    with ctx.Session() as s:
+        crud.purge_job_state(session=s, job_id=job_id)
+    return "succeeded"
+
+
+def results_summary(results: dict[str, Any]) -> dict[str, Any]:
+    """Headline numbers for job lists: clean accuracy, worst case per eps, PGD-20 and the verdict."""
+    summary: dict[str, Any] = {"clean_accuracy": results.get("clean_accuracy")}
+    rows = results.get("summary") or []
+    pgd20 = [r for r in rows if str(r.get("attack", "")).startswith("pgd") and r.get("steps") == 20]
+    if pgd20:
+        summary["pgd20_accuracy"] = min(r["robust_accuracy"] for r in pgd20)
+        summary["pgd20_eps"] = max(r["eps"] for r in pgd20)
+    summary["worst_case"] = results.get("worst_case")
+    diagnostics = results.get("diagnostics") or {}
+    if isinstance(diagnostics, dict):
+        summary["verdict"] = diagnostics.get("verdict")
+    return summary
+

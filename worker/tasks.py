@@ -1,0 +1,62 @@
+"""The one task, plus worker lifecycle hooks. Imports no torch: see worker.celery_app."""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from celery import signals
+
+from backend.app import crud
+from backend.app.core.db import session_factory
+from worker.celery_app import TASK_NAME, app
+
+log = logging.getLogger("robaudit.worker")
+
+
+@app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
+def run_job(self, job_id: int) -> str:
+    """Run job `job_id` (training or evaluation). The message carries nothing else."""
+    from worker.runner import run_job as run   # torch and the science load here, in the child
+
+    return run(self.app.robaudit_settings, int(job_id), self.request.id)
+
+
+# Worker presence: the parent announces itself in the workers table (what /health reports).
+_presence_stop = threading.Event()
+
+
+def _presence_loop(hostname: str, queues: list[str]) -> None:
+    settings = app.robaudit_settings
+    Session = session_factory(settings)
+    first = True
+    while True:
+        try:
+            with Session() as s:
+                crud.worker_seen(session=s, hostname=hostname, pid=os.getpid(), queues=queues,
+                                 device=settings.device, started=first)
+            first = False
+        except Exception:
+            log.warning("could not record worker presence", exc_info=True)
+        if _presence_stop.wait(settings.heartbeat_interval_s):
+            return
+
+
+@signals.worker_ready.connect
+def _on_worker_ready(sender=None, **_):
+    hostname = getattr(sender, "hostname", None) or os.environ.get("ROBAUDIT_WORKER_NAME") or "worker"
+    queues = [q.name for q in app.amqp.queues.consume_from.values()] if app.amqp.queues.consume_from else []
+    threading.Thread(target=_presence_loop, args=(hostname, queues), name="presence", daemon=True).start()
+
+
+@signals.worker_shutdown.connect
+def _on_worker_shutdown(sender=None, **_):
+    _presence_stop.set()
+    hostname = getattr(sender, "hostname", None)
+    if not hostname:
+        return
+    try:
+        with session_factory(app.robaudit_settings)() as s:
+            crud.worker_offline(session=s, hostname=hostname)
+    except Exception:
+        log.warning("could not mark worker %s offline", hostname, exc_info=True)
