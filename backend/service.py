@@ -1,0 +1,102 @@
+"""The embedded service: the API (uvicorn) plus one `celery worker` subprocess, stopped together.
+
+Used by `robaudit serve` (API in the foreground) and `robaudit demo` (API in a thread
+while the demo drives it over HTTP).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import uvicorn
+
+from backend.app.core.config import Settings
+from worker.cli import celery_argv, worker_env
+
+
+class EmbeddedService:
+    def __init__(self, settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, worker: bool = True,
+                 worker_name: str = "embedded@localhost", log_level: str = "info"):
+        self.settings, self.host, self.port = settings, host, port
+        self.with_worker, self.worker_name, self.log_level = worker, worker_name, log_level
+        self.worker: subprocess.Popen | None = None
+        self.server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def build_server(self) -> uvicorn.Server:
+        from backend.app.main import create_app
+
+        app = create_app(self.settings)   # migrations applied, token resolved (printed if new)
+        config = uvicorn.Config(app, host=self.host, port=self.port, log_level=self.log_level,
+                                timeout_graceful_shutdown=5)
+        self.server = uvicorn.Server(config)
+        return self.server
+
+    def start_worker(self, log_file=None) -> None:
+        if not self.with_worker:
+            return
+        # Own session/process group: Ctrl-C reaches us, not the worker, and we stop the whole group.
+        self.worker = subprocess.Popen(celery_argv(self.settings, hostname=self.worker_name,
+                                                   loglevel="WARNING" if log_file is None else "INFO"),
+                                       env=worker_env(self.settings, self.worker_name),
+                                       start_new_session=True, stdout=log_file, stderr=log_file)
+
+    def stop_worker(self, timeout: float = 15.0) -> None:
+        proc, self.worker = self.worker, None
+        if proc is None or proc.poll() is not None:
+            return
+        # Cold shutdown: running jobs stop now; their rows go back to the queue through the janitor
+        # (heartbeat gone) and resume from stored state when the service starts again.
+        try:
+            os.kill(proc.pid, signal.SIGQUIT)
+            proc.wait(timeout=timeout)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)   # the pool children, whatever state they are in
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+    # Foreground (serve) -------------------------------------------------------------------
+    def serve_forever(self) -> None:
+        server = self.build_server()
+        self.start_worker()
+        try:
+            server.run()
+        finally:
+            self.stop_worker()
+
+    # Background (demo, tests) -------------------------------------------------------------
+    def start_background(self, log_file=None, wait_s: float = 60.0) -> None:
+        server = self.build_server()
+        self.start_worker(log_file)
+        self._thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + wait_s
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop_worker()
+                raise RuntimeError(f"the API did not start on {self.url} (port in use?)")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+        self.stop_worker()
+
+
+def announce(settings: Settings, url: str) -> None:
+    token_hint = ("ROBAUDIT_API_TOKEN" if settings.api_token else f"the file {settings.token_file}")
+    print(f"robaudit: API on {url}/api/v1 (docs: {url}/docs); write requests need the token in {token_hint}",
+          file=sys.stderr, flush=True)
