@@ -7,6 +7,8 @@ other's decisions, and only the delivery whose task id is current may run a job.
 from __future__ import annotations
 
 import base64
+import hashlib
+import re
 import uuid
 from datetime import datetime, timedelta
 from typing import Any, Iterable
@@ -287,20 +289,40 @@ def store_results(*, session: Session, job_id: int, results: dict[str, Any]) -> 
                 ["job_id", "attack", "eps", "steps", "restarts"], ["n", "bits"])
 
 
+_BIT_KEY = re.compile(r"^(?P<attack>[^@]+)@eps=(?P<eps>[^/]+)/steps=(?P<steps>[^/]+)/restarts=(?P<restarts>\d+)$")
+
+
+def parse_bit_key(key: str) -> dict[str, Any] | None:
+    """``pgd@eps=0.3/steps=20/restarts=1`` (robaudit.evaluation.results.bit_key) -> its parts."""
+    m = _BIT_KEY.match(key)
+    if not m:
+        return None
+    steps = m["steps"]
+    return {"attack": m["attack"], "eps": float(m["eps"]), "steps": 0 if steps == "-" else int(steps),
+            "restarts": int(m["restarts"])}
+
+
 def iter_bitsets(results: dict[str, Any]):
-    """Rows (attack, eps, steps, restarts, n, bits) from the results JSON's per_sample section."""
+    """Rows (attack, eps, steps, restarts, n, bits) from the results JSON's per_sample section.
+
+    The clean bitset is stored as attack "clean" at eps 0, so a report can intersect it with the
+    attack rows to get the worst case per point.
+    """
     per_sample = results.get("per_sample") or {}
-    entries = per_sample.get("entries") if isinstance(per_sample, dict) else per_sample
-    if entries is None and isinstance(per_sample, dict):
-        entries = per_sample.get("rows") or []
-    n_default = per_sample.get("n") if isinstance(per_sample, dict) else None
-    for entry in entries or []:
-        bits = entry.get("bits") or entry.get("bitset") or entry.get("correct")
-        if not isinstance(bits, str):
+    if not isinstance(per_sample, dict):
+        return
+    n = int(per_sample.get("n") or results.get("n") or 0)
+    if isinstance(per_sample.get("clean"), str):
+        yield {"attack": "clean", "eps": 0.0, "steps": 0, "restarts": 0, "n": n,
+               "bits": base64.b64decode(per_sample["clean"])}
+    bitsets = per_sample.get("bitsets")
+    if not isinstance(bitsets, dict):
+        bitsets = {k: v for k, v in per_sample.items() if "@" in k}
+    for key, text in bitsets.items():
+        parts = parse_bit_key(key)
+        if parts is None or not isinstance(text, str):
             continue
-        yield {"attack": str(entry.get("attack", "clean")), "eps": float(entry.get("eps") or 0.0),
-               "steps": int(entry.get("steps") or 0), "restarts": int(entry.get("restarts") or 0),
-               "n": int(entry.get("n") or n_default or 0), "bits": base64.b64decode(bits)}
+        yield {**parts, "n": n, "bits": base64.b64decode(text)}
 
 
 def get_results(*, session: Session, job_id: int) -> dict[str, Any] | None:
@@ -313,13 +335,19 @@ def list_bitsets(*, session: Session, job_id: int) -> list[SampleBitset]:
                                 .order_by(SampleBitset.id)))
 
 
+def _key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
 def batch_get(*, session: Session, job_id: int, key: str) -> dict[str, Any] | None:
-    return session.scalar(select(EvalBatch.value).where(EvalBatch.job_id == job_id, EvalBatch.key == key))
+    return session.scalar(select(EvalBatch.value).where(EvalBatch.job_id == job_id,
+                                                        EvalBatch.key_hash == _key_hash(key)))
 
 
 def batch_put(*, session: Session, job_id: int, key: str, value: dict[str, Any]) -> None:
-    _upsert(session, EvalBatch, {"job_id": job_id, "key": key, "value": value, "created_at": utcnow()},
-            ["job_id", "key"], ["value"])
+    _upsert(session, EvalBatch, {"job_id": job_id, "key": key, "key_hash": _key_hash(key), "value": value,
+                                 "created_at": utcnow()},
+            ["job_id", "key_hash"], ["value"])
     session.commit()
 
 

@@ -126,11 +126,13 @@ class SampleBitset(Base):
 class EvalBatch(Base):
     """Completed evaluation batches (the engine's store protocol) so a redelivered job resumes."""
     __tablename__ = "eval_batches"
-    __table_args__ = (UniqueConstraint("job_id", "key", name="uq_eval_batch_key"),)
+    __table_args__ = (UniqueConstraint("job_id", "key_hash", name="uq_eval_batch_key"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
-    key: Mapped[str] = mapped_column(String(512))
+    key: Mapped[str] = mapped_column(Text)
+    # Keys are the engine's (long) fingerprints; uniqueness is enforced on their sha256.
+    key_hash: Mapped[str] = mapped_column(String(64))
     value: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

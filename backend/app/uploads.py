@@ -46,7 +46,7 @@ def safe_filename(name: str | None) -> str:
 
 
 def too_large(settings: Settings) -> HTTPException:
-    return HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    return HTTPException(413,
                          detail=f"upload exceeds the {settings.max_upload_mb:g} MB limit (ROBAUDIT_MAX_UPLOAD_MB)")
 
 

@@ -93,12 +93,13 @@ def upgrade() -> None:
     op.create_table('eval_batches',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('job_id', sa.Integer(), nullable=False),
-    sa.Column('key', sa.String(length=512), nullable=False),
+    sa.Column('key', sa.Text(), nullable=False),
+    sa.Column('key_hash', sa.String(length=64), nullable=False),
     sa.Column('value', sa.JSON(), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['job_id'], ['jobs.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('job_id', 'key', name='uq_eval_batch_key')
+    sa.UniqueConstraint('job_id', 'key_hash', name='uq_eval_batch_key')
     )
     with op.batch_alter_table('eval_batches', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_eval_batches_job_id'), ['job_id'], unique=False)
