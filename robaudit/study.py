@@ -1,0 +1,226 @@
+"""The label-smoothing study: the seed paper's claims next to our measurements, and what they mean.
+
+Feature Scattering (Zhang & Wang, NeurIPS 2019) was presented with three claims:
+
+(a) robust accuracy rises steeply with the label-smoothing factor delta;
+(b) no robust overfitting: robust test accuracy does not fall after the lr decays;
+(c) the open question: PGD-100 gives 68.6 % but CW-100 only 60.6 % on CIFAR-10, and AutoAttack
+    later measured 36.64 %. Does the method overfit PGD?
+
+This module is pure analysis: it takes the per-model training histories and evaluation results
+(the results JSON of ``robaudit.evaluation``) and returns the tables and a short conclusion whose
+every sentence is computed from those numbers. Nothing here is canned; a different outcome gives
+different words. The service (``robaudit study``) runs the jobs and calls :func:`analyze`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+# Published numbers, with where they come from (../shared/research/feature_scatter.md).
+SEED_LABEL_SMOOTHING = {
+    "source": "Zhang & Wang 2019, label-smoothing ablation: robust test accuracy at epoch 200, "
+              "CIFAR-10, WRN-28-10, eps = 8/255",
+    "rows": [{"delta": 0.0, "robust_accuracy": 43.03}, {"delta": 0.1, "robust_accuracy": 63.67},
+             {"delta": 0.3, "robust_accuracy": 67.14}, {"delta": 0.5, "robust_accuracy": 72.03}],
+}
+SEED_ATTACKS = {
+    "source": "CIFAR-10 WRN-28-10 Feature Scattering (delta = 0.5): PGD-100 and CW-100 as reported in the "
+              "paper (NeurIPS 2019 reviews); clean and AutoAttack of the released model (AutoAttack README, "
+              "RobustBench ZhangWang2019Defense)",
+    "rows": {"clean": 89.98, "pgd100": 68.6, "cw100": 60.6, "autoattack": 36.64},
+    "cifar100": {"pgd100": 46.3, "cw100": 30.6},
+}
+# The literature's "reported minus AutoAttack" gaps: median 2.96 pp over 42 CIFAR-10 models, with an
+# outlier cluster from 8.75 pp up (eval_anchors.md, section 3).
+GAP_OUTLIER_PP = 8.75
+
+
+@dataclass
+class StudyModel:
+    """One trained model of the study and everything measured on it."""
+    name: str
+    method: str
+    delta: float | None                      # label smoothing; None for methods without it
+    history: list[dict[str, Any]] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)   # results JSONs (paper, audit, ...)
+    lr_milestones: list[int] = field(default_factory=list)
+
+
+def _rows(results: list[dict], attack: str, steps: int | None, eps: float) -> list[dict]:
+    return [row for res in results for row in res.get("summary", [])
+            if row.get("attack") == attack and math.isclose(float(row.get("eps", -1)), eps, rel_tol=1e-6)
+            and (steps is None or row.get("steps") == steps) and row.get("restarts", 1) == 1]
+
+
+def accuracy_of(results: list[dict], attack: str, eps: float, steps: int | None = None) -> tuple[float, int] | None:
+    """(robust accuracy, n) of one attack; the lowest if several runs measured it."""
+    rows = _rows(results, attack, steps, eps)
+    if not rows:
+        return None
+    row = min(rows, key=lambda r: r["robust_accuracy"])
+    return float(row["robust_accuracy"]), int(row["n"])
+
+
+def worst_case_of(results: list[dict], eps: float) -> tuple[float, int] | None:
+    """The per-point worst case at eps from the run that covered the most attacks."""
+    best = None
+    for res in results:
+        for row in res.get("worst_case", []):
+            if math.isclose(float(row["eps"]), eps, rel_tol=1e-6):
+                cover = len(res.get("summary", []))
+                if best is None or cover > best[0]:
+                    best = (cover, float(row["robust_accuracy"]), int(row["n"]))
+    return None if best is None else (best[1], best[2])
+
+
+def clean_of(results: list[dict]) -> tuple[float, int] | None:
+    for res in results:
+        if res.get("clean_accuracy") is not None:
+            return float(res["clean_accuracy"]), int(res.get("n") or res.get("n_examples") or 0)
+    return None
+
+
+def verdict_of(results: list[dict]) -> str | None:
+    verdicts = [res.get("diagnostics", {}).get("verdict") for res in results if res.get("diagnostics")]
+    verdicts = [v for v in verdicts if v]
+    if not verdicts:
+        return None
+    suspected = [v for v in verdicts if "suspected" in v]
+    return suspected[0] if suspected else verdicts[0]
+
+
+def noise_pp(p1: float, n1: int, p2: float, n2: int) -> float:
+    """Two standard errors of the difference of two accuracies, in percentage points."""
+    var = sum(p * (1 - p) / max(n, 1) for p, n in ((p1, n1), (p2, n2)))
+    return 200.0 * math.sqrt(max(var, 1e-12))
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+def table(models: list[StudyModel], eps: float) -> list[dict[str, Any]]:
+    """Our side of the table: one row per model at its last epoch."""
+    rows = []
+    for m in models:
+        get = lambda attack, steps=None: accuracy_of(m.results, attack, eps, steps)  # noqa: E731
+        entries = {"clean": clean_of(m.results), "pgd20": get("pgd", 20), "pgd100": get("pgd", 100),
+                   "cw100": get("cw", 100), "autoattack": get("autoattack"), "worst_case": worst_case_of(m.results, eps)}
+        row = {"name": m.name, "method": m.method, "delta": m.delta,
+               "epoch": m.history[-1]["epoch"] if m.history else None, "verdict": verdict_of(m.results)}
+        for key, value in entries.items():
+            row[key] = None if value is None else value[0]
+            row[f"{key}_n"] = None if value is None else value[1]
+        strongest = row["autoattack"] if row["autoattack"] is not None else row["worst_case"]
+        row["gap_pgd20_strongest_pp"] = (None if row["pgd20"] is None or strongest is None
+                                         else 100 * (row["pgd20"] - strongest))
+        rows.append(row)
+    return rows
+
+
+def _trend(points: list[tuple[float, float, int]]) -> tuple[str, float, float]:
+    """'rises' / 'falls' / 'flat' from the smallest to the largest delta, judged against sampling noise."""
+    (d0, a0, n0), (d1, a1, n1) = points[0], points[-1]
+    change = 100 * (a1 - a0)
+    margin = noise_pp(a0, n0, a1, n1)
+    if change > margin:
+        return "rises", change, margin
+    if change < -margin:
+        return "falls", change, margin
+    return "flat", change, margin
+
+
+def _series(rows: list[dict], key: str) -> list[tuple[float, float, int]]:
+    pts = [(r["delta"], r[key], r[f"{key}_n"]) for r in rows
+           if r["method"] == "feature-scatter" and r["delta"] is not None and r[key] is not None]
+    return sorted(pts)
+
+
+def _describe(points: list[tuple[float, float, int]], label: str) -> str:
+    return ", ".join(f"{100 * a:.1f} % at delta = {d:g}" for d, a, _ in points) + f" under {label}"
+
+
+def conclude(rows: list[dict], models: list[StudyModel], eps: float) -> list[dict[str, str]]:
+    """Plain-words answers to the study's questions, each computed from the table."""
+    out = []
+    pgd = _series(rows, "pgd20")
+    worst_key = "autoattack" if any(r["autoattack"] is not None for r in rows) else "worst_case"
+    worst = _series(rows, worst_key)
+    worst_label = "AutoAttack" if worst_key == "autoattack" else "the per-point worst case"
+
+    # (a) PGD robustness vs delta.
+    if len(pgd) >= 2:
+        trend, change, margin = _trend(pgd)
+        answer = {"rises": "Yes", "falls": "No", "flat": "No"}[trend]
+        words = {"rises": "rises", "falls": "falls", "flat": "does not change beyond sampling noise"}[trend]
+        out.append({"question": "Does PGD robustness rise with label smoothing?", "answer": answer,
+                    "text": f"{answer}: PGD-20 accuracy {words} with delta ({_describe(pgd, 'PGD-20')}; "
+                            f"{change:+.1f} pp from the smallest to the largest delta, noise +/- {margin:.1f} pp)."})
+    # (a') does the worst case follow?
+    if len(worst) >= 2:
+        trend, change, margin = _trend(worst)
+        pgd_change = _trend(pgd)[1] if len(pgd) >= 2 else None
+        if trend == "rises" and pgd_change and change < 0.5 * pgd_change:
+            answer, words = "Partly", (f"rises, but by {change:+.1f} pp against {pgd_change:+.1f} pp under PGD-20: "
+                                       "most of the PGD gain is not real robustness")
+        elif trend == "rises":
+            answer, words = "Yes", f"rises by {change:+.1f} pp, in step with PGD"
+        else:
+            answer = "No"
+            words = ("falls" if trend == "falls" else "does not rise beyond sampling noise") + f" ({change:+.1f} pp)"
+        out.append({"question": f"Does the worst-case robustness ({worst_label}) rise with it too?",
+                    "answer": answer,
+                    "text": f"{answer}: accuracy under {worst_label} {words} ({_describe(worst, worst_label)}; "
+                            f"noise +/- {margin:.1f} pp)."})
+    # (c) PGD overfitting: the PGD-to-strongest gap of FS against the PGD-AT baseline.
+    fs = [r for r in rows if r["method"] == "feature-scatter" and r["gap_pgd20_strongest_pp"] is not None]
+    base = [r for r in rows if r["method"] == "pgd-at" and r["gap_pgd20_strongest_pp"] is not None]
+    if fs:
+        top = max(fs, key=lambda r: r["delta"] or 0)
+        gap = top["gap_pgd20_strongest_pp"]
+        parts = [f"at delta = {top['delta']:g} PGD-20 reads {_pct(top['pgd20'])} but {worst_label} "
+                 f"{_pct(top[worst_key])}, a gap of {gap:.1f} pp"]
+        overfit = gap > GAP_OUTLIER_PP
+        if base:
+            b = base[0]
+            margin = noise_pp(top["pgd20"], top["pgd20_n"], b["pgd20"], b["pgd20_n"])
+            parts.append(f"against {b['gap_pgd20_strongest_pp']:.1f} pp for PGD-AT")
+            overfit = overfit or gap - b["gap_pgd20_strongest_pp"] > margin
+            overfit = overfit and gap > b["gap_pgd20_strongest_pp"]
+        if top["cw100"] is not None and top["pgd100"] is not None:
+            parts.append(f"CW-100 {_pct(top['cw100'])} vs PGD-100 {_pct(top['pgd100'])}")
+        answer = "Yes" if overfit else "No"
+        reason = (f"the gap is larger than the literature's outlier threshold ({GAP_OUTLIER_PP} pp) or than "
+                  "the PGD-AT baseline's" if overfit else "the gap stays within what PGD-AT shows")
+        out.append({"question": "Does the method overfit PGD?", "answer": answer,
+                    "text": f"{answer}: " + "; ".join(parts) + f"; {reason}."})
+    # (b) no robust overfitting after the lr drops.
+    for m in models:
+        if m.method != "feature-scatter" or not m.history or not m.lr_milestones:
+            continue
+        first_drop = min(m.lr_milestones)
+        after = [h for h in m.history if h["epoch"] > first_drop and h.get("pgd20_acc") is not None]
+        if len(after) < 2:
+            continue
+        best = max(after, key=lambda h: h["pgd20_acc"])
+        last = after[-1]
+        n = int(last.get("eval_examples") or 0)
+        margin = noise_pp(best["pgd20_acc"], n, last["pgd20_acc"], n)
+        drop = 100 * (best["pgd20_acc"] - last["pgd20_acc"])
+        answer = "Yes" if drop > margin else "No"
+        out.append({"question": f"Does robust accuracy fall after the lr decays ({m.name})?", "answer": answer,
+                    "text": f"{answer}: after the first lr drop (epoch {first_drop}) PGD-20 peaks at "
+                            f"{_pct(best['pgd20_acc'])} (epoch {best['epoch']}) and ends at "
+                            f"{_pct(last['pgd20_acc'])} (epoch {last['epoch']}), {drop:+.1f} pp below the peak, "
+                            f"noise +/- {margin:.1f} pp."})
+        break
+    return out
+
+
+def analyze(models: list[StudyModel], eps: float) -> dict[str, Any]:
+    """Everything the study report shows, as JSON-safe data."""
+    rows = table(models, eps)
+    return {"eps": eps, "seed": {"label_smoothing": SEED_LABEL_SMOOTHING, "attacks": SEED_ATTACKS},
+            "ours": rows, "conclusions": conclude(rows, models, eps)}

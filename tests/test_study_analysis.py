@@ -1,0 +1,61 @@
+"""The study's conclusions are computed from its numbers: change the numbers, the words change."""
+from robaudit.study import StudyModel, analyze
+
+EPS = 0.3
+
+
+def results(pgd20, pgd100, cw100, aa, n=500, clean=0.98):
+    rows = [{"attack": "pgd", "eps": EPS, "steps": 20, "restarts": 1, "robust_accuracy": pgd20, "n": n},
+            {"attack": "pgd", "eps": EPS, "steps": 100, "restarts": 1, "robust_accuracy": pgd100, "n": n},
+            {"attack": "cw", "eps": EPS, "steps": 100, "restarts": 1, "robust_accuracy": cw100, "n": n},
+            {"attack": "autoattack", "eps": EPS, "steps": None, "restarts": 1, "robust_accuracy": aa, "n": n}]
+    return {"clean_accuracy": clean, "n": n, "summary": rows,
+            "worst_case": [{"eps": EPS, "robust_accuracy": min(pgd20, pgd100, cw100, aa), "n": n}],
+            "diagnostics": {"verdict": "gradient masking suspected" if pgd20 - aa > 0.1 else "no sign of gradient masking"}}
+
+
+def fs(delta, *args):
+    return StudyModel(name=f"fs-{delta}", method="feature-scatter", delta=delta, results=[results(*args)])
+
+
+def answers(study):
+    return {c["question"].split("(")[0].strip(): c["answer"] for c in study["conclusions"]}
+
+
+def test_pgd_rises_but_autoattack_does_not_means_pgd_overfitting():
+    models = [fs(0.0, .40, .38, .36, .30), fs(0.1, .55, .53, .45, .31), fs(0.5, .75, .72, .60, .31),
+              StudyModel("pgd-at", "pgd-at", None, results=[results(.70, .69, .69, .67)])]
+    study = analyze(models, EPS)
+    got = answers(study)
+    assert got["Does PGD robustness rise with label smoothing?"] == "Yes"
+    assert got["Does the worst-case robustness"] == "No"
+    assert got["Does the method overfit PGD?"] == "Yes"
+    text = " ".join(c["text"] for c in study["conclusions"])
+    assert "75.0 % at delta = 0.5" in text and "44.0 pp" in text  # numbers, not canned words
+
+
+def test_real_gains_read_as_real_robustness():
+    models = [fs(0.0, .40, .39, .39, .38), fs(0.5, .70, .69, .69, .67),
+              StudyModel("pgd-at", "pgd-at", None, results=[results(.70, .69, .69, .67)])]
+    got = answers(analyze(models, EPS))
+    assert got["Does PGD robustness rise with label smoothing?"] == "Yes"
+    assert got["Does the worst-case robustness"] == "Yes"
+    assert got["Does the method overfit PGD?"] == "No"
+
+
+def test_differences_inside_sampling_noise_are_not_called_a_rise():
+    models = [fs(0.0, .50, .50, .50, .49, 50), fs(0.5, .54, .54, .53, .52, 50)]
+    got = answers(analyze(models, EPS))
+    assert got["Does PGD robustness rise with label smoothing?"] == "No"
+
+
+def test_robust_overfitting_after_lr_drop_is_detected_from_history():
+    history = [{"epoch": e, "pgd20_acc": a, "eval_examples": 500}
+               for e, a in [(1, .3), (2, .5), (3, .7), (4, .5), (5, .4)]]
+    m = StudyModel("fs", "feature-scatter", 0.5, history=history, results=[results(.4, .4, .4, .3)],
+                   lr_milestones=[2, 4])
+    concl = analyze([m], EPS)["conclusions"]
+    after = [c for c in concl if c["question"].startswith("Does robust accuracy fall")]
+    assert after and after[0]["answer"] == "Yes" and "70.0 %" in after[0]["text"]
+    table = analyze([m], EPS)["ours"][0]
+    assert table["epoch"] == 5 and abs(table["gap_pgd20_strongest_pp"] - 10.0) < 1e-9
