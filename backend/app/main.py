@@ -12,6 +12,7 @@ from backend.app.core.config import API_V1_STR, Settings
 from backend.app.core.db import run_migrations, session_factory
 from backend.app.core.security import resolve_api_token
 from backend.app.dispatch import Janitor
+from frontend.routes import mount_static, router as pages_router
 from worker.celery_app import make_celery
 
 
@@ -56,6 +57,8 @@ def create_app(settings: Settings | None = None, *, janitor: bool = True) -> Fas
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type"])
     app.include_router(api_router, prefix=API_V1_STR)
+    app.include_router(pages_router)
+    mount_static(app)
     return app
 
 

@@ -1,0 +1,139 @@
+"""Report exports: one self-contained HTML file, a CSV of the numbers, and a JSON copy.
+
+Exports contain aggregated numbers only (accuracies, attack settings, diagnostics,
+training curves); per-sample bitsets, file names and storage paths are left out.
+The HTML file inlines plotly.js, the stylesheet and the chart script, and makes
+no network request when opened (from file:// or anywhere else).
+"""
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from functools import lru_cache
+from typing import Any
+
+from markupsafe import Markup
+
+from frontend import figures as F
+from frontend.templating import STATIC_DIR, environment, plotly_js_path
+from frontend.views import EvaluationView, report_view
+
+# Keys dropped from every exported evaluation: per-test-point data and server-side locations.
+PRIVATE_RESULT_KEYS = ("per_sample",)
+PRIVATE_CHECKPOINT_KEYS = ("path", "file_path", "storage_path", "stored_path", "sha256_path")
+
+CSV_COLUMNS = [
+    "report_id", "report_title", "evaluation_id", "model", "checkpoint_id", "arch", "dataset", "method",
+    "label_smoothing", "status", "measure", "attack", "eps", "eps_x255", "steps", "restarts", "alpha",
+    "accuracy", "accuracy_pct", "n", "verdict",
+]
+
+
+@lru_cache(maxsize=1)
+def _plotly_js() -> str:
+    return plotly_js_path().read_text(encoding="utf-8")
+
+
+def _static_text(name: str) -> str:
+    return (STATIC_DIR / name).read_text(encoding="utf-8")
+
+
+def _inline_script(source: str) -> Markup:
+    # A literal "</script" inside the inlined source would end the element early.
+    return Markup(source.replace("</script", "<\\/script"))
+
+
+def export_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The report payload without per-sample data or server paths (what the JSON export should return)."""
+    out: dict[str, Any] = {}
+    for key, value in payload.items():
+        if key != "evaluations":
+            out[key] = value
+    evaluations = []
+    for ev in payload.get("evaluations") or []:
+        if not isinstance(ev, Mapping):
+            continue
+        ev = dict(ev)
+        if isinstance(ev.get("results"), Mapping):
+            ev["results"] = {k: v for k, v in ev["results"].items() if k not in PRIVATE_RESULT_KEYS}
+        if isinstance(ev.get("checkpoint"), Mapping):
+            ev["checkpoint"] = {k: v for k, v in ev["checkpoint"].items() if k not in PRIVATE_CHECKPOINT_KEYS}
+        evaluations.append(ev)
+    out["evaluations"] = evaluations
+    return out
+
+
+def render_report_html(payload: Mapping[str, Any], *, generated_at: datetime | None = None) -> str:
+    """The report as one HTML document that works offline: plotly.js, CSS and chart script inlined."""
+    view = report_view(export_payload(payload))
+    generated = (generated_at or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M UTC")
+    return environment().get_template("export.html").render(
+        view=view,
+        generated_at=generated,
+        inline_css=Markup(_static_text("css/app.css")),
+        plotly_js=_inline_script(_plotly_js()),
+        charts_js=_inline_script(_static_text("js/charts.js")),
+    )
+
+
+def _csv_safe(v: Any) -> Any:
+    # Spreadsheet formula injection: text cells starting with = + - @ are prefixed with a quote.
+    if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + v
+    return v
+
+
+def _num(v: Any) -> Any:
+    f = F.to_float(v)
+    if f is None:
+        return ""
+    return int(f) if f == int(f) and abs(f) < 1e12 and not isinstance(v, float) else round(f, 8)
+
+
+def _rows_for(report: Mapping[str, Any], ev: EvaluationView) -> list[dict[str, Any]]:
+    diag = ev.diagnostics
+    common = {
+        "report_id": report.get("id", ""), "report_title": report.get("title", ""),
+        "evaluation_id": ev.id, "model": ev.label, "checkpoint_id": ev.checkpoint.get("id", ""),
+        "arch": ev.arch or "", "dataset": ev.dataset or "", "method": ev.method or "",
+        "label_smoothing": _num(ev.label_smoothing), "status": ev.status,
+        "verdict": (diag.verdict or "") if diag else "",
+    }
+    blank = {"attack": "", "eps": "", "eps_x255": "", "steps": "", "restarts": "", "alpha": "", "n": ""}
+    rows = []
+    clean = ev.clean_accuracy
+    if clean is not None:
+        rows.append({**common, **blank, "measure": "clean", "accuracy": _num(clean),
+                     "accuracy_pct": _num(F.percent(clean)), "n": _num(F._int_or_none(
+                         (ev.results or {}).get("n") or ((ev.results or {}).get("config") or {}).get("n_examples")))})
+    for r in ev.summary_rows:
+        eps = F.to_float(r.get("eps"))
+        rows.append({**common, "measure": "attack", "attack": r.get("attack", ""), "eps": _num(eps),
+                     "eps_x255": round(eps * 255, 4) if eps is not None else "",
+                     "steps": _num(r.get("steps")), "restarts": _num(r.get("restarts")), "alpha": _num(r.get("alpha")),
+                     "accuracy": _num(r.get("robust_accuracy")), "accuracy_pct": _num(F.percent(r.get("robust_accuracy"))),
+                     "n": _num(r.get("n"))})
+    for r in ev.worst_case:
+        eps = F.to_float(r.get("eps"))
+        rows.append({**common, **blank, "measure": "worst_case", "attack": "worst case (all attacks, per point)",
+                     "eps": _num(eps), "eps_x255": round(eps * 255, 4) if eps is not None else "",
+                     "accuracy": _num(r.get("robust_accuracy")), "accuracy_pct": _num(F.percent(r.get("robust_accuracy"))),
+                     "n": _num(r.get("n"))})
+    if not rows:
+        rows.append({**common, **blank, "measure": "none", "accuracy": "", "accuracy_pct": ""})
+    return rows
+
+
+def report_csv(payload: Mapping[str, Any]) -> str:
+    """Every number of the report as one long table: one row per (evaluation, measurement)."""
+    report = payload.get("report") if isinstance(payload.get("report"), Mapping) else {}
+    view = report_view(export_payload(payload))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\r\n")
+    writer.writeheader()
+    for ev in view.evaluations:
+        for row in _rows_for(report, ev):
+            writer.writerow({k: _csv_safe(v) for k, v in row.items()})
+    return buf.getvalue()

@@ -1,0 +1,89 @@
+"""The Jinja2 environment shared by the pages and the exported report, with its filters."""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
+
+from frontend import figures as F
+
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+def plotly_js_path() -> Path:
+    """plotly.min.js as shipped inside the installed plotly package (served and inlined; never a CDN)."""
+    path = Path(str(resources.files("plotly").joinpath("package_data", "plotly.min.js")))
+    if not path.is_file():
+        raise FileNotFoundError(f"plotly.min.js not found in the installed plotly package ({path})")
+    return path
+
+
+def script_json(value: Any) -> Markup:
+    """JSON safe inside <script type="application/json">: no '</script>', no HTML comment openers."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return Markup(text)
+
+
+def pct(v: Any, digits: int = 1) -> str:
+    p = F.percent(v)
+    return "–" if p is None else f"{p:.{digits}f} %"
+
+
+def fmt_dt(v: Any) -> str:
+    if v in (None, ""):
+        return "–"
+    try:
+        dt = datetime.fromisoformat(str(v).replace("Z", "+00:00")) if not isinstance(v, datetime) else v
+    except ValueError:
+        return str(v)
+    return dt.strftime("%Y-%m-%d %H:%M UTC") if dt.tzinfo else dt.strftime("%Y-%m-%d %H:%M")
+
+
+def fmt_num(v: Any, digits: int = 4) -> str:
+    f = F.to_float(v)
+    if f is None:
+        return "–" if v in (None, "") else str(v)
+    if f == int(f) and abs(f) < 1e9:
+        return str(int(f))
+    return f"{f:.{digits}g}"
+
+
+def fmt_bytes(v: Any) -> str:
+    f = F.to_float(v)
+    if f is None:
+        return "–"
+    for unit in ("B", "KB", "MB", "GB"):
+        if f < 1024 or unit == "GB":
+            return f"{f:.0f} {unit}" if unit == "B" else f"{f:.1f} {unit}"
+        f /= 1024
+    return f"{f:.1f} GB"
+
+
+@lru_cache(maxsize=1)
+def environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES_DIR)),
+        autoescape=select_autoescape(["html", "xml"], default_for_string=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update({
+        "script_json": script_json,
+        "pct": pct,
+        "eps": F.eps_text,
+        "eps_short": F.eps_short,
+        "dt": fmt_dt,
+        "num": fmt_num,
+        "bytes": fmt_bytes,
+    })
+    return env

@@ -1,0 +1,377 @@
+"""From API payloads to what the templates show: labels, tables, charts, diagnostics.
+
+The pages, the share page and the exported HTML all go through ``report_view`` /
+``evaluation_view``, so a number shown anywhere is computed in one place.
+Everything here tolerates missing sections: an evaluation that is still running
+has no results, an uploaded checkpoint has no training history, a quick preset
+has no AutoAttack row.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from frontend import figures as F
+
+STATUS_ORDER = {"fail": 0, "warn": 1, "pass": 2, "skipped": 3}
+STATUS_ICON = {"pass": "✔", "warn": "⚠", "fail": "✖", "skipped": "–"}
+
+
+@dataclass
+class Chart:
+    id: str
+    title: str
+    figure: dict[str, Any] | None
+    caption: str = ""
+    empty: str = ""          # why there is no figure, shown instead of the chart
+    traces: int = 0
+
+
+@dataclass
+class Check:
+    id: str
+    name: str
+    status: str
+    evidence: Any
+    message: str
+
+    @property
+    def icon(self) -> str:
+        return STATUS_ICON.get(self.status, "?")
+
+    @property
+    def evidence_items(self) -> list[tuple[str, str]]:
+        """Evidence as (label, text) lines; nested dicts (e.g. one per ε) become one line each.
+        A bare {"reason": ...} is left out: the message already says it."""
+        ev = self.evidence
+        if not isinstance(ev, Mapping) or set(ev) <= {"reason"}:
+            return []
+        return [(_pretty_key(k), _fmt_value(v)) for k, v in ev.items()]
+
+    @property
+    def evidence_nested(self) -> bool:
+        return isinstance(self.evidence, Mapping) and any(isinstance(v, Mapping) for v in self.evidence.values())
+
+    @property
+    def evidence_text(self) -> str:
+        ev = self.evidence
+        if ev is None or ev == "" or isinstance(ev, Mapping):
+            return ""
+        if isinstance(ev, (list, tuple)):
+            return "; ".join(_fmt_value(v) for v in ev)
+        return _fmt_value(ev)
+
+
+@dataclass
+class Diagnostics:
+    checks: list[Check]
+    verdict: str | None
+    verdict_status: str
+    reasons: list[str]
+
+    @property
+    def ran(self) -> list[Check]:
+        """Checks that ran, failures first."""
+        return sorted((c for c in self.checks if c.status != "skipped"), key=lambda c: STATUS_ORDER[c.status])
+
+    @property
+    def skipped(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "skipped"]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out = {k: 0 for k in STATUS_ORDER}
+        for c in self.checks:
+            out[c.status] = out.get(c.status, 0) + 1
+        return out
+
+
+@dataclass
+class EvaluationView:
+    id: Any
+    label: str
+    status: str
+    checkpoint: Mapping[str, Any]
+    results: Mapping[str, Any] | None
+    model: F.Model
+    error: str | None = None
+
+    @property
+    def arch(self) -> str | None:
+        return F.checkpoint_field(self.checkpoint, "arch")
+
+    @property
+    def dataset(self) -> str | None:
+        return F.checkpoint_field(self.checkpoint, "dataset") or _cfg(self.results, "dataset")
+
+    @property
+    def method(self) -> str | None:
+        return F._method(self.checkpoint)
+
+    @property
+    def label_smoothing(self) -> float | None:
+        return F.label_smoothing_of(self.checkpoint)
+
+    @property
+    def checkpoint_name(self) -> str | None:
+        return F.checkpoint_field(self.checkpoint, "name")
+
+    @property
+    def clean_accuracy(self) -> float | None:
+        return F.clean_accuracy(self.results)
+
+    @property
+    def headline_eps(self) -> float | None:
+        return F.headline_eps(self.results)
+
+    @property
+    def ladder(self) -> list[tuple[F.Rung, dict[str, Any]]]:
+        return F.ladder(self.results)
+
+    @property
+    def headline(self) -> dict[str, Any]:
+        """Strongest single attack and worst case at the headline ε (for the comparison table)."""
+        lad = self.ladder
+        attacks = [(g, r) for g, r in lad if g.family not in ("clean", "worst")]
+        worst = next((r for g, r in lad if g.family == "worst"), None)
+        strongest = min(attacks, key=lambda gr: F.to_float(gr[1].get("robust_accuracy")) or 0.0) if attacks else None
+        aa = next((r for g, r in attacks if g.family == "autoattack"), None)
+        pgd = [(g, r) for g, r in attacks if g.family == "pgd" and not g.restarts]
+        pgd20 = next((r for g, r in pgd if g.steps == 20), None) or (pgd[0][1] if pgd else None)
+        return {
+            "eps": self.headline_eps,
+            "pgd": pgd20, "pgd_label": next((g.label for g, r in pgd if r is pgd20), None),
+            "autoattack": aa,
+            "strongest": strongest[1] if strongest else None,
+            "strongest_label": strongest[0].label if strongest else None,
+            "worst": worst,
+        }
+
+    @property
+    def summary_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for r in (self.results or {}).get("summary") or []:
+            if not isinstance(r, Mapping):
+                continue
+            rung = F.rung_of(r)
+            rows.append({**r, "_label": rung.label, "_order": (F.to_float(r.get("eps")) or 0, rung.order)})
+        return sorted(rows, key=lambda r: r["_order"])
+
+    @property
+    def worst_case(self) -> list[dict[str, Any]]:
+        return F.worst_case_rows(self.results)
+
+    @property
+    def diagnostics(self) -> Diagnostics | None:
+        return diagnostics_of(self.results)
+
+    @property
+    def config_items(self) -> list[tuple[str, str]]:
+        cfg = (self.results or {}).get("config")
+        if not isinstance(cfg, Mapping):
+            return []
+        out = []
+        for k, v in cfg.items():
+            if isinstance(v, Mapping) or v in ([], (), None, ""):
+                continue   # thresholds and unused options: too long or empty for this list
+            if k in ("attacks", "eps", "eps_curve", "large_eps") and isinstance(v, list):
+                v = ", ".join(_fmt_value(x) if k == "attacks" else F.eps_short(x) for x in v)
+            out.append((str(k), _fmt_value(v)))
+        return out
+
+    @property
+    def timing_items(self) -> list[tuple[str, str]]:
+        t = (self.results or {}).get("timing")
+        if not isinstance(t, Mapping):
+            return []
+        return [(str(k), _fmt_seconds(v) if "second" in str(k) or str(k).endswith("_s") else _fmt_value(v))
+                for k, v in t.items() if not isinstance(v, (Mapping, list))]
+
+
+@dataclass
+class ReportView:
+    id: Any
+    title: str
+    created_at: Any
+    evaluations: list[EvaluationView]
+    charts: list[Chart] = field(default_factory=list)
+    training_charts: list[Chart] = field(default_factory=list)
+
+    @property
+    def with_results(self) -> list[EvaluationView]:
+        return [e for e in self.evaluations if e.results]
+
+    @property
+    def all_charts(self) -> list[Chart]:
+        return [*self.charts, *self.training_charts]
+
+
+def _cfg(results: Mapping[str, Any] | None, key: str) -> Any:
+    cfg = (results or {}).get("config")
+    return cfg.get(key) if isinstance(cfg, Mapping) else None
+
+
+def _pretty_key(k: Any) -> str:
+    return str(k).replace("_", " ")
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, Mapping):
+        return " · ".join(f"{_pretty_key(k)} {_fmt_value(x)}" for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_fmt_value(x) for x in v) if v else "none"
+    return "–" if v is None or v == "" else str(v)
+
+
+def _fmt_seconds(v: Any) -> str:
+    f = F.to_float(v)
+    if f is None:
+        return _fmt_value(v)
+    if f < 90:
+        return f"{f:.1f} s"
+    if f < 5400:
+        return f"{f / 60:.1f} min"
+    return f"{f / 3600:.1f} h"
+
+
+def verdict_status(verdict: Any, checks: Sequence[Check] = ()) -> str:
+    """pass / warn / fail for colouring the verdict. From the checks when there are any (the engine's
+    rule: any failed check means masking is suspected; warnings are shown but do not flip it),
+    else from the verdict's wording."""
+    if checks:
+        if any(c.status == "fail" for c in checks):
+            return "fail"
+        if any(c.status == "warn" for c in checks):
+            return "warn"
+        return "pass" if any(c.status == "pass" for c in checks) else "skipped"
+    v = str(verdict or "").lower()
+    if not v:
+        return "skipped"
+    if v.startswith("no ") or "no sign" in v or "no evidence" in v:
+        return "pass"
+    if any(w in v for w in ("fail", "unreliable", "suspect", "mask", "broken", "invalid")):
+        return "fail"
+    if any(w in v for w in ("warn", "caution", "inconclusive", "doubt")):
+        return "warn"
+    return "pass"
+
+
+def diagnostics_of(results: Mapping[str, Any] | None) -> Diagnostics | None:
+    diag = (results or {}).get("diagnostics")
+    if not isinstance(diag, Mapping):
+        return None
+    checks = []
+    for c in diag.get("checks") or []:
+        if not isinstance(c, Mapping):
+            continue
+        status = str(c.get("status") or "skipped").lower()
+        checks.append(Check(id=str(c.get("id") or ""), name=str(c.get("name") or c.get("id") or "check"),
+                            status=status if status in STATUS_ORDER else "skipped",
+                            evidence=c.get("evidence"), message=str(c.get("message") or "")))
+    reasons = diag.get("reasons") or []
+    if isinstance(reasons, str):
+        reasons = [reasons]
+    verdict = diag.get("verdict")
+    return Diagnostics(checks=checks, verdict=str(verdict) if verdict is not None else None,
+                       verdict_status=verdict_status(verdict, checks), reasons=[str(r) for r in reasons])
+
+
+# --------------------------------------------------------------------------- building views
+
+def _labels(evaluations: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Checkpoint names, made unique with the evaluation id when two evaluations share one."""
+    base = []
+    for ev in evaluations:
+        ck = ev.get("checkpoint") if isinstance(ev.get("checkpoint"), Mapping) else {}
+        name = F.checkpoint_field(ck, "name")
+        if not name:
+            parts = [F._method(ck), F.checkpoint_field(ck, "arch")]
+            name = " ".join(str(p) for p in parts if p) or f"evaluation {ev.get('id')}"
+        base.append(str(name))
+    out = []
+    for name, ev in zip(base, evaluations):
+        out.append(f"{name} (#{ev.get('id')})" if base.count(name) > 1 else name)
+    return out
+
+
+def evaluation_views(evaluations: Sequence[Mapping[str, Any]]) -> list[EvaluationView]:
+    evs = [e for e in evaluations if isinstance(e, Mapping)]
+    views = []
+    for ev, label in zip(evs, _labels(evs)):
+        ck = ev.get("checkpoint") if isinstance(ev.get("checkpoint"), Mapping) else {}
+        results = ev.get("results") if isinstance(ev.get("results"), Mapping) else None
+        views.append(EvaluationView(
+            id=ev.get("id"), label=label, status=str(ev.get("status") or ("succeeded" if results else "unknown")),
+            checkpoint=ck, results=results, error=ev.get("error"),
+            model=F.Model(label=label, results=results, checkpoint=ck, key=str(ev.get("id")))))
+    return views
+
+
+def comparison_charts(views: Sequence[EvaluationView], prefix: str = "chart") -> list[Chart]:
+    models = [v.model for v in views if v.results]
+    n = len(models)
+    charts = []
+
+    def add(key: str, title: str, fig: dict | None, caption: str, empty: str) -> None:
+        warnings = fig.pop("warnings", 0) if fig else 0
+        if warnings:
+            caption = caption + f" {warnings} curve(s) still falling at the largest step count: see the annotation."
+        charts.append(Chart(id=f"{prefix}-{key}", title=title, figure=fig, caption=caption,
+                            empty=empty if fig is None else "", traces=len(fig["data"]) if fig else 0))
+
+    add("eps", "Robust accuracy vs ε", F.accuracy_vs_eps(models),
+        "One line per attack" + (", line style and marker per model" if n > 1 else "")
+        + "; every line starts at the clean accuracy (ε = 0). The black line is the worst case per test point.",
+        "No attack results yet.")
+    add("steps", "Robust accuracy vs attack steps", F.accuracy_vs_steps(models),
+        "The PGD-overfitting probe: a curve that is still falling at the largest step count means the attack "
+        "had not converged, and fewer steps overstate robustness.",
+        "No attack was run at more than one step count, so there is no steps curve.")
+    add("ladder", "Attack ladder", F.attack_ladder(models),
+        "Weakest to strongest attack at each model's headline ε. A healthy model loses a few points per rung; "
+        "a large gap between PGD and AutoAttack or the worst case is a gradient-masking sign.",
+        "No attack results yet.")
+    ls = F.label_smoothing_view(models)
+    add("label-smoothing", "Label smoothing δ vs robust accuracy", ls,
+        "One point per model trained with a known δ. If PGD accuracy grows with δ while AutoAttack accuracy does not, "
+        "the gain is an artefact of the cross-entropy loss, not robustness.",
+        "None of these models records a label-smoothing δ in its training hyper-parameters.")
+    return charts
+
+
+def training_charts(views: Sequence[EvaluationView], prefix: str = "chart") -> list[Chart]:
+    out = []
+    seen = set()
+    for i, v in enumerate(views):
+        ck_id = v.checkpoint.get("id") if v.checkpoint else None
+        if ck_id is not None and ck_id in seen:
+            continue
+        seen.add(ck_id)
+        fig = F.training_curves(v.model)
+        if fig is None:
+            continue
+        out.append(Chart(id=f"{prefix}-train-{i}", title=f"Training curves: {v.label}", figure=fig,
+                         caption="Test accuracy measured after each epoch (PGD-20 on a fixed subset); dotted "
+                                 "vertical lines mark learning-rate changes.", traces=len(fig["data"])))
+    return out
+
+
+def report_view(payload: Mapping[str, Any], prefix: str = "chart") -> ReportView:
+    report = payload.get("report") if isinstance(payload.get("report"), Mapping) else {}
+    views = evaluation_views(payload.get("evaluations") or [])
+    return ReportView(id=report.get("id"), title=str(report.get("title") or "Robustness report"),
+                      created_at=report.get("created_at"), evaluations=views,
+                      charts=comparison_charts(views, prefix), training_charts=training_charts(views, prefix))
+
+
+def evaluation_view(evaluation: Mapping[str, Any]) -> tuple[EvaluationView, list[Chart]]:
+    """One evaluation's detail: its view and its charts (the comparison charts with one model)."""
+    (view,) = evaluation_views([evaluation])
+    charts = comparison_charts([view]) if view.results else []
+    charts = [c for c in charts if not c.id.endswith("label-smoothing")]   # a comparison across models
+    return view, charts + training_charts([view])

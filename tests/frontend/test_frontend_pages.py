@@ -1,0 +1,172 @@
+"""The dashboard's pages through the real app (create_app, SQLite in a temp folder, no worker):
+jobs and results are written with the service's own crud functions, then the pages are read."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+
+from backend.app import crud
+from backend.app.core.config import Settings
+from backend.app.main import create_app
+from frontend_fixtures import make_payload
+
+TOKEN = "frontend-test-token"
+
+
+def seed(app) -> dict:
+    """Two checkpoints, two finished evaluations with results, one report; returns their ids."""
+    payload = make_payload()
+    ids: dict = {"evaluations": []}
+    with app.state.Session() as s:
+        for i, ev in enumerate(payload["evaluations"]):
+            ck = ev["checkpoint"]
+            meta = {"arch": "smallcnn", "num_classes": 10, "in_channels": 1, "mean": [0.0], "std": [1.0],
+                    "dataset": "mnist10k", "method": ck["method"], "hyperparameters": ck["hyperparameters"],
+                    "metrics": {"history": ck["history"]}}
+            row, _ = crud.create_checkpoint(session=s, sha256=f"{i:064x}", name=ck["name"], filename="m.safetensors",
+                                            ext="safetensors", size_bytes=1000, meta=meta, embedded_metadata=True)
+            job = crud.create_job(session=s, kind="evaluation", name=ev["name"], checkpoint_id=row.id,
+                                  config={"spec_args": {"preset": "paper", "n_examples": 200}})
+            crud.store_results(session=s, job_id=job.id, results=ev["results"])
+            assert crud.finish_job(session=s, job_id=job.id, task_id=job.task_id, status="succeeded")
+            ids["evaluations"].append(job.id)
+        queued = crud.create_job(session=s, kind="evaluation", name="still queued", checkpoint_id=row.id, config={})
+        ids["queued"] = queued.id
+        report = crud.create_report(session=s, title="Seeded report", evaluation_ids=ids["evaluations"])
+        other = crud.create_report(session=s, title="Another team's report", evaluation_ids=ids["evaluations"][:1])
+        ids.update(report=report.id, share=report.share_token, other=other.id)
+    return ids
+
+
+@pytest.fixture
+def app(tmp_path):
+    return create_app(Settings(data_dir=tmp_path, api_token=TOKEN), janitor=False)
+
+
+@pytest.fixture
+def client(app):
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture
+def ids(app):
+    return seed(app)
+
+
+def figure_blobs(html: str) -> dict[str, dict]:
+    return {i: json.loads(b) for i, b in
+            re.findall(r'<script type="application/json" data-figure-for="([^"]+)">(.*?)</script>', html, re.S)}
+
+
+@pytest.mark.parametrize("path", ["/checkpoints", "/trainings/new", "/evaluations/new", "/jobs", "/compare", "/reports"])
+def test_pages_render_with_navigation_and_token_box(client, path):
+    r = client.get(path)
+    assert r.status_code == 200, r.text[:500]
+    assert 'id="token-dialog"' in r.text and 'aria-label="Main"' in r.text
+    assert "cdn" not in r.text.lower()
+
+
+def test_plotly_js_is_served_from_the_installed_package(client):
+    r = client.get("/vendor/plotly.min.js")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/javascript")
+    assert b"plotly.js v" in r.content[:200]
+
+
+def test_forms_carry_html5_constraints(client):
+    train = client.get("/trainings/new").text
+    assert re.search(r'id="tr-epochs"[^>]*required[^>]*min="1"', train)
+    assert re.search(r'id="tr-ls"[^>]*min="0"[^>]*max="0.999"', train)
+    evaluate = client.get("/evaluations/new").text
+    assert re.search(r'id="ev-n"[^>]*min="1"[^>]*step="1"', evaluate)
+    assert 'value="feature-scatter"' in train and 'value="audit"' in evaluate
+    upload = client.get("/checkpoints").text
+    assert 'accept=".safetensors,.pt,.pth"' in upload
+
+
+def test_evaluation_page_shows_table_charts_and_diagnostics(client, ids):
+    r = client.get(f"/evaluations/{ids['evaluations'][0]}")
+    assert r.status_code == 200
+    figs = figure_blobs(r.text)
+    assert set(figs) == {"chart-eps", "chart-steps", "chart-ladder", "chart-train-0"}
+    assert len(figs["chart-ladder"]["data"]) == 7
+    assert "Verdict: unreliable" in r.text
+    assert r.text.count('class="check ') == 3
+    assert "AutoAttack after APGD-CE" in r.text                  # cumulative stage listed in the table
+    assert '<script src="/vendor/plotly.min.js">' in r.text
+
+
+def test_unfinished_evaluation_page_shows_live_progress(client, ids):
+    r = client.get(f"/evaluations/{ids['queued']}")
+    assert r.status_code == 200
+    assert 'id="job-live"' in r.text and 'data-status="queued"' in r.text
+    assert "data-figure-for" not in r.text
+
+
+def test_missing_things_are_404_pages(client, ids):
+    assert client.get("/evaluations/999").status_code == 404
+    assert client.get("/reports/zzzzzzzz").status_code == 404
+    assert client.get("/share/not-a-real-token-123").status_code == 404
+    assert client.get("/share/abc").status_code == 404
+    assert client.get("/share/" + "x" * 80 + "/export").status_code == 404
+
+
+def test_compare_preview_overlays_the_chosen_evaluations(client, ids):
+    a, b = ids["evaluations"]
+    r = client.get(f"/compare?ids={a}&ids={b}")
+    assert r.status_code == 200
+    figs = figure_blobs(r.text)
+    assert {t["name"] for t in figs["cmp-eps"]["data"]} >= {"PGD-20 · fs-mnist-d0.5", "PGD-20 · pgd-at-mnist"}
+    assert f'data-ids="{a},{b}"' in r.text
+
+
+def test_report_page_has_share_link_and_exports(client, ids):
+    r = client.get(f"/reports/{ids['report']}")
+    assert r.status_code == 200
+    assert f"/share/{ids['share']}" in r.text
+    for fmt in ("html", "csv", "json"):
+        assert f"/api/v1/reports/{ids['report']}/export?format={fmt}" in r.text
+
+
+def test_share_page_shows_this_report_only(client, ids):
+    r = client.get(f"/share/{ids['share']}")
+    assert r.status_code == 200
+    html = r.text
+    assert "Seeded report" in html and "Another team's report" not in html
+    assert "<nav" not in html and 'href="/reports' not in html and 'href="/jobs' not in html
+    assert "/api/" not in html                                     # no API calls, no API links
+    assert ids["report"] not in html                               # not even its internal id
+    assert 'id="token-dialog"' not in html and "api.js" not in html
+    assert len(figure_blobs(html)) == 5
+    assert r.headers["referrer-policy"] == "no-referrer"
+
+
+def test_share_exports(client, ids):
+    base = f"/share/{ids['share']}/export"
+    html = client.get(base, params={"format": "html"})
+    assert html.status_code == 200 and "Seeded report" in html.text and "plotly.js v" in html.text
+    data = client.get(base, params={"format": "json"}).json()
+    assert [e["id"] for e in data["evaluations"]] == ids["evaluations"]
+    assert "per_sample" not in data["evaluations"][0]["results"] and "id" not in data["report"]
+    csv_text = client.get(base, params={"format": "csv"}).text
+    assert csv_text.startswith("report_id,report_title,evaluation_id")
+    assert client.get(base, params={"format": "xml"}).status_code == 422
+
+
+def test_pages_ask_for_the_token_when_reads_need_it(tmp_path):
+    app = create_app(Settings(data_dir=tmp_path, api_token=TOKEN, reads_require_token=True), janitor=False)
+    ids = seed(app)
+    with TestClient(app) as c:
+        r = c.get("/reports")
+        assert r.status_code == 401 and "API token needed" in r.text and "missing or wrong bearer token" in r.text
+        c.cookies.set("robaudit_token", "wrong-token")
+        assert c.get(f"/evaluations/{ids['evaluations'][0]}").status_code == 401
+        c.cookies.set("robaudit_token", TOKEN)
+        assert c.get(f"/evaluations/{ids['evaluations'][0]}").status_code == 200
+        assert c.get("/reports").status_code == 200
+        c.cookies.clear()
+        assert c.get(f"/share/{ids['share']}").status_code == 200   # the share link needs no token
