@@ -289,24 +289,30 @@ def store_results(*, session: Session, job_id: int, results: dict[str, Any]) -> 
                 ["job_id", "attack", "eps", "steps", "restarts"], ["n", "bits"])
 
 
-_BIT_KEY = re.compile(r"^(?P<attack>[^@]+)@eps=(?P<eps>[^/]+)/steps=(?P<steps>[^/]+)/restarts=(?P<restarts>\d+)$")
+_BIT_KEY = re.compile(r"^(?P<attack>[^@]+)@eps=(?P<eps>[^/]+)(?:/steps=(?P<steps>[^/]+))?"
+                      r"(?:/restarts=(?P<restarts>\d+))?$")
 
 
 def parse_bit_key(key: str) -> dict[str, Any] | None:
-    """``pgd@eps=0.3/steps=20/restarts=1`` (robaudit.evaluation.results.bit_key) -> its parts."""
+    """``pgd@eps=0.3/steps=20/restarts=1`` (robaudit.evaluation.results.bit_key), or
+    ``worst-case@eps=0.3``, -> its parts (steps/restarts 0 when absent)."""
     m = _BIT_KEY.match(key)
     if not m:
         return None
-    steps = m["steps"]
-    return {"attack": m["attack"], "eps": float(m["eps"]), "steps": 0 if steps == "-" else int(steps),
-            "restarts": int(m["restarts"])}
+    try:
+        steps = m["steps"]
+        return {"attack": m["attack"][:64], "eps": float(m["eps"]),
+                "steps": 0 if steps in (None, "-") else int(steps), "restarts": int(m["restarts"] or 0)}
+    except ValueError:
+        return None
 
 
 def iter_bitsets(results: dict[str, Any]):
     """Rows (attack, eps, steps, restarts, n, bits) from the results JSON's per_sample section.
 
-    The clean bitset is stored as attack "clean" at eps 0, so a report can intersect it with the
-    attack rows to get the worst case per point.
+    Keys are the engine's bit keys (per_sample["bits"]); the clean bitset is stored as attack
+    "clean" at eps 0. Subset bitsets (probes on the first few hundred points) are not stored here:
+    they cover other points and stay in the results JSON.
     """
     per_sample = results.get("per_sample") or {}
     if not isinstance(per_sample, dict):
@@ -315,7 +321,7 @@ def iter_bitsets(results: dict[str, Any]):
     if isinstance(per_sample.get("clean"), str):
         yield {"attack": "clean", "eps": 0.0, "steps": 0, "restarts": 0, "n": n,
                "bits": base64.b64decode(per_sample["clean"])}
-    bitsets = per_sample.get("bitsets")
+    bitsets = per_sample.get("bits")
     if not isinstance(bitsets, dict):
         bitsets = {k: v for k, v in per_sample.items() if "@" in k}
     for key, text in bitsets.items():

@@ -110,6 +110,8 @@ class EvaluationCreate(BaseModel):
     n_examples: int | None = Field(default=None, ge=1, le=1_000_000, description="Test points to evaluate.")
     dataset: str | None = Field(default=None, min_length=1, max_length=64,
                                 description="Defaults to the checkpoint's dataset.")
+    batch_size: int | None = Field(default=None, ge=1, le=100_000,
+                                   description="Test points per batch (GPU memory; resume granularity).")
     surrogate_id: int | None = Field(default=None, ge=1, le=2**31 - 1,
                                      description="Checkpoint used as the source of transfer attacks.")
     name: str | None = Name

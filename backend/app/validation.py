@@ -97,7 +97,7 @@ def validate_evaluation(body: EvaluationCreate, session: Session) -> dict[str, A
                               "give 'dataset'")
     science = _science_errors()
     spec_args: dict[str, Any] = {"dataset": dataset}
-    for key in ("preset", "attacks", "eps", "steps", "n_examples"):
+    for key in ("preset", "attacks", "eps", "steps", "n_examples", "batch_size"):
         value = getattr(body, key)
         if value is not None:
             spec_args[key] = value

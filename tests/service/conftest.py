@@ -131,6 +131,7 @@ class WorkerProcess:
     def start(self) -> "WorkerProcess":
         from worker.cli import celery_argv, worker_env
 
+        self.settings.ensure_dirs()
         self.log = self.log_path.open("ab")
         self.proc = subprocess.Popen(celery_argv(self.settings, hostname=self.name),
                                      env=worker_env(self.settings, self.name), stdout=self.log,

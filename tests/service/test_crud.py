@@ -117,8 +117,9 @@ def test_results_and_bitsets_are_upserted_without_duplicates(any_db_settings):
     pgd = [1, 0] * 5 + [0] * 3
     results = {"schema_version": 1, "n": n, "clean_accuracy": 10 / 13,
                "per_sample": {"n": n, "clean": _bits(clean),
-                              "bitsets": {"pgd@eps=0.3/steps=20/restarts=1": _bits(pgd),
-                                          "fgsm@eps=0.3/steps=-/restarts=1": _bits(clean)}}}
+                              "bits": {"pgd@eps=0.3/steps=20/restarts=1": _bits(pgd),
+                                       "fgsm@eps=0.3/steps=-/restarts=1": _bits(clean),
+                                       "worst-case@eps=0.3": _bits(pgd)}}}
     with _session(any_db_settings) as s:
         job = crud.create_job(session=s, kind="evaluation", config={})
         for _ in range(2):   # a redelivered job stores the same results again
@@ -126,8 +127,9 @@ def test_results_and_bitsets_are_upserted_without_duplicates(any_db_settings):
             s.commit()
         assert s.scalar(select(func.count()).select_from(EvaluationResult)) == 1
         rows = crud.list_bitsets(session=s, job_id=job.id)
-        assert len(rows) == 3
+        assert len(rows) == 4
         by_attack = {r.attack: r for r in rows}
+        assert by_attack["worst-case"].eps == 0.3 and by_attack["clean"].eps == 0.0
         assert by_attack["pgd"].steps == 20 and by_attack["pgd"].eps == 0.3 and by_attack["pgd"].n == n
         assert by_attack["fgsm"].steps == 0
         decoded = np.unpackbits(np.frombuffer(by_attack["pgd"].bits, np.uint8), bitorder="little")[:n]

@@ -1,0 +1,189 @@
+"""End to end over HTTP with real worker processes: the embedded default (SQLite + kombu SQL
+broker) and Redis + PostgreSQL with a worker that shares no files with the API; then a worker
+SIGKILLed mid-evaluation, restarted, and the job finishing exactly as an uninterrupted run."""
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from backend.app.core.db import session_factory
+from backend.app.models import EvalBatch, EvaluationResult, Job, SampleBitset
+
+from .conftest import LiveAPI, WorkerProcess, make_settings, upload, wait_job
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(tmp_path_factory):
+    """A SmallCNN trained for a few seconds (most test points correct), so attacks have correct points to work on."""
+    import torch
+    import torch.nn.functional as F
+
+    import robaudit
+    from models import CheckpointMetadata, build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model("smallcnn", num_classes=10, in_channels=1, mean=[0.0], std=[1.0])
+    x, y = robaudit.load_dataset("mnist10k", "train")
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    model.train()
+    for i in range(0, 1536, 64):
+        opt.zero_grad()
+        F.cross_entropy(model(x[i:i + 64]), y[i:i + 64]).backward()
+        opt.step()
+    meta = CheckpointMetadata(arch="smallcnn", num_classes=10, in_channels=1, mean=[0.0], std=[1.0],
+                              dataset="mnist10k", input_size=28, method="standard",
+                              hyperparameters={"label_smoothing": 0.0, "epochs": 2})
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "trained.safetensors", model.eval(), meta)
+
+
+def _count(settings, model, **where) -> int:
+    with session_factory(settings)() as s:
+        stmt = select(func.count()).select_from(model)
+        for key, value in where.items():
+            stmt = stmt.where(getattr(model, key) == value)
+        return s.scalar(stmt)
+
+
+def _scenario(client, settings, checkpoint_path):
+    """Upload, evaluate, poll, fetch results (JSON and CSV), train, report."""
+    created = upload(client, checkpoint_path, name="trained")
+    assert created.status_code == 201, created.text
+    ckpt = created.json()
+
+    ev = client.post("/evaluations", json={"checkpoint_id": ckpt["id"], "preset": "quick", "n_examples": 32,
+                                           "name": "quick-32"})
+    assert ev.status_code == 201, ev.text
+    ev_id = ev.json()["id"]
+    training = client.post("/trainings", json={"method": "standard", "dataset": "mnist10k", "arch": "smallcnn",
+                                               "hyperparameters": {"epochs": 1, "n_train": 256,
+                                                                   "eval_examples": 32}})
+    assert training.status_code == 201, training.text
+
+    done = wait_job(client, ev_id)
+    assert done["status"] == "succeeded", done
+    assert done["progress"]["total"] > 0 and done["progress"]["current"] == done["progress"]["total"]
+    assert done["summary"]["pgd20_accuracy"] is not None and done["has_results"]
+    results = client.get(f"/evaluations/{ev_id}/results").json()
+    assert results["n"] == 32 and 0.5 < results["clean_accuracy"] <= 1.0
+    assert {r["attack"] for r in results["summary"]} >= {"fgsm", "pgd", "cw"}
+    csv = client.get(f"/evaluations/{ev_id}/results", params={"format": "csv"})
+    assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
+    assert csv.text.splitlines()[0].startswith("attack,eps,steps")
+    # One bitset row per per-sample bitset (plus clean), and nothing left of the resume state.
+    assert _count(settings, SampleBitset, job_id=ev_id) == len(results["per_sample"]["bits"]) + 1
+    assert _count(settings, EvalBatch, job_id=ev_id) == 0
+
+    trained = wait_job(client, training.json()["id"])
+    assert trained["status"] == "succeeded", trained
+    assert len(trained["metrics"]) == 1 and trained["metrics"][0]["epoch"] == 1
+    produced = client.get(f"/checkpoints/{trained['output_checkpoint_id']}").json()
+    assert produced["source"] == "training" and produced["training_job_id"] == trained["id"]
+    assert produced["method"] == "standard" and produced["metadata"]["metrics"]["history"]
+
+    report = client.post("/reports", json={"title": "e2e", "evaluation_ids": [ev_id]})
+    assert report.status_code == 201
+    payload = client.get(f"/reports/{report.json()['id']}").json()
+    assert payload["evaluations"][0]["results"]["clean_accuracy"] == results["clean_accuracy"]
+    assert payload["evaluations"][0]["checkpoint"]["method"] == "standard"
+    return ckpt, produced
+
+
+def test_embedded_sqlite_end_to_end(tmp_path, trained_checkpoint):
+    settings = make_settings(tmp_path / "data")
+    worker = WorkerProcess(settings, "embedded@test", tmp_path / "worker.log").start()
+    try:
+        with LiveAPI(settings) as client:
+            worker.wait_ready()
+            health = client.get("/health").json()
+            assert health["status"] == "ok" and health["workers"][0]["hostname"] == "embedded@test"
+            _scenario(client, settings, trained_checkpoint)
+
+            # Cancel a running job cooperatively, then retry it: it goes back to the queue.
+            ckpt_id = client.get("/checkpoints").json()["data"][-1]["id"]
+            long = client.post("/evaluations", json={"checkpoint_id": ckpt_id, "preset": "paper",
+                                                     "n_examples": 1000}).json()
+            wait_job(client, long["id"], until=("running",), timeout=60)
+            assert client.post(f"/jobs/{long['id']}/cancel").status_code == 202
+            cancelled = wait_job(client, long["id"], timeout=60)
+            assert cancelled["status"] == "cancelled" and cancelled["cancel_requested"]
+            assert client.post(f"/jobs/{long['id']}/cancel").status_code == 409
+            retried = client.post(f"/jobs/{long['id']}/retry")
+            assert retried.status_code == 202 and retried.json()["status"] in ("queued", "running")
+            assert client.post(f"/jobs/{long['id']}/cancel").status_code == 202
+            assert wait_job(client, long["id"], timeout=60)["status"] == "cancelled"
+    finally:
+        worker.stop()
+
+
+def test_redis_postgres_end_to_end_with_a_remote_worker(tmp_path, trained_checkpoint, pg_url, redis_url):
+    api_settings = make_settings(tmp_path / "api-data", database_url=pg_url, redis_url=redis_url)
+    api = LiveAPI(api_settings)
+    with api as client:
+        # The worker has its own data folder: it fetches checkpoints and uploads its trained model
+        # through the API, as a worker on another host would.
+        worker_settings = api_settings.with_(data_dir=tmp_path / "worker-data", api_url=api.service.url)
+        worker = WorkerProcess(worker_settings, "remote@test", tmp_path / "worker.log").start()
+        try:
+            worker.wait_ready()
+            ckpt, produced = _scenario(client, api_settings, trained_checkpoint)
+        finally:
+            worker.stop()
+    cached = worker_settings.checkpoints_dir / f"{ckpt['sha256']}.safetensors"
+    assert cached.read_bytes() == trained_checkpoint.read_bytes()   # fetched by sha256 and verified
+    assert (api_settings.checkpoints_dir / f"{produced['sha256']}.safetensors").exists()  # uploaded back
+
+
+def _reference_results(checkpoint_path, spec_args):
+    import robaudit
+    from models import load_checkpoint
+    from robaudit.evaluation import MemoryStore, build_spec, evaluate
+
+    model, _ = load_checkpoint(checkpoint_path)
+    x, y = robaudit.load_dataset(spec_args["dataset"], "test")
+    return evaluate(model, x, y, build_spec(**spec_args), store=MemoryStore())
+
+
+@pytest.mark.parametrize("backend", ["redis+postgres", "embedded"])
+def test_sigkilled_worker_resumes_without_duplicates(backend, tmp_path, trained_checkpoint, request):
+    if backend == "embedded":
+        settings = make_settings(tmp_path / "data")
+    else:
+        settings = make_settings(tmp_path / "data", database_url=request.getfixturevalue("pg_url"),
+                                 redis_url=request.getfixturevalue("redis_url"))
+    worker = WorkerProcess(settings, "victim@test", tmp_path / "worker.log").start()
+    try:
+        with LiveAPI(settings) as client:
+            worker.wait_ready()
+            ckpt = upload(client, trained_checkpoint).json()
+            job = client.post("/evaluations", json={"checkpoint_id": ckpt["id"], "preset": "quick",
+                                                    "n_examples": 64, "batch_size": 16}).json()
+            deadline = time.monotonic() + 120
+            while _count(settings, EvalBatch, job_id=job["id"]) < 5:   # some batches done, not all
+                assert time.monotonic() < deadline, client.get(f"/jobs/{job['id']}").json()
+                assert client.get(f"/jobs/{job['id']}").json()["status"] in ("queued", "running")
+                time.sleep(0.05)
+            worker.kill()
+            assert client.get(f"/jobs/{job['id']}").json()["status"] == "running"   # nobody acked it
+
+            worker = WorkerProcess(settings, "victim@test", tmp_path / "worker.log").start()
+            done = wait_job(client, job["id"], timeout=180)
+            assert done["status"] == "succeeded", done
+            assert done["attempt"] == 2
+            results = client.get(f"/evaluations/{job['id']}/results").json()
+    finally:
+        worker.stop()
+
+    assert results["timing"]["reused_batches"] > 0   # resumed from the stored batches
+    reference = _reference_results(trained_checkpoint, done["config"]["spec_args"])
+    assert results["per_sample"] == reference["per_sample"]
+    assert results["summary"] == reference["summary"]
+    assert results["worst_case"] == reference["worst_case"]
+    assert results["clean_accuracy"] == reference["clean_accuracy"]
+    assert _count(settings, EvaluationResult, job_id=job["id"]) == 1
+    assert _count(settings, SampleBitset, job_id=job["id"]) == len(reference["per_sample"]["bits"]) + 1
+    with session_factory(settings)() as s:
+        assert s.get(Job, job["id"]).worker_hostname == "victim@test"
