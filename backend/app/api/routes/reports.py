@@ -50,7 +50,7 @@ def read_report(session: SessionDep, report_id: str = ReportId) -> Any:
 
 @router.get("/{report_id}/export", dependencies=[ReadAccess],
             responses={200: {"content": {"text/html": {}, "text/csv": {}, "application/json": {}}},
-                       404: {"model": Message}})
+                       404: {"model": Message}, 501: {"model": Message}})
 def export_report(session: SessionDep, report_id: str = ReportId,
                   format: Literal["html", "csv", "json"] = Query("html")) -> Any:
     """Download a report as self-contained HTML, CSV or JSON."""
@@ -58,8 +58,10 @@ def export_report(session: SessionDep, report_id: str = ReportId,
     disposition = {"Content-Disposition": f'attachment; filename="report-{report_id}.{format}"'}
     if format == "json":
         return JSONResponse(payload, headers=disposition)
-    from frontend import report as rendering   # the frontend package renders; imported only when asked
-
+    try:
+        from frontend import report as rendering   # the frontend package renders; imported only when asked
+    except ImportError as exc:
+        raise HTTPException(501, detail=f"report rendering is not available ({exc}); use format=json") from None
     if format == "csv":
         return PlainTextResponse(rendering.report_csv(payload), media_type="text/csv", headers=disposition)
     return HTMLResponse(rendering.render_report_html(payload), headers=disposition)

@@ -1,0 +1,176 @@
+"""The API without a worker: auth, the generated token, request validation (422 with the science
+package's message, nothing stored), job cancel/retry transitions, reports."""
+from __future__ import annotations
+
+import stat
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from backend.app import crud
+from backend.app.core.db import session_factory
+from backend.app.main import create_app
+from backend.app.models import Job
+
+from .conftest import TOKEN, make_settings
+
+MNIST_META = {"arch": "smallcnn", "dataset": "mnist10k", "num_classes": 10, "in_channels": 1, "input_size": 28,
+              "mean": [0.0], "std": [1.0], "arch_kwargs": {}, "method": "standard",
+              "hyperparameters": {"label_smoothing": 0.0}}
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return make_settings(tmp_path / "data")
+
+
+@pytest.fixture
+def client(settings, auth):
+    with TestClient(create_app(settings, janitor=False), headers=auth) as c:
+        yield c
+
+
+@pytest.fixture
+def checkpoint_id(settings, client):
+    with session_factory(settings)() as s:
+        row, _ = crud.create_checkpoint(session=s, sha256="b" * 64, name="m", filename="m.safetensors",
+                                        ext="safetensors", size_bytes=1, meta=MNIST_META, embedded_metadata=True)
+        return row.id
+
+
+def _jobs(settings) -> int:
+    with session_factory(settings)() as s:
+        return s.scalar(select(func.count()).select_from(Job))
+
+
+def test_writes_need_the_token_reads_are_open(settings):
+    with TestClient(create_app(settings, janitor=False)) as anon:
+        for method, url, kwargs in [
+            ("post", "/api/v1/checkpoints", {"files": {"file": ("a.pt", b"x")}}),
+            ("post", "/api/v1/trainings", {"json": {"method": "standard"}}),
+            ("post", "/api/v1/evaluations", {"json": {"checkpoint_id": 1}}),
+            ("post", "/api/v1/reports", {"json": {"title": "t", "evaluation_ids": [1]}}),
+            ("post", "/api/v1/jobs/1/cancel", {}),
+            ("post", "/api/v1/jobs/1/retry", {}),
+            ("delete", "/api/v1/checkpoints/1", {}),
+        ]:
+            resp = getattr(anon, method)(url, **kwargs)
+            assert resp.status_code == 401, (url, resp.text)
+            assert resp.headers["www-authenticate"] == "Bearer"
+        wrong = anon.post("/api/v1/trainings", json={"method": "standard"},
+                          headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        for url in ("/api/v1/checkpoints", "/api/v1/jobs", "/api/v1/trainings", "/api/v1/evaluations",
+                    "/api/v1/reports", "/api/v1/health"):
+            assert anon.get(url).status_code == 200, url
+    assert _jobs(settings) == 0
+
+
+def test_reads_can_require_the_token(tmp_path, auth):
+    settings = make_settings(tmp_path / "data", reads_require_token=True)
+    with TestClient(create_app(settings, janitor=False)) as anon:
+        assert anon.get("/api/v1/jobs").status_code == 401
+        assert anon.get("/api/v1/checkpoints").status_code == 401
+        assert anon.get("/api/v1/jobs", headers=auth).status_code == 200
+        assert anon.get("/api/v1/health").status_code == 200   # liveness stays open for probes
+
+
+def test_token_is_generated_once_with_mode_600(tmp_path, capsys):
+    settings = make_settings(tmp_path / "data", api_token=None)
+    app = create_app(settings, janitor=False)
+    token = settings.token_file.read_text().strip()
+    assert len(token) >= 32 and stat.S_IMODE(settings.token_file.stat().st_mode) == 0o600
+    assert token in capsys.readouterr().err
+    create_app(settings, janitor=False)   # second start: same token, not printed again
+    assert token not in capsys.readouterr().err and app.state.api_token == token
+    with TestClient(app) as c:
+        assert c.post("/api/v1/jobs/1/cancel", headers={"Authorization": f"Bearer {token}"}).status_code == 404
+        assert c.post("/api/v1/jobs/1/cancel", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 401
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"attacks": ["pgd", "deepfool"]}, "unknown attack 'deepfool'"),
+    ({"eps": [1.5]}, "eps must be in (0, 1]"),
+    ({"eps": [-0.1]}, "eps must be in (0, 1]"),
+    ({"preset": "thorough"}, "unknown preset"),
+    ({"steps": [5000]}, "at most"),
+    ({"dataset": "cifar10"}, "dataset/architecture mismatch"),
+    ({"dataset": "imagenet"}, "unknown dataset"),
+    ({"attacks": ["transfer"]}, "surrogate"),
+    ({"checkpoint_id": 999}, "no checkpoint 999"),
+    ({"surrogate_id": 999}, "no surrogate checkpoint 999"),
+])
+def test_bad_evaluation_requests_are_422_and_store_nothing(client, settings, checkpoint_id, body, message):
+    resp = client.post("/api/v1/evaluations", json={"checkpoint_id": checkpoint_id, "n_examples": 8, **body})
+    assert resp.status_code == 422, resp.text
+    assert message in str(resp.json()["detail"])
+    assert _jobs(settings) == 0
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"method": "magic"}, "unknown method 'magic'"),
+    ({"method": "standard", "hyperparameters": {"epochz": 3}}, "unknown training option(s): epochz"),
+    ({"method": "standard", "hyperparameters": {"device": "cuda"}}, "the worker chooses"),
+    ({"method": "standard", "hyperparameters": {"epochs": 0}}, "epochs must be at least 1"),
+    ({"method": "standard", "hyperparameters": {"epochs": "many"}}, "hyperparameter epochs"),
+    ({"method": "standard", "hyperparameters": {"steps": 3}}, "not apply to method"),
+    ({"method": "pgd-at", "hyperparameters": {"eps": 2}}, "eps must be in (0, 1]"),
+    ({"method": "standard", "arch": "resnet9000"}, "unknown architecture"),
+    ({"method": "standard", "arch_kwargs": {"depth": 3}}, "bad arguments"),
+    ({"method": "standard", "dataset": "imagenet"}, "unknown dataset"),
+    ({"method": "standard", "hyperparameters": {"method": "trades"}}, "top level"),
+])
+def test_bad_training_requests_are_422_and_store_nothing(client, settings, body, message):
+    resp = client.post("/api/v1/trainings", json=body)
+    assert resp.status_code == 422, resp.text
+    assert message in str(resp.json()["detail"])
+    assert _jobs(settings) == 0
+
+
+def test_queued_job_cancel_retry_and_results_before_done(client, settings, checkpoint_id):
+    created = client.post("/api/v1/evaluations", json={"checkpoint_id": checkpoint_id, "preset": "quick",
+                                                       "n_examples": 8})
+    assert created.status_code == 201
+    job = created.json()
+    assert job["status"] == "queued" and job["config"]["spec"]["attacks"] == ["fgsm", "pgd", "cw"]
+    assert client.get(f"/api/v1/evaluations/{job['id']}/results").status_code == 409
+    assert client.get(f"/api/v1/trainings/{job['id']}").status_code == 404   # wrong kind
+    cancelled = client.post(f"/api/v1/jobs/{job['id']}/cancel")
+    assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"
+    assert client.post(f"/api/v1/jobs/{job['id']}/cancel").status_code == 409
+    retried = client.post(f"/api/v1/jobs/{job['id']}/retry")
+    assert retried.status_code == 202 and retried.json()["status"] == "queued"
+    assert client.post(f"/api/v1/jobs/{job['id']}/retry").status_code == 409
+    assert client.post("/api/v1/jobs/424242/cancel").status_code == 404
+    listing = client.get("/api/v1/jobs", params={"kind": "evaluation", "status": "queued"}).json()
+    assert listing["count"] == 1 and listing["data"][0]["id"] == job["id"]
+    # The checkpoint is now used by a job: deleting it is refused.
+    assert client.delete(f"/api/v1/checkpoints/{checkpoint_id}").status_code == 409
+
+
+def test_reports_round_trip(client, settings, checkpoint_id):
+    ev = client.post("/api/v1/evaluations", json={"checkpoint_id": checkpoint_id, "n_examples": 8}).json()
+    assert client.post("/api/v1/reports", json={"title": "x", "evaluation_ids": [ev["id"], 777]}).status_code == 422
+    created = client.post("/api/v1/reports", json={"title": "FS vs PGD-AT", "evaluation_ids": [ev["id"]]})
+    assert created.status_code == 201
+    report = created.json()
+    assert len(report["id"]) == 8 and report["url"] == f"/reports/{report['id']}"
+    token = report["share_url"].removeprefix("/share/")
+    assert len(token) >= 32
+    payload = client.get(f"/api/v1/reports/{report['id']}").json()
+    assert payload["report"]["title"] == "FS vs PGD-AT" and "share" not in str(payload["report"])
+    assert payload["evaluations"][0]["status"] == "queued" and payload["evaluations"][0]["results"] is None
+    assert payload["evaluations"][0]["checkpoint"]["method"] == "standard"
+    exported = client.get(f"/api/v1/reports/{report['id']}/export", params={"format": "json"})
+    assert exported.json() == payload
+    assert client.get("/api/v1/reports/nope0000").status_code == 404
+    assert client.get("/api/v1/reports").json()["count"] == 1
+    with session_factory(settings)() as s:
+        assert crud.get_report_payload_by_token(s, token) == payload
+
+
+def test_health_reports_database_broker_and_no_workers(client):
+    health = client.get("/api/v1/health").json()
+    assert health["database"]["ok"] and health["broker"]["ok"]
+    assert health["workers"] == [] and health["status"] == "degraded"
