@@ -27,8 +27,9 @@ demo: install
 test: dev
 	$(PY) -m pytest -q
 
+# Each benchmark prints its own table; figures and commands are recorded in BENCHMARKS.md.
 bench: dev
-	$(PY) benchmarks/run_all.py
+	for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

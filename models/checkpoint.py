@@ -97,6 +97,9 @@ def sniff_format(path: Path) -> str:
         head = fh.read(16)
     if zipfile.is_zipfile(path):
         return "torch-zip"
+    if head[:4] == b"PK\x03\x04":  # a zip (torch.save) whose central directory at the end is missing
+        raise CheckpointError(f"{path.name} is truncated or corrupt: it starts like a torch.save() zip "
+                              "archive but its end (the zip directory) is missing or damaged")
     if head[:1] == b"\x80":  # pickle protocol >= 2 (legacy torch.save)
         return "pickle"
     if len(head) >= 9:
@@ -107,9 +110,26 @@ def sniff_format(path: Path) -> str:
             if 8 + header_len > size:
                 raise CheckpointError(f"{path.name} is truncated: its safetensors header claims "
                                       f"{header_len} bytes but the file has {size - 8}")
+            _check_safetensors_length(path, header_len, size)
             return "safetensors"
     raise CheckpointError(f"{path.name} is not a checkpoint: expected a .safetensors file or a "
                           "torch.save()d state_dict (.pt)")
+
+
+def _check_safetensors_length(path: Path, header_len: int, size: int) -> None:
+    # safetensors itself reports a cut-off data section as a header error ("incomplete
+    # metadata"); say what happened instead: the tensors need more bytes than the file has.
+    with path.open("rb") as fh:
+        fh.seek(8)
+        raw = fh.read(header_len)
+    try:
+        header = json.loads(raw)
+        ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise CheckpointError(f"{path.name} is corrupt: its safetensors header is not valid ({exc})") from None
+    needed = 8 + header_len + max(ends, default=0)
+    if needed > size:
+        raise CheckpointError(f"{path.name} is truncated: its tensors need {needed} bytes but the file has {size}")
 
 
 def read_metadata(path: str | Path) -> CheckpointMetadata | None:

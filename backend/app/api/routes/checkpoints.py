@@ -96,6 +96,12 @@ async def upload_checkpoint(request: Request, response: Response, settings: Sett
             with Session() as s:
                 return crud.get_checkpoint_by_sha256(session=s, sha256=upload.sha256)
 
+        from models.checkpoint import CheckpointError, sniff_format
+
+        try:   # reads 16 bytes: garbage is refused without starting the validator
+            await run_in_threadpool(sniff_format, upload.path)
+        except CheckpointError as exc:
+            raise HTTPException(422, detail=str(exc)) from None
         found = await run_in_threadpool(existing)
         if found is not None and checkpoint_path(settings, found.sha256, found.ext).exists():
             response.status_code = status.HTTP_200_OK
