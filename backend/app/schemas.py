@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 JobKind = Literal["training", "evaluation"]
 
+DbId = Annotated[int, Field(ge=1, le=2**31 - 1)]
 Name = Field(default=None, min_length=1, max_length=200, description="A label for lists and reports.")
 
 
@@ -132,7 +133,7 @@ class ReportCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     title: str = Field(min_length=1, max_length=200)
-    evaluation_ids: list[int] = Field(min_length=1, max_length=50)
+    evaluation_ids: list[DbId] = Field(min_length=1, max_length=50)
 
 
 class ReportPublic(BaseModel):
