@@ -1,0 +1,98 @@
+"""`robaudit serve` and `robaudit demo --quick` as a user runs them, in subprocesses."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import free_port
+
+pytestmark = pytest.mark.services
+ROBAUDIT = [sys.executable, "-m", "robaudit.cli"]
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("REDIS_URL", "DATABASE_URL", "ROBAUDIT_API_TOKEN", "ROBAUDIT_DATA_DIR")}
+    return {**env, "ROBAUDIT_HEARTBEAT_INTERVAL": "1"}
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_serve_starts_api_and_worker_and_ctrl_c_stops_everything(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen([*ROBAUDIT, "serve", "--port", str(port), "--data-dir", str(tmp_path / "var")],
+                            env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        health = None
+        while time.monotonic() < deadline:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2).json()
+                if health["workers"]:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.5)
+        assert health and health["status"] == "ok", health
+        token_file = tmp_path / "var" / "api_token"
+        assert token_file.exists() and oct(token_file.stat().st_mode & 0o777) == "0o600"
+        started = _descendants(proc.pid)
+        assert started, "serve started no worker process"
+        assert any(health["workers"][0]["pid"] == pid for pid in started)
+
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        output = proc.stdout.read()
+        time.sleep(0.5)
+        assert not [pid for pid in started if _alive(pid)], output
+        assert token_file.read_text().strip() in output   # the generated token was shown once
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_demo_quick_trains_audits_and_reports(tmp_path):
+    port = free_port()
+    out = subprocess.run([*ROBAUDIT, "demo", "--quick", "--exit", "--port", str(port),
+                          "--data-dir", str(tmp_path / "var")], env=_env(tmp_path), capture_output=True,
+                         text=True, timeout=400)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    table = lines[lines.index(next(l for l in lines if l.startswith("model"))) + 1:][:3]
+    assert [row.split()[0] for row in table] == ["standard", "PGD-AT", "Feature"]
+    assert all(row.count("%") == 2 for row in table)
+    report_line = next(l for l in lines if l.startswith("report: "))
+    assert f"http://127.0.0.1:{port}/reports/" in report_line
+    assert any(l.startswith("read-only share link: ") for l in lines)
