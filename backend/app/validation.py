@@ -5,6 +5,7 @@ Each function returns the config to store on the job row, or raises JobRequestEr
 """
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -20,6 +21,18 @@ TOP_LEVEL_FIELDS = ("method", "dataset", "arch", "arch_kwargs")
 
 class JobRequestError(ValueError):
     pass
+
+
+def _reject_non_finite(value: Any, where: str) -> None:
+    """NaN/Infinity parse from JSON in Python but are not JSON (PostgreSQL refuses to store them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise JobRequestError(f"{where} must be a finite number, got {value}")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _reject_non_finite(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _reject_non_finite(item, where)
 
 
 def _science_errors():
@@ -38,6 +51,8 @@ def validate_training(body: TrainingCreate) -> dict[str, Any]:
     from robaudit.training import TrainConfig
 
     hp = dict(body.hyperparameters)
+    _reject_non_finite(hp, "hyperparameters")
+    _reject_non_finite(body.arch_kwargs, "arch_kwargs")
     misplaced = [k for k in hp if k in TOP_LEVEL_FIELDS]
     if misplaced:
         raise JobRequestError(f"give {', '.join(misplaced)} at the top level of the request, not in hyperparameters")
@@ -88,6 +103,7 @@ def _check_compatible(checkpoint, dataset: str, role: str) -> None:
 def validate_evaluation(body: EvaluationCreate, session: Session) -> dict[str, Any]:
     from robaudit.evaluation import build_spec
 
+    _reject_non_finite(body.eps, "eps")
     checkpoint = crud.get_checkpoint(session=session, checkpoint_id=body.checkpoint_id)
     if checkpoint is None:
         raise JobRequestError(f"no checkpoint {body.checkpoint_id}: upload one first (POST /api/v1/checkpoints)")

@@ -2,6 +2,7 @@
 package's message, nothing stored), job cancel/retry transitions, reports."""
 from __future__ import annotations
 
+import json
 import stat
 
 import pytest
@@ -120,9 +121,11 @@ def test_bad_evaluation_requests_are_422_and_store_nothing(client, settings, che
     ({"method": "standard", "arch_kwargs": {"depth": 3}}, "bad arguments"),
     ({"method": "standard", "dataset": "imagenet"}, "unknown dataset"),
     ({"method": "standard", "hyperparameters": {"method": "trades"}}, "top level"),
+    ({"method": "standard", "hyperparameters": {"lr": float("nan")}}, "finite"),
 ])
 def test_bad_training_requests_are_422_and_store_nothing(client, settings, body, message):
-    resp = client.post("/api/v1/trainings", json=body)
+    # Sent as text: Python's json writes NaN (httpx's json= would refuse), as some clients do.
+    resp = client.post("/api/v1/trainings", content=json.dumps(body), headers={"Content-Type": "application/json"})
     assert resp.status_code == 422, resp.text
     assert message in str(resp.json()["detail"])
     assert _jobs(settings) == 0
