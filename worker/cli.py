@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+from pathlib import Path
 import sys
 
 from backend.app.core.config import Settings
@@ -39,7 +40,7 @@ def run_worker(args: argparse.Namespace) -> int:
     if args.api_url:
         overrides["api_url"] = args.api_url.rstrip("/")
     if args.data_dir:
-        overrides["data_dir"] = args.data_dir
+        overrides["data_dir"] = Path(args.data_dir)
     if args.device:
         overrides["device"] = args.device
     if args.queues:

@@ -96,3 +96,38 @@ def test_demo_quick_trains_audits_and_reports(tmp_path):
     report_line = next(l for l in lines if l.startswith("report: "))
     assert f"http://127.0.0.1:{port}/reports/" in report_line
     assert any(l.startswith("read-only share link: ") for l in lines)
+
+
+def test_worker_command_joins_redis_postgres_and_refuses_without_them(tmp_path, pg_url, redis_url):
+    from backend.app import crud
+    from backend.app.core.db import run_migrations, session_factory
+
+    from .conftest import make_settings
+
+    refused = subprocess.run([*ROBAUDIT, "worker"], env=_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "REDIS_URL is not set" in refused.stderr
+
+    settings = make_settings(tmp_path / "data", database_url=pg_url, redis_url=redis_url)
+    settings.ensure_dirs()
+    run_migrations(settings)   # the API applies migrations; workers only wait for the database
+    env = {**_env(tmp_path), **settings.to_env()}
+    proc = subprocess.Popen([*ROBAUDIT, "worker", "--hostname", "joined@test", "--data-dir", str(tmp_path / "w")],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        Session = session_factory(settings)
+        deadline = time.monotonic() + 60
+        while True:
+            with Session() as s:
+                seen = [w for w in crud.list_workers_seen(session=s, within_s=30) if w.hostname == "joined@test"]
+            if seen:
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else ""
+            time.sleep(0.3)
+        assert seen[0].pid == proc.pid   # exec'd into celery: the command's pid is the worker parent
+        assert seen[0].queues == settings.queue
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    with Session() as s:
+        assert not [w for w in crud.list_workers_seen(session=s, within_s=30) if w.hostname == "joined@test"]

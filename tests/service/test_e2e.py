@@ -4,6 +4,7 @@ SIGKILLed mid-evaluation, restarted, and the job finishing exactly as an uninter
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -101,6 +102,9 @@ def test_embedded_sqlite_end_to_end(tmp_path, trained_checkpoint):
             health = client.get("/health").json()
             assert health["status"] == "ok" and health["workers"][0]["hostname"] == "embedded@test"
             _scenario(client, settings, trained_checkpoint)
+            # Jobs ran in forked children; the parent that forks them never loaded torch (so no CUDA).
+            maps = (Path("/proc") / str(worker.proc.pid) / "maps").read_text()
+            assert "libtorch" not in maps and "libc10" not in maps
 
             # Cancel a running job cooperatively, then retry it: it goes back to the queue.
             ckpt_id = client.get("/checkpoints").json()["data"][-1]["id"]

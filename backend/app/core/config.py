@@ -57,6 +57,12 @@ class Settings:
     datasets_dir: Path | None = None       # torchvision datasets (mnist10k is bundled)
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
 
+    def __post_init__(self) -> None:
+        # Accept str paths from any caller (CLI arguments, tests).
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        if self.datasets_dir is not None:
+            object.__setattr__(self, "datasets_dir", Path(self.datasets_dir))
+
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
         data_dir = Path(os.environ.get("ROBAUDIT_DATA_DIR") or "./var")
