@@ -88,11 +88,16 @@ class JobContext:
         return self.cancel.is_set()
 
 
-def run_job(settings: Settings, job_id: int, task_id: str) -> str:
-    """Entry point from the Celery task. Returns a short outcome string (for the worker log)."""
+def run_job(settings: Settings, job_id: int, task_id: str, worker_name: str | None = None) -> str:
+    """Entry point from the Celery task. Returns a short outcome string (for the worker log).
+
+    ``worker_name`` is the Celery node name (-n); a restarted worker of that name requeues the
+    jobs it was running (worker.tasks), so the row records the same name.
+    """
     Session = session_factory(settings)
     with Session() as s:
-        job, verdict = crud.claim_job(session=s, job_id=job_id, task_id=task_id, hostname=hostname(),
+        job, verdict = crud.claim_job(session=s, job_id=job_id, task_id=task_id,
+                                      hostname=worker_name or hostname(),
                                       pid=os.getpid(), stale_after_s=settings.stale_after_s, pid_alive=_pid_alive)
         if verdict != "run":
             log.info("job %s: not run (%s)", job_id, verdict)

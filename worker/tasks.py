@@ -19,7 +19,7 @@ def run_job(self, job_id: int) -> str:
     """Run job `job_id` (training or evaluation). The message carries nothing else."""
     from worker.runner import run_job as run   # torch and the science load here, in the child
 
-    return run(self.app.robaudit_settings, int(job_id), self.request.id)
+    return run(self.app.robaudit_settings, int(job_id), self.request.id, worker_name=self.request.hostname)
 
 
 # Worker presence: the parent announces itself in the workers table (what /health reports).
@@ -42,9 +42,31 @@ def _presence_loop(hostname: str, queues: list[str]) -> None:
             return
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _requeue_orphans(hostname: str) -> None:
+    try:
+        with session_factory(app.robaudit_settings)() as s:
+            orphans = crud.requeue_orphans(session=s, hostname=hostname, pid_alive=_pid_alive)
+        for job_id, task_id, queue in orphans:
+            log.warning("job %s was running here before a restart; requeued as %s", job_id, task_id)
+            app.send_task(TASK_NAME, args=[job_id], task_id=task_id, queue=queue or app.robaudit_settings.queue)
+    except Exception:
+        log.warning("could not requeue jobs orphaned by a restart", exc_info=True)
+
+
 @signals.worker_ready.connect
 def _on_worker_ready(sender=None, **_):
     hostname = getattr(sender, "hostname", None) or os.environ.get("ROBAUDIT_WORKER_NAME") or "worker"
+    _requeue_orphans(hostname)
     queues = [q.name for q in app.amqp.queues.consume_from.values()] if app.amqp.queues.consume_from else []
     threading.Thread(target=_presence_loop, args=(hostname, queues), name="presence", daemon=True).start()
 

@@ -279,6 +279,24 @@ def requeue_stale(*, session: Session, stale_after_s: float) -> list[tuple[int, 
     return out
 
 
+def requeue_orphans(*, session: Session, hostname: str, pid_alive) -> list[tuple[int, str, str | None]]:
+    """At worker start: jobs this host was running in processes that no longer exist go back to
+    the queue at once (a restarted `robaudit serve`), instead of waiting for the janitor."""
+    rows = session.execute(select(Job.id, Job.task_id, Job.queue, Job.worker_pid)
+                           .where(Job.status == "running", Job.worker_hostname == hostname)).all()
+    out = []
+    for job_id, old_task, queue, pid in rows:
+        if pid is not None and pid_alive(pid):
+            continue
+        new = new_task_id()
+        res = session.execute(update(Job).where(Job.id == job_id, Job.status == "running", Job.task_id == old_task)
+                              .values(status="queued", task_id=new, stage="requeued: worker restarted"))
+        if res.rowcount:
+            out.append((job_id, new, queue))
+    session.commit()
+    return out
+
+
 # Evaluation results -------------------------------------------------------------------
 def store_results(*, session: Session, job_id: int, results: dict[str, Any]) -> None:
     """Upsert the results JSON and one bitset row per attack setting (no duplicates on re-runs)."""

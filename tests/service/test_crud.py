@@ -96,6 +96,17 @@ def test_janitor_requeues_only_stale_running_jobs(any_db_settings):
         assert not crud.finish_job(session=s, job_id=stale.id, task_id=old_task, status="succeeded")
 
 
+def test_restarted_worker_requeues_only_its_dead_jobs(any_db_settings):
+    with _session(any_db_settings) as s:
+        dead, alive, elsewhere = (crud.create_job(session=s, kind="training", config={}) for _ in range(3))
+        for job, host, pid in ((dead, "w@a", 101), (alive, "w@a", 102), (elsewhere, "w@b", 103)):
+            crud.claim_job(session=s, job_id=job.id, task_id=job.task_id, hostname=host, pid=pid, stale_after_s=60)
+        orphans = crud.requeue_orphans(session=s, hostname="w@a", pid_alive=lambda pid: pid == 102)
+        assert [o[0] for o in orphans] == [dead.id]
+        s.expire_all()
+        assert [s.get(Job, j.id).status for j in (dead, alive, elsewhere)] == ["queued", "running", "running"]
+
+
 def test_cancel_and_retry_transitions(any_db_settings):
     with _session(any_db_settings) as s:
         job = crud.create_job(session=s, kind="training", config={})

@@ -151,8 +151,11 @@ def _reference_results(checkpoint_path, spec_args):
     return evaluate(model, x, y, build_spec(**spec_args), store=MemoryStore())
 
 
-@pytest.mark.parametrize("backend", ["redis+postgres", "embedded"])
-def test_sigkilled_worker_resumes_without_duplicates(backend, tmp_path, trained_checkpoint, request):
+@pytest.mark.parametrize("backend, restarted_as", [
+    ("redis+postgres", "rescuer@test"),   # another worker: the API's janitor requeues after the heartbeat stops
+    ("embedded", "victim@test"),          # the same worker restarted: it requeues its orphans at start
+])
+def test_sigkilled_worker_resumes_without_duplicates(backend, restarted_as, tmp_path, trained_checkpoint, request):
     if backend == "embedded":
         settings = make_settings(tmp_path / "data")
     else:
@@ -173,7 +176,7 @@ def test_sigkilled_worker_resumes_without_duplicates(backend, tmp_path, trained_
             worker.kill()
             assert client.get(f"/jobs/{job['id']}").json()["status"] == "running"   # nobody acked it
 
-            worker = WorkerProcess(settings, "victim@test", tmp_path / "worker.log").start()
+            worker = WorkerProcess(settings, restarted_as, tmp_path / "worker.log").start()
             done = wait_job(client, job["id"], timeout=180)
             assert done["status"] == "succeeded", done
             assert done["attempt"] == 2
@@ -190,4 +193,4 @@ def test_sigkilled_worker_resumes_without_duplicates(backend, tmp_path, trained_
     assert _count(settings, EvaluationResult, job_id=job["id"]) == 1
     assert _count(settings, SampleBitset, job_id=job["id"]) == len(reference["per_sample"]["bits"]) + 1
     with session_factory(settings)() as s:
-        assert s.get(Job, job["id"]).worker_hostname == "victim@test"
+        assert s.get(Job, job["id"]).worker_hostname == restarted_as
