@@ -364,9 +364,11 @@ def _base_layout(title: str, x_title: str, y_title: str, **extra: Any) -> dict[s
 
 
 def _acc_axis_range(values: Iterable[float | None]) -> list[float]:
+    """From just below 0 (so points at 0 % stay visible above the axis line) to a little above the
+    highest value, at least 25 % so that small differences are not blown up."""
     vals = [v for v in values if v is not None]
     top = max(vals) if vals else 100.0
-    return [0, min(100.0, top + 5.0) if top < 95 else 101.0]
+    return [-2.0, 102.0 if top >= 95 else max(25.0, top + 5.0)]
 
 
 def _eps_ticks(grid: Sequence[float]) -> dict[str, Any]:

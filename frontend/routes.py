@@ -176,7 +176,7 @@ async def job_page(request: Request, job_id: int) -> Response:
     if job.data.get("kind") == "evaluation":
         return RedirectResponse(f"/evaluations/{job_id}", status_code=307)
     chart = await _training_chart(request, job.data)
-    return render("job.html", active="jobs", page_title=f"Training {job_id}", job=job.data, chart=chart)
+    return render("job.html", active="jobs", page_title=f"Training {job_id}", job=job.data, training_chart=chart)
 
 
 async def _training_chart(request: Request, job: dict[str, Any]):
@@ -305,10 +305,10 @@ async def report_page(request: Request, report_id: str) -> HTMLResponse:
     answer = await api_get(request, f"/reports/{report_id}")
     if not answer.ok:
         return problem(answer, active="reports", what=f"report {report_id}")
-    # The share link comes from the report list entry (the payload itself does not carry it).
-    share_url = None
-    listing = await api_get(request, "/reports", limit=1000)
-    if listing.ok:
+    # The share link: from the payload if it carries one, else from the report's list entry.
+    share_url = (answer.data.get("report") or {}).get("share_url")
+    listing = await api_get(request, "/reports", limit=1000) if not share_url else None
+    if listing is not None and listing.ok:
         share_url = next((r.get("share_url") for r in listing.data.get("data") or [] if r.get("id") == report_id), None)
     view = report_view(answer.data)
     share_abs = str(request.base_url).rstrip("/") + share_url if share_url else ""

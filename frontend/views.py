@@ -222,7 +222,7 @@ def _fmt_value(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, Mapping):
-        return " · ".join(f"{_pretty_key(k)} {_fmt_value(x)}" for k, x in v.items())
+        return " · ".join(f"{_pretty_key(k)} {_fmt_value(x)}" for k, x in v.items()) if v else "none"
     if isinstance(v, (list, tuple)):
         return ", ".join(_fmt_value(x) for x in v) if v else "none"
     return "–" if v is None or v == "" else str(v)

@@ -170,3 +170,33 @@ def test_pages_ask_for_the_token_when_reads_need_it(tmp_path):
         assert c.get("/reports").status_code == 200
         c.cookies.clear()
         assert c.get(f"/share/{ids['share']}").status_code == 200   # the share link needs no token
+
+
+def test_training_job_page_draws_the_history_and_serves_it_live(client, app):
+    history = [{"epoch": 1, "clean_acc": 0.9, "pgd20_acc": 0.4, "lr": 0.1},
+               {"epoch": 2, "clean_acc": 0.93, "pgd20_acc": 0.5, "lr": 0.01}]
+    with app.state.Session() as s:
+        job = crud.create_job(session=s, kind="training", name="fs run",
+                              config={"train_config": {"method": "feature-scatter", "dataset": "mnist10k",
+                                                       "arch": "smallcnn", "epochs": 2, "eps": 0.3,
+                                                       "label_smoothing": 0.5}})
+        assert crud.finish_job(session=s, job_id=job.id, task_id=job.task_id, status="succeeded", metrics=history)
+        fresh = crud.create_job(session=s, kind="training", name="not started", config={})
+    r = client.get(f"/jobs/{job.id}")
+    assert r.status_code == 200, r.text[:300]
+    fig = figure_blobs(r.text)["training-curves"]
+    assert [t["name"] for t in fig["data"]][:2] == ["clean test accuracy", "PGD-20 test accuracy"]
+    assert fig["layout"]["shapes"][0]["x0"] == 1.5
+    assert "feature-scatter" in r.text and 'id="job-live"' in r.text
+    live = client.get(f"/ui/jobs/{job.id}/training-figure").json()
+    assert live["epochs"] == 2 and live["figure"]["data"][1]["y"] == [40.0, 50.0]
+    # Before the first epoch: a note instead of the chart, and the live endpoint has no figure yet.
+    r = client.get(f"/jobs/{fresh.id}")
+    assert r.status_code == 200 and "No epoch has finished yet" in r.text
+    assert client.get(f"/ui/jobs/{fresh.id}/training-figure").json()["figure"] is None
+    assert client.get(f"/jobs/{fresh.id + 100}").status_code == 404
+
+
+def test_an_evaluation_job_page_is_its_evaluation_page(client, ids):
+    r = client.get(f"/jobs/{ids['evaluations'][0]}", follow_redirects=False)
+    assert r.status_code == 307 and r.headers["location"] == f"/evaluations/{ids['evaluations'][0]}"

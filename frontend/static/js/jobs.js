@@ -18,7 +18,10 @@
   function progressCell(job) {
     var f = fraction(job), p = job.progress || {};
     var pct = f == null ? null : Math.round(100 * f);
-    var label = pct == null ? (job.status === "queued" ? "waiting for a worker" : "starting…") : pct + " %";
+    var label = pct != null ? pct + " %"
+      : job.status === "queued" ? "waiting for a worker"
+      : job.status === "running" ? "starting…"
+      : "stopped before any progress";
     var bar = h("div", { class: "bar", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100",
                          "aria-valuenow": pct == null ? null : String(pct), "aria-label": "progress of job " + job.id,
                          "data-status": job.status }, [h("span", { style: "width:" + (pct == null ? 0 : pct) + "%" })]);
@@ -40,15 +43,19 @@
     return eta == null ? (job.status === "queued" ? "queued" : "estimating…") : "≈ " + R.fmtDuration(eta) + " left";
   }
 
+  /* The job's headline numbers (its "summary"), e.g. clean_accuracy 0.98 -> "clean 98.0 %". */
   function headline(job) {
     var s = job.summary || {};
+    if (s.final && typeof s.final === "object") s = s.final;    // trainings: the last epoch's metrics
+    var keys = Object.keys(s).filter(function (k) { return /acc|eps/.test(k) && !/^eval_/.test(k); });
     var out = [];
-    Object.keys(s).slice(0, 4).forEach(function (k) {
+    keys.slice(0, 4).forEach(function (k) {
       var v = s[k];
+      var label = k.replace(/_acc(uracy)?$/, "").replace(/^pgd(\d+)/, "PGD-$1").replace(/_eps$/, " ε").replace(/_/g, " ");
       if (typeof v === "number") {
-        out.push(k.replace(/_/g, " ") + " " + (/acc/i.test(k) && v <= 1 ? R.fmtPct(v) : String(Math.round(v * 1e4) / 1e4)));
+        out.push(label + " " + (/acc/i.test(k) && v <= 1 ? R.fmtPct(v) : String(Math.round(v * 1e4) / 1e4)));
       } else if (typeof v === "string" && v.length < 40) {
-        out.push(k.replace(/_/g, " ") + " " + v);
+        out.push(label + " " + v);
       }
     });
     return out.join(" · ") || "–";
