@@ -808,11 +808,15 @@ def label_smoothing_of(checkpoint: Mapping[str, Any] | None) -> float | None:
     return to_float(checkpoint_field(checkpoint, "label_smoothing"))
 
 
-def label_smoothing_view(models: Sequence[Model]) -> dict[str, Any] | None:
+def label_smoothing_view(models: Sequence[Model], reference: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
     """δ (label smoothing) against robust accuracy under PGD and under AutoAttack, one point per model
-    that has a δ; models of the same training method are joined in order of δ."""
-    points: dict[tuple[str, str], list[tuple[float, float, str, str, str]]] = {}
-    rung_for: dict[str, Rung] = {}
+    that has a δ; models of the same training method are joined in order of δ.
+
+    A checkpoint evaluated more than once (say with the paper and the audit presets) counts once per
+    attack, from the evaluation that ran more of the ladder. ``reference`` (a study's published
+    table, ``{"source", "rows": [{"delta", "robust_accuracy"}]}`` in percent) is drawn as a grey line.
+    """
+    best: dict[tuple[str, str], tuple[int, tuple[float, float, str, str, str], str]] = {}
     for m in models:
         delta = label_smoothing_of(m.checkpoint)
         if delta is None:
@@ -823,14 +827,19 @@ def label_smoothing_view(models: Sequence[Model]) -> dict[str, Any] | None:
         pgd = [g for g in lad if g.family == "pgd" and not g.restarts]
         pgd_pick = next((g for g in pgd if g.steps == 20), None) or (max(pgd, key=lambda g: g.steps or 0) if pgd else None)
         aa = next((g for g in lad if g.family == "autoattack"), None)
+        ck = (m.checkpoint or {}).get("id") if isinstance(m.checkpoint, Mapping) else None
+        model_key = str(ck) if ck is not None else m.label
         for kind, g in (("PGD", pgd_pick), ("AutoAttack", aa)):
-            if g is None:
-                continue
-            acc = percent(lad[g].get("robust_accuracy"))
+            acc = percent(lad[g].get("robust_accuracy")) if g is not None else None
             if acc is None:
                 continue
-            rung_for[kind] = g if kind not in rung_for else rung_for[kind]
-            points.setdefault((kind, method), []).append((delta, acc, m.label, f"{g.label} @ ε = {eps_text(eps)}", g.label))
+            point = (delta, acc, m.label, f"{g.label} @ ε = {eps_text(eps)}", g.label)
+            key = (kind, model_key)
+            if key not in best or len(lad) > best[key][0]:
+                best[key] = (len(lad), point, method)
+    points: dict[tuple[str, str], list[tuple[float, float, str, str, str]]] = {}
+    for (kind, _), (_, point, method) in best.items():
+        points.setdefault((kind, method), []).append(point)
     if not points:
         return None
     methods = sorted({k[1] for k in points})
@@ -850,11 +859,24 @@ def label_smoothing_view(models: Sequence[Model]) -> dict[str, Any] | None:
             "line": {"color": color, "dash": "solid" if kind == "PGD" else "dash", "width": 2},
             "marker": {"color": color, "symbol": symbol, "size": 11, "line": {"width": 1, "color": "#ffffff"}},
         })
-    all_y = [p[1] for pts in points.values() for p in pts]
+    ref_rows = [r for r in (reference or {}).get("rows") or [] if isinstance(r, Mapping)]
+    ref = sorted((to_float(r.get("delta")), to_float(r.get("robust_accuracy"))) for r in ref_rows
+                 if to_float(r.get("delta")) is not None and to_float(r.get("robust_accuracy")) is not None)
+    if ref:
+        source = str((reference or {}).get("source") or "published")
+        traces.append({
+            "type": "scatter", "mode": "lines+markers", "name": "published (seed paper)",
+            "x": [d for d, _ in ref], "y": [a for _, a in ref],
+            "text": [_esc(source)] * len(ref),
+            "hovertemplate": "published: %{y:.2f}% at δ = %{x:.3g}<br><i>%{text}</i><extra></extra>",
+            "line": {"color": OKABE_ITO["grey"], "dash": "dot", "width": 2},
+            "marker": {"color": OKABE_ITO["grey"], "symbol": "circle-open", "size": 10},
+        })
+    all_y = [p[1] for pts in points.values() for p in pts] + [a for _, a in ref]
     layout = _base_layout("Label smoothing δ vs robust accuracy (PGD against AutoAttack)",
                           "label smoothing δ (training hyper-parameter, 0 = none)", ACC_AXIS)
     layout["yaxis"]["range"] = _acc_axis_range(all_y)
-    xs = [p[0] for pts in points.values() for p in pts]
+    xs = [p[0] for pts in points.values() for p in pts] + [d for d, _ in ref]
     span = max(max(xs), 0.1)
     layout["xaxis"]["range"] = [min(0.0, min(xs)) - 0.05 * span, max(xs) + 0.08 * span]
     return {"data": traces, "layout": layout}

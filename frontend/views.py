@@ -190,6 +190,36 @@ class EvaluationView:
 
 
 @dataclass
+class StudyView:
+    """A study report's own section (``payload["study"]``, from robaudit.study.analyze): the published
+    numbers next to ours, and the conclusions computed from them."""
+    eps: float | None
+    conclusions: list[dict[str, Any]]
+    ours: list[dict[str, Any]]
+    published_deltas: Mapping[str, Any] | None
+    published_attacks: Mapping[str, Any] | None
+
+    @property
+    def published_attack_rows(self) -> list[tuple[str, Any]]:
+        rows = (self.published_attacks or {}).get("rows") or {}
+        names = {"clean": "clean", "pgd20": "PGD-20", "pgd100": "PGD-100", "cw100": "CW-100", "autoattack": "AutoAttack"}
+        return [(names.get(k, k), v) for k, v in rows.items()] if isinstance(rows, Mapping) else []
+
+
+def study_of(payload: Mapping[str, Any]) -> StudyView | None:
+    study = payload.get("study")
+    if not isinstance(study, Mapping):
+        return None
+    seed = study.get("seed") if isinstance(study.get("seed"), Mapping) else {}
+    conclusions = [c for c in study.get("conclusions") or [] if isinstance(c, Mapping)]
+    ours = [r for r in study.get("ours") or [] if isinstance(r, Mapping)]
+    ls = seed.get("label_smoothing") if isinstance(seed.get("label_smoothing"), Mapping) else None
+    attacks = seed.get("attacks") if isinstance(seed.get("attacks"), Mapping) else None
+    return StudyView(eps=F.to_float(study.get("eps")), conclusions=conclusions, ours=ours,
+                     published_deltas=ls, published_attacks=attacks)
+
+
+@dataclass
 class ReportView:
     id: Any
     title: str
@@ -197,6 +227,7 @@ class ReportView:
     evaluations: list[EvaluationView]
     charts: list[Chart] = field(default_factory=list)
     training_charts: list[Chart] = field(default_factory=list)
+    study: StudyView | None = None
 
     @property
     def with_results(self) -> list[EvaluationView]:
@@ -312,7 +343,8 @@ def evaluation_views(evaluations: Sequence[Mapping[str, Any]]) -> list[Evaluatio
     return views
 
 
-def comparison_charts(views: Sequence[EvaluationView], prefix: str = "chart") -> list[Chart]:
+def comparison_charts(views: Sequence[EvaluationView], prefix: str = "chart",
+                      reference: Mapping[str, Any] | None = None) -> list[Chart]:
     models = [v.model for v in views if v.results]
     n = len(models)
     charts = []
@@ -336,7 +368,7 @@ def comparison_charts(views: Sequence[EvaluationView], prefix: str = "chart") ->
         "Weakest to strongest attack at each model's headline ε. A healthy model loses a few points per rung; "
         "a large gap between PGD and AutoAttack or the worst case is a gradient-masking sign.",
         "No attack results yet.")
-    ls = F.label_smoothing_view(models)
+    ls = F.label_smoothing_view(models, reference)
     add("label-smoothing", "Label smoothing δ vs robust accuracy", ls,
         "One point per model trained with a known δ. If PGD accuracy grows with δ while AutoAttack accuracy does not, "
         "the gain is an artefact of the cross-entropy loss, not robustness.",
@@ -364,9 +396,12 @@ def training_charts(views: Sequence[EvaluationView], prefix: str = "chart") -> l
 def report_view(payload: Mapping[str, Any], prefix: str = "chart") -> ReportView:
     report = payload.get("report") if isinstance(payload.get("report"), Mapping) else {}
     views = evaluation_views(payload.get("evaluations") or [])
+    study = study_of(payload)
+    reference = study.published_deltas if study else None
     return ReportView(id=report.get("id"), title=str(report.get("title") or "Robustness report"),
                       created_at=report.get("created_at"), evaluations=views,
-                      charts=comparison_charts(views, prefix), training_charts=training_charts(views, prefix))
+                      charts=comparison_charts(views, prefix, reference),
+                      training_charts=training_charts(views, prefix), study=study)
 
 
 def evaluation_view(evaluation: Mapping[str, Any]) -> tuple[EvaluationView, list[Chart]]:

@@ -125,3 +125,19 @@ def make_payload() -> dict:
 @pytest.fixture
 def payload() -> dict:
     return copy.deepcopy(make_payload())
+
+
+def make_study_payload() -> dict:
+    """The two-model payload as a label-smoothing study report: payload["study"] is computed by the
+    study's own analysis (robaudit.study.analyze), so its shape is the real one."""
+    from robaudit.study import StudyModel, analyze
+
+    payload = make_payload()
+    models = []
+    for ev in payload["evaluations"]:
+        ck = ev["checkpoint"]
+        models.append(StudyModel(name=ck["name"], method=ck["method"], delta=ck["label_smoothing"],
+                                 history=ck["history"], results=[ev["results"]], lr_milestones=[3]))
+    payload["report"]["kind"] = "label-smoothing-study"
+    payload["study"] = analyze(models, 0.3)
+    return payload

@@ -184,11 +184,32 @@ def test_label_smoothing_view_puts_pgd_and_autoattack_against_delta(payload):
 def test_label_smoothing_view_joins_several_deltas_of_one_method(payload):
     evs = payload["evaluations"]
     second = json.loads(json.dumps(evs[0]))
-    second["id"], second["checkpoint"]["name"] = 9, "fs-mnist-d0.2"
+    second["id"], second["checkpoint"]["id"], second["checkpoint"]["name"] = 9, 30, "fs-mnist-d0.2"
     second["checkpoint"]["hyperparameters"]["label_smoothing"] = 0.2
     fig = F.label_smoothing_view([v.model for v in evaluation_views([evs[0], second])])
     fs = trace(fig, "under PGD-20")
     assert fs["x"] == [0.2, 0.5] and fs["mode"] == "lines+markers"
+
+
+def test_label_smoothing_view_counts_a_twice_evaluated_checkpoint_once(payload):
+    fs = payload["evaluations"][0]
+    paper = json.loads(json.dumps(fs))                 # same checkpoint, evaluated without AutoAttack
+    paper["id"] = 10
+    paper["results"]["summary"] = [r for r in paper["results"]["summary"] if not r["attack"].startswith("autoattack")]
+    for r in paper["results"]["summary"]:
+        r["robust_accuracy"] = 0.99                    # would show if this evaluation were picked
+    fig = F.label_smoothing_view([v.model for v in evaluation_views([paper, fs])])
+    assert trace(fig, "under PGD-20")["y"] == [71.0]
+    assert trace(fig, "under AutoAttack")["y"] == [38.5]
+
+
+def test_label_smoothing_view_draws_the_published_reference(payload):
+    reference = {"source": "Zhang & Wang 2019", "rows": [{"delta": 0.0, "robust_accuracy": 43.03},
+                                                          {"delta": 0.5, "robust_accuracy": 72.03}]}
+    fig = F.label_smoothing_view(models_of(payload), reference)
+    ref = trace(fig, "published (seed paper)")
+    assert ref["x"] == [0.0, 0.5] and ref["y"] == [43.03, 72.03]
+    assert ref["line"]["dash"] == "dot"
 
 
 def test_nothing_to_draw_gives_none():

@@ -114,3 +114,19 @@ def test_export_payload_drops_per_sample_data_only(payload_with_bits):
     assert MARKER_BITS not in json.dumps(out)
     assert out["evaluations"][0]["results"]["summary"] == payload_with_bits["evaluations"][0]["results"]["summary"]
     assert "per_sample" in payload_with_bits["evaluations"][0]["results"]      # the input is not modified
+
+
+def test_study_report_shows_conclusions_and_published_numbers_next_to_ours():
+    from frontend_fixtures import make_study_payload
+
+    payload = make_study_payload()
+    html = render_report_html(payload)
+    study = payload["study"]
+    assert study["conclusions"], "the analysis should conclude something from two models"
+    for c in study["conclusions"]:
+        assert c["question"] in html
+    assert html.count('<tr><th scope="row">') >= len(study["ours"])
+    assert "71.0 %" in html and "38.5 %" in html                     # FS: PGD-20 and AutoAttack at ε = 0.3
+    assert "72.03 %" in html and "36.64 %" in html                   # the published table and attacks
+    ls = next(f for f in figures_in(html) if f["id"] == "chart-label-smoothing")
+    assert "published (seed paper)" in [t["name"] for t in ls["data"]]
