@@ -47,9 +47,48 @@ def _free_port() -> int:
 
 # --------------------------------------------------------------------------- fixtures
 
+def _train_checkpoints(d: Path) -> dict[str, Path]:
+    """Two SmallCNNs with robaudit metadata: a "Feature Scattering" one with a training history and a
+    "PGD-AT" one without. Both are plain cross-entropy models trained for a moment on mnist10k (the
+    dashboard only needs checkpoints that evaluate to something); the second continues the first."""
+    import torch
+    import torch.nn.functional as F
+
+    import robaudit
+    from models import CheckpointMetadata, build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model("smallcnn", num_classes=10, in_channels=1, mean=[0.0], std=[1.0])
+    x, y = robaudit.load_dataset("mnist10k", "train")
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+
+    def train(start: int, stop: int) -> None:
+        model.train()
+        for i in range(start, stop, 64):
+            opt.zero_grad()
+            F.cross_entropy(model(x[i:i + 64]), y[i:i + 64]).backward()
+            opt.step()
+        model.eval()
+
+    def meta(method: str, delta: float, history: list[dict]) -> CheckpointMetadata:
+        return CheckpointMetadata(arch="smallcnn", num_classes=10, in_channels=1, mean=[0.0], std=[1.0],
+                                  dataset="mnist10k", input_size=28, method=method,
+                                  hyperparameters={"method": method, "label_smoothing": delta, "epochs": 3, "eps": 0.1},
+                                  metrics={"history": history} if history else {})
+
+    history = [{"epoch": e, "clean_acc": c, "pgd20_acc": p, "lr": lr}
+               for e, c, p, lr in ((1, 0.81, 0.12, 0.01), (2, 0.86, 0.18, 0.01), (3, 0.90, 0.25, 0.001))]
+    train(0, 1024)
+    fs = save_checkpoint(d / "fs-small.safetensors", model, meta("feature-scatter", 0.5, history))
+    train(1024, 1536)
+    pgd = save_checkpoint(d / "pgd-at-small.safetensors", model, meta("pgd-at", 0.0, []))
+    return {"fs": fs, "pgd": pgd}
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """`robaudit serve` on a free port with a temp data folder; yields (base URL, API client)."""
+    """`robaudit serve` on a free port with a temp data folder. While it boots, the two checkpoints
+    are trained here. Yields (base URL, API client with the token, checkpoint paths)."""
     data = tmp_path_factory.mktemp("robaudit-data")
     port = _free_port()
     env = {**os.environ, "ROBAUDIT_API_TOKEN": TOKEN, "ROBAUDIT_READS_REQUIRE_TOKEN": "1",
@@ -64,6 +103,7 @@ def server(tmp_path_factory):
     base = f"http://127.0.0.1:{port}"
     api = httpx.Client(base_url=base + "/api/v1", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
     try:
+        checkpoints = _train_checkpoints(tmp_path_factory.mktemp("ckpt"))
         deadline = time.monotonic() + 90
         while True:
             assert proc.poll() is None, f"robaudit serve exited:\n{(data / 'serve.log').read_text()[-3000:]}"
@@ -75,7 +115,7 @@ def server(tmp_path_factory):
                 pass
             assert time.monotonic() < deadline, f"no worker after 90 s:\n{(data / 'serve.log').read_text()[-3000:]}"
             time.sleep(0.5)
-        yield base, api
+        yield base, api, checkpoints
     finally:
         api.close()
         if proc.poll() is None:
@@ -86,39 +126,6 @@ def server(tmp_path_factory):
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
         log.close()
-
-
-def _small_cnn(path: Path, *, seed: int, method: str, delta: float, history: bool) -> Path:
-    """A SmallCNN trained for a moment on mnist10k, saved with robaudit metadata."""
-    import torch
-    import torch.nn.functional as F
-
-    import robaudit
-    from models import CheckpointMetadata, build_model, save_checkpoint
-
-    torch.manual_seed(seed)
-    model = build_model("smallcnn", num_classes=10, in_channels=1, mean=[0.0], std=[1.0])
-    x, y = robaudit.load_dataset("mnist10k", "train")
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    model.train()
-    for i in range(0, 1536, 64):
-        opt.zero_grad()
-        F.cross_entropy(model(x[i:i + 64]), y[i:i + 64]).backward()
-        opt.step()
-    hist = [{"epoch": e, "clean_acc": c, "pgd20_acc": p, "lr": lr}
-            for e, c, p, lr in ((1, 0.81, 0.12, 0.01), (2, 0.86, 0.18, 0.01), (3, 0.90, 0.25, 0.001))]
-    meta = CheckpointMetadata(arch="smallcnn", num_classes=10, in_channels=1, mean=[0.0], std=[1.0],
-                              dataset="mnist10k", input_size=28, method=method,
-                              hyperparameters={"method": method, "label_smoothing": delta, "epochs": 3, "eps": 0.3},
-                              metrics={"history": hist} if history else {})
-    return save_checkpoint(path, model.eval(), meta)
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ckpt")
-    return {"fs": _small_cnn(d / "fs-small.safetensors", seed=0, method="feature-scatter", delta=0.5, history=True),
-            "pgd": _small_cnn(d / "pgd-at-small.safetensors", seed=1, method="pgd-at", delta=0.0, history=False)}
 
 
 @pytest.fixture(scope="module")
@@ -194,8 +201,8 @@ def assert_charts_drawn(pg, root: str = "body") -> dict[str, int]:
 
 # --------------------------------------------------------------------------- the scenario
 
-def test_upload_checkpoint_through_the_page(page, server, checkpoints, state):
-    base, api = server
+def test_upload_checkpoint_through_the_page(page, server, state):
+    base, api, checkpoints = server
     page.goto(base + "/checkpoints")
     # Reads need the token on this server: the list says so, next to the table.
     page.wait_for_selector("#list-message.error")
@@ -256,7 +263,7 @@ def test_upload_checkpoint_through_the_page(page, server, checkpoints, state):
 
 
 def test_evaluation_form_checks_then_runs_to_the_charts(page, server, state):
-    base, api = server
+    base, api, _ = server
     page.goto(f"{base}/evaluations/new?checkpoint={state['fs_id']}")
     box = page.locator(f"#ev-checkpoints input[value='{state['fs_id']}']")
     box.wait_for()
@@ -308,7 +315,7 @@ def test_evaluation_form_checks_then_runs_to_the_charts(page, server, state):
 
 
 def test_jobs_page_cancel_and_retry(page, server, state):
-    base, api = server
+    base, api, _ = server
     wait_job(api, state["pgd_eval"], ("succeeded",))
     # A bigger job to cancel: the worker is free, so it starts soon.
     ev = api.post("/evaluations", json={"checkpoint_id": state["fs_id"], "preset": "paper", "n_examples": 500,
@@ -343,7 +350,7 @@ def test_jobs_page_cancel_and_retry(page, server, state):
 
 
 def test_compare_and_save_a_report(page, server, state):
-    base, api = server
+    base, api, _ = server
     page.goto(base + "/compare")
     page.click("#compare-submit")                                       # nothing ticked
     assert "at least one" in page.inner_text("#cmp-ids-error")
@@ -379,7 +386,7 @@ def test_compare_and_save_a_report(page, server, state):
 
 
 def test_share_link_works_without_token_and_reaches_nothing_else(browser, server, state, tmp_path):
-    base, _ = server
+    base, _, _ = server
     ctx = browser.new_context(viewport={"width": 1360, "height": 900}, accept_downloads=True)
     requests: list[str] = []
     ctx.on("request", lambda r: requests.append(r.url))
@@ -428,10 +435,13 @@ def test_html_export_opens_offline_from_file(browser, state):
     pg = ctx.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)   # CSP violations too
     pg.goto(path.as_uri())
     drawn = assert_charts_drawn(pg)
     assert {"chart-eps", "chart-steps", "chart-ladder", "chart-label-smoothing"} <= set(drawn)
     assert "Browser test report" in pg.inner_text("h1")
+    pg.locator("#chart-eps .scatterlayer .trace .points path").first.hover(force=True)
+    pg.wait_for_selector("#chart-eps .hoverlayer .hovertext", timeout=5_000)   # interactive offline too
     assert blocked == [], blocked                                       # it never tried the network
     assert not errors, errors
     shot(pg, "export-offline")
@@ -439,7 +449,7 @@ def test_html_export_opens_offline_from_file(browser, state):
 
 
 def test_training_form_checks_then_trains_with_live_curves(page, server, state):
-    base, api = server
+    base, api, _ = server
     page.goto(base + "/trainings/new")
     page.select_option("#tr-method", "pgd-at")
     assert page.locator("#tr-beta").is_disabled()                     # TRADES-only option off for PGD-AT
