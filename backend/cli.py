@@ -15,7 +15,11 @@ from backend.app.core.config import Settings
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    import signal
+
     from backend.service import EmbeddedService, announce
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # even if our shell ignored it (uvicorn takes over)
 
     settings = Settings.from_env(data_dir=Path(args.data_dir or os.environ.get("ROBAUDIT_DATA_DIR") or "./var"))
     service = EmbeddedService(settings, host=args.host, port=args.port, worker=not args.no_worker)

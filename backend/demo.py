@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -46,11 +47,11 @@ def plans(args) -> list[Plan]:
                 Plan("PGD-AT", "pgd-at", {**tiny, "eps": 0.3, "steps": 2, "alpha": 0.15}),
                 Plan("Feature Scattering", "feature-scatter", {**tiny, "eps": 0.3, "label_smoothing": 0.5})]
     return [
-        Plan("standard", "standard", {"epochs": args.epochs or 2, "eval_examples": 200}),
-        Plan("PGD-AT", "pgd-at", {"epochs": args.epochs or 3, "n_train": 2000, "eps": 0.3, "steps": 5,
-                                  "alpha": 0.1, "eval_examples": 200}),
-        Plan("Feature Scattering", "feature-scatter", {"epochs": args.epochs or 5, "n_train": 6000, "eps": 0.3,
-                                                       "label_smoothing": 0.5, "eval_examples": 200}),
+        Plan("standard", "standard", {"epochs": args.epochs or 2, "eval_examples": 100}),
+        Plan("PGD-AT", "pgd-at", {"epochs": args.epochs or 4, "n_train": 3000, "eps": 0.3, "steps": 5,
+                                  "alpha": 0.1, "eval_examples": 100}),
+        Plan("Feature Scattering", "feature-scatter", {"epochs": args.epochs or 5, "n_train": 4000, "eps": 0.3,
+                                                       "label_smoothing": 0.5, "eval_examples": 100}),
     ]
 
 
@@ -96,8 +97,17 @@ class Display:
         print(text, file=self.stream, flush=True)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from backend.service import EmbeddedService
+
+    # Ctrl-C and `kill` (or `docker stop`) both end in the cleanup below, even when the shell
+    # that started us ignored SIGINT (a background job).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
 
     data_dir = Path(args.data_dir or os.environ.get("ROBAUDIT_DATA_DIR") or "./var")
     settings = Settings.from_env(data_dir=data_dir)
