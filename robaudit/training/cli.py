@@ -6,7 +6,6 @@ import json
 import sys
 
 from robaudit.data import DATASETS
-from robaudit.errors import RobauditError
 from robaudit.sinkhorn import SINKHORN_MODES
 from robaudit.training.config import TrainConfig
 from robaudit.training.methods import METHODS
@@ -141,13 +140,3 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     return 0
 
-
-if __name__ == "__main__":  # for use before robaudit/cli.py can import every subcommand
-    parser = argparse.ArgumentParser(prog="robaudit")
-    register(parser.add_subparsers(dest="command", required=True))
-    parsed = parser.parse_args()
-    try:
-        sys.exit(parsed.func(parsed))
-    except RobauditError as exc:
-        print(f"robaudit: error: {exc}", file=sys.stderr)
-        sys.exit(2)

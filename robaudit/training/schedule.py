@@ -29,4 +29,5 @@ def scaled_milestones(epochs: int) -> list[int]:
 
 def lr_at(epoch: int, base_lr: float, milestones: list[int], decay: float = DECAY) -> float:
     """Learning rate for 0-based ``epoch``: base_lr times decay for each milestone already reached."""
-    return base_lr * decay ** sum(epoch >= m for m in milestones)
+    lr = base_lr * decay ** sum(epoch >= m for m in milestones)
+    return float(f"{lr:.12g}")  # 0.1 * 0.1 is 0.010000000000000002 in floating point; report 0.01

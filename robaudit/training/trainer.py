@@ -189,6 +189,7 @@ def train(config: TrainConfig, out_dir: str | Path, *,
         history = list(state["history"])
         _set_rng_state(state["rng"])
         loader.generator.set_state(state["data_rng"])
+        del state  # a second copy of the weights and optimizer; not needed past this point
 
     step, arg_names = METHODS[config.method]
     step_kwargs = {name: getattr(config, name) for name in arg_names}
@@ -243,6 +244,5 @@ def train(config: TrainConfig, out_dir: str | Path, *,
                                    eta(epoch + 1, 0) if epoch + 1 < config.epochs else 0.0, list(history)))
 
     checkpoint = save_checkpoint(out_dir / CHECKPOINT_FILE, model, checkpoint_metadata(config, history))
-    _write_history(out_dir, config, history)
     return TrainResult(checkpoint=checkpoint, history=history, config=config, resumed_from_epoch=start_epoch,
                        seconds=time.perf_counter() - started, out_dir=out_dir)
