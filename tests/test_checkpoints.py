@@ -10,8 +10,10 @@ import torch
 from safetensors.torch import save_file
 
 import robaudit
-from helpers_training import mnist_metadata, mnist_model
+from helpers_training import mnist_metadata, mnist_model, one_torch_thread  # noqa: F401  (fixture)
 from models import CheckpointError, build_model, load_checkpoint, read_metadata, save_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:

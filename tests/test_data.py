@@ -15,6 +15,9 @@ import robaudit
 from models import read_metadata
 from robaudit.data import DATASETS
 from robaudit.errors import DatasetUnavailable
+from helpers_training import one_torch_thread  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CIFAR_TRAIN_PER_BATCH = 4
 CIFAR_TEST = 5
@@ -95,15 +98,18 @@ def test_missing_cifar10_names_the_folder_and_the_files(tmp_path):
     assert "--download" in message and "\n" not in message
 
 
-def test_missing_data_through_the_cli_is_one_line_exit_2(tmp_path):
+def run_cli(*argv: str) -> subprocess.CompletedProcess:
     try:
         import robaudit.evaluation.cli  # noqa: F401  robaudit/cli.py registers both subcommands
     except ImportError as exc:
         pytest.skip(f"robaudit.cli cannot import yet: {exc}")
-    proc = subprocess.run(
-        [sys.executable, "-m", "robaudit.cli", "train", "--method", "feature-scatter", "--dataset", "cifar10",
-         "--data-dir", "/nonexistent", "--epochs", "1", "--out", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    return subprocess.run([sys.executable, "-m", "robaudit.cli", *argv], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_missing_data_through_the_cli_is_one_line_exit_2(tmp_path):
+    proc = run_cli("train", "--method", "feature-scatter", "--dataset", "cifar10", "--data-dir", "/nonexistent",
+                   "--epochs", "1", "--out", str(tmp_path / "run"))
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr
@@ -112,13 +118,7 @@ def test_missing_data_through_the_cli_is_one_line_exit_2(tmp_path):
 
 
 def test_unknown_method_through_the_cli_is_one_line_exit_2(tmp_path):
-    try:
-        import robaudit.evaluation.cli  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"robaudit.cli cannot import yet: {exc}")
-    proc = subprocess.run([sys.executable, "-m", "robaudit.cli", "train", "--method", "madry", "--out",
-                           str(tmp_path / "run")], capture_output=True, text=True, timeout=120,
-                          cwd=Path(__file__).resolve().parents[1])
+    proc = run_cli("train", "--method", "madry", "--out", str(tmp_path / "run"))
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "robaudit: error: unknown method 'madry'; choose one of: standard, pgd-at, fast-at, trades, feature-scatter"]

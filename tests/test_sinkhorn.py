@@ -6,6 +6,9 @@ import pytest
 import torch
 
 from robaudit.sinkhorn import CONVERGE, EARLY_STOP, REG, cosine_cost, ot_distance, sinkhorn
+from helpers_training import one_torch_thread  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def pot_transport_cost(cost: torch.Tensor, reg: float = REG) -> float:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import robaudit
-from helpers_training import mnist_model, tiny_config
+from helpers_training import mnist_model, one_torch_thread, tiny_config  # noqa: F401  (fixture)
 from models import read_metadata
 from robaudit.errors import Cancelled, RobauditError
 from robaudit.training import METHODS, TrainConfig, TrainProgress, train
@@ -19,6 +19,8 @@ from robaudit.sinkhorn import cosine_cost, ot_distance
 from robaudit.training.perturb import feature_scatter_perturb, model_mode, pgd_linf
 from robaudit.training.schedule import lr_at, scaled_milestones
 from robaudit.training.trainer import STATE_FILE, load_state
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
