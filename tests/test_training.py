@@ -342,6 +342,16 @@ def test_train_command_prints_epoch_lines_and_json(tmp_path, capsys):
     assert [e["epoch"] for e in summary["epochs"]] == [1]
     assert "epoch 1: lr 0.1 " in err and "PGD-20 acc" in err
 
+    # Without --json the epoch lines go to stdout; a second call with more epochs resumes.
+    args = parse_train(["--method", "fast-at", "--epochs", "2", "--eps", "0.3", "--n-train", "128", "--batch-size",
+                        "64", "--eval-examples", "10", "--lr-milestones", "none", "--device", "cpu",
+                        "--out", str(tmp_path)])
+    assert args.func(args) == 0
+    out, _ = capsys.readouterr()
+    assert out.splitlines()[0] == "resuming after epoch 1"
+    assert out.splitlines()[1].startswith("epoch 2: lr 0.1 ")
+    assert out.splitlines()[2].startswith(f"checkpoint: {tmp_path / 'model.safetensors'}")
+
 
 def test_train_command_missing_data_is_one_line_user_error(tmp_path):
     from robaudit.errors import DatasetUnavailable

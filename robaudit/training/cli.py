@@ -104,11 +104,11 @@ class ProgressBar:
         from tqdm import tqdm
 
         if self.bar is None:
-            self.bar = tqdm(total=p.batches, desc=f"epoch {p.epoch}/{p.epochs}", unit="batch",
-                            file=sys.stderr, leave=False, dynamic_ncols=True)
             if self.printed == 0 and p.history and p.batch == 1:
                 print(f"resuming after epoch {len(p.history)}", file=self.lines_to, flush=True)
             self.printed = len(p.history)
+            self.bar = tqdm(total=p.batches, desc=f"epoch {p.epoch}/{p.epochs}", unit="batch",
+                            file=sys.stderr, leave=False, dynamic_ncols=True)
         self.bar.n = p.batch
         eta = "?" if p.eta_seconds is None else f"{p.eta_seconds / 60:.1f}min"
         self.bar.set_postfix_str(f"loss {p.loss:.4f}, run ETA {eta}", refresh=True)
