@@ -78,6 +78,9 @@ def feature_scatter_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: 
 
     The update's forward runs in train mode (the caller's mode), so BatchNorm
     uses and updates statistics of the perturbed batch, as in the official code.
+    Not reproduced: the official logging forward on the clean batch every 10th
+    iteration (train mode, no step), whose only effect is on BatchNorm's running
+    statistics.
     """
     x_adv = feature_scatter_perturb(model, x, eps=eps, alpha=alpha, steps=steps, sinkhorn=sinkhorn)
     logits = model(x_adv)
