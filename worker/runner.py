@@ -23,18 +23,9 @@ from backend.app.checkpoint_store import place, sha256_file
 from backend.app.core.config import Settings
 from backend.app.core.db import session_factory
 from backend.app.models import Checkpoint, Job
+from worker.procs import pid_alive
 
 log = logging.getLogger("robaudit.worker")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def hostname() -> str:
@@ -98,7 +89,7 @@ def run_job(settings: Settings, job_id: int, task_id: str, worker_name: str | No
     with Session() as s:
         job, verdict = crud.claim_job(session=s, job_id=job_id, task_id=task_id,
                                       hostname=worker_name or hostname(),
-                                      pid=os.getpid(), stale_after_s=settings.stale_after_s, pid_alive=_pid_alive)
+                                      pid=os.getpid(), stale_after_s=settings.stale_after_s, pid_alive=pid_alive)
         if verdict != "run":
             log.info("job %s: not run (%s)", job_id, verdict)
             return verdict

@@ -10,6 +10,7 @@ from celery import signals
 from backend.app import crud
 from backend.app.core.db import session_factory
 from worker.celery_app import TASK_NAME, app
+from worker.procs import pid_alive
 
 log = logging.getLogger("robaudit.worker")
 
@@ -42,20 +43,10 @@ def _presence_loop(hostname: str, queues: list[str]) -> None:
             return
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _requeue_orphans(hostname: str) -> None:
     try:
         with session_factory(app.robaudit_settings)() as s:
-            orphans = crud.requeue_orphans(session=s, hostname=hostname, pid_alive=_pid_alive)
+            orphans = crud.requeue_orphans(session=s, hostname=hostname, pid_alive=pid_alive)
         for job_id, task_id, queue in orphans:
             log.warning("job %s was running here before a restart; requeued as %s", job_id, task_id)
             app.send_task(TASK_NAME, args=[job_id], task_id=task_id, queue=queue or app.robaudit_settings.queue)
