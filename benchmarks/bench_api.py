@@ -114,9 +114,12 @@ async def load(base: str, ids: list[int], clients: int, per_client: int) -> dict
                 r = random.Random(k)
                 for _ in range(per_client):
                     t0 = time.perf_counter()
-                    resp = await client.get(make(r))
+                    try:
+                        resp = await client.get(make(r))
+                        errors += resp.status_code != 200
+                    except httpx.HTTPError:   # counted, not fatal: a reset under load is a result too
+                        errors += 1
                     latencies.append(time.perf_counter() - t0)
-                    errors += resp.status_code != 200
 
             await client.get(make(random.Random(0)))   # warm-up
             t0 = time.perf_counter()

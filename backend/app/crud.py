@@ -10,7 +10,7 @@ import base64
 import hashlib
 import re
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Iterable
 
 from sqlalchemy import and_, delete, func, or_, select, update
@@ -485,6 +485,3 @@ def purge_job_state(*, session: Session, job_id: int) -> None:
     session.execute(delete(EvalBatch).where(EvalBatch.job_id == job_id))
     session.commit()
 
-
-def dt_iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None

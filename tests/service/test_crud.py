@@ -10,7 +10,7 @@ from sqlalchemy import func, inspect, select
 
 from backend.app import crud
 from backend.app.core.db import get_engine, run_migrations, session_factory
-from backend.app.models import EvalBatch, EvaluationResult, Job, SampleBitset, utcnow
+from backend.app.models import EvalBatch, EvaluationResult, Job, utcnow
 
 
 def _session(settings):
