@@ -1,0 +1,171 @@
+"""Adapters around pyautoattack (Croce & Hein's reference AutoAttack); nothing here re-implements an attack.
+
+``autoattack()`` runs AutoAttack's attacks one stage at a time, in AutoAttack's own order and with
+its "standard" settings (APGD-CE 100 iterations; APGD-T on the DLR loss, 9 targets; FAB-T, 9
+targets; Square, 5000 queries), each stage on the points every earlier stage failed on. Each stage
+is one ``run_standard_evaluation`` call, so with the same seed, points and batch size the robust
+accuracy equals one call with all four attacks; running them separately is what gives the
+per-stage rows of the ladder.
+
+Resumability: each call gets a ``state_path`` (AutoAttack's EvaluationState, which records the
+robust flags after every batch). pyautoattack 0.2.0 cannot resume from an existing state file (its
+restore branch never defines ``y_adv`` and fails with UnboundLocalError as soon as a restored run
+fools a point), so an interrupted stage is resumed by reading that state and running a fresh call
+on the points it had not yet fooled, with a state file of its own.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from robaudit.attacks.common import eval_mode
+
+STAGES = ("apgd-ce", "apgd-t", "fab-t", "square")
+STANDARD = STAGES
+LOGGER_NAME = "auto-attack"
+
+
+class InputGradientOnly(nn.Module):
+    """The model with its parameters detached, as AutoAttack sees it.
+
+    FAB calls ``.backward()``; with detached parameters that fills only the input's gradient, so
+    no ``.grad`` appears on the audited model and no weight-gradient work is done. The forward
+    values are bit-identical to the model's. ``on_forward(batch_size)`` lets the caller count work
+    and poll for cancellation.
+    """
+
+    def __init__(self, model: nn.Module, on_forward: Callable[[int], None] | None = None):
+        super().__init__()
+        self.wrapped = model
+        self._params = {name: p.detach() for name, p in model.named_parameters()}
+        self._on_forward = on_forward
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._on_forward is not None:
+            self._on_forward(len(x))
+        return functional_call(self.wrapped, self._params, (x,))
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message not in self.messages:
+            self.messages.append(message)
+
+
+def _subset_tag(index: torch.Tensor) -> str:
+    return hashlib.sha256(index.cpu().numpy().tobytes()).hexdigest()[:16]
+
+
+def run_stage(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: str, *, eps: float, seed: int,
+              batch_size: int, state_path: Path | None = None) -> torch.Tensor:
+    """One AutoAttack attack, standard settings, on (x, y). Returns (n,) bool: still correct."""
+    from pyautoattack import AutoAttack
+
+    if stage not in STAGES:
+        raise ValueError(f"unknown AutoAttack stage {stage!r}; choose one of: {', '.join(STAGES)}")
+    if len(x) == 0:
+        return torch.zeros(0, dtype=torch.bool, device=y.device)
+    adversary = AutoAttack(model, version="standard", norm="Linf", eps=eps, seed=seed, device=x.device)
+    adversary.attacks_to_run = [stage]  # keep the standard parameters, run one attack
+    devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # AutoAttack reseeds the global generator
+        _, y_adv = adversary.run_standard_evaluation(x, y, batch_size=batch_size, state_path=state_path)
+    return y_adv.to(y.device) == y
+
+
+def resumable_stage(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: str, *, eps: float, seed: int,
+                    batch_size: int, state_dir: Path | None, tag: str) -> torch.Tensor:
+    """``run_stage`` that picks up where an interrupted call on the same points left off."""
+    from pyautoattack.state import EvaluationState
+
+    robust = torch.ones(len(x), dtype=torch.bool, device=y.device)
+    todo = torch.arange(len(x), device=y.device)
+    while True:
+        path = None if state_dir is None else state_dir / f"{tag}-{stage}-{_subset_tag(todo)}.json"
+        if path is not None and path.exists():
+            try:
+                state = EvaluationState.from_disk(path)
+                flags = state.robust_flags
+            except (ValueError, TypeError, KeyError, RuntimeError):  # written before the clean pass ended
+                flags = None
+            if flags is not None and len(flags) == len(todo):
+                flags = flags.to(y.device)
+                if stage in state.run_attacks:
+                    robust[todo[~flags]] = False
+                    return robust
+                if not flags.all():  # partly done: keep what it fooled, attack the rest afresh
+                    robust[todo[~flags]] = False
+                    todo = todo[flags]
+                    continue
+            path.unlink()  # unusable or nothing fooled yet: start this subset over
+        still = run_stage(model, x[todo], y[todo], stage, eps=eps, seed=seed, batch_size=batch_size,
+                          state_path=path)
+        robust[todo[~still]] = False
+        return robust
+
+
+def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
+               stages: tuple[str, ...] = STANDARD, seed: int = 0, batch_size: int = 250,
+               state_dir: str | Path | None = None, tag: str = "aa",
+               on_forward: Callable[[int], None] | None = None,
+               on_stage: Callable[[str, torch.Tensor, list[str]], None] | None = None,
+               done: dict[str, torch.Tensor] | None = None) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Run ``stages`` in order on (x, y); returns ({stage: (n,) bool robust after it}, AutoAttack's warnings).
+
+    Flags are cumulative: robust after stage s means no stage up to s fooled the point. ``done``
+    holds stage results already known (a resumed evaluation), which are not recomputed;
+    ``on_stage(stage, flags, warnings_so_far)`` is called after each new stage so the caller can store it.
+    """
+    state_dir = Path(state_dir) if state_dir is not None else None
+    if state_dir is not None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    logger = logging.getLogger(LOGGER_NAME)
+    collect, propagate = _Collect(), logger.propagate
+    logger.addHandler(collect)
+    logger.propagate = False  # the warnings become diagnostics evidence instead of stderr noise
+    robust = torch.ones(len(x), dtype=torch.bool, device=y.device)
+    results: dict[str, torch.Tensor] = {}
+    try:
+        with eval_mode(model):
+            wrapped = InputGradientOnly(model, on_forward)
+            for stage in stages:
+                if done and stage in done:
+                    robust = done[stage].to(y.device) & robust
+                else:
+                    todo = robust.nonzero().squeeze(1)
+                    still = resumable_stage(wrapped, x[todo], y[todo], stage, eps=eps, seed=seed,
+                                            batch_size=batch_size, state_dir=state_dir, tag=tag)
+                    robust = robust.clone()
+                    robust[todo[~still]] = False
+                    if on_stage is not None:
+                        on_stage(stage, robust, list(collect.messages))
+                results[stage] = robust
+    finally:
+        logger.removeHandler(collect)
+        logger.propagate = propagate
+    return results, collect.messages
+
+
+class Throttle:
+    """Calls ``fn`` at most once every ``seconds`` (used to poll should_stop from inside AutoAttack)."""
+
+    def __init__(self, fn: Callable[[], None], seconds: float = 1.0):
+        self.fn, self.seconds, self.last = fn, seconds, 0.0
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.seconds:
+            self.last = now
+            self.fn()

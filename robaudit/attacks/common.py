@@ -1,0 +1,91 @@
+"""What every attack shares: the model-mode guard, input gradients, the L-inf projection, seeding.
+
+Attacks never touch the model's parameters or their ``.grad``: gradients are taken with
+``torch.autograd.grad`` with respect to the input only (which also skips weight-gradient
+kernels), and the model runs in eval mode for the duration of the attack, after which every
+module's ``training`` flag is put back exactly as it was.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode inside the block; afterwards each module's own ``training`` flag is restored.
+
+    Restoring per module (not ``model.train(previous)``) matters for models whose submodules were
+    deliberately left in different modes, e.g. a frozen BatchNorm inside a training model.
+    """
+    flags = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, was_training in flags:
+            module.training = was_training
+
+
+def input_gradient(loss: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """d loss / d x for an ``x`` that requires grad; never accumulates into parameters."""
+    (grad,) = torch.autograd.grad(loss, x)
+    return grad
+
+
+def ball_bounds(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel lower and upper bounds of the eps-ball intersected with the image range [0, 1].
+
+    Computed once per attack, so each step's projection is two elementwise ops.
+    """
+    return (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)
+
+
+def project_(x_adv: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """In-place projection onto [lower, upper] (the eps-ball inside [0, 1])."""
+    return torch.minimum(torch.maximum(x_adv, lower, out=x_adv), upper, out=x_adv)
+
+
+def uniform_in_ball(x: torch.Tensor, eps: float, generator: torch.Generator | None) -> torch.Tensor:
+    """A point drawn uniformly from the L-inf ball of radius eps around x, clamped to [0, 1]."""
+    noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return (x + noise.mul_(2.0).sub_(1.0).mul_(eps)).clamp_(0.0, 1.0)
+
+
+def make_generator(*parts: object, device: str | torch.device = "cpu") -> torch.Generator:
+    """A generator seeded from a stable hash of ``parts`` (never from Python's salted ``hash``).
+
+    Each batch, attack and restart gets its own stream, so a resumed or partial evaluation draws
+    exactly the same random starts as an uninterrupted one.
+    """
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF)
+    return generator
+
+
+def default_alpha(eps: float, steps: int) -> float:
+    """Step size when the user gives none: ``max(eps / 4, 2.5 * eps / steps)``.
+
+    eps/4 is the Feature Scattering protocol's PGD-20 step (2/255 at 8/255). The 2.5*eps/steps term
+    (Madry et al.) keeps short attacks able to reach the boundary of the ball: k steps travel
+    k * alpha >= 2.5 * eps. For k >= 10 the rule gives eps/4, so 20 steps cover 5 eps.
+    """
+    if steps < 1:
+        raise ValueError("steps must be at least 1")
+    return max(eps / 4.0, 2.5 * eps / steps)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Predicted labels, in chunks, without building any autograd graph.
+
+    ``no_grad`` rather than ``inference_mode``: a model that optimises its input inside forward (a
+    "dynamic" defense, check C12) can still re-enable gradients under no_grad, not under inference mode.
+    """
+    return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]) \
+        if len(x) else torch.empty(0, dtype=torch.long, device=x.device)

@@ -1,0 +1,39 @@
+"""Random-noise baseline: uniform draws from the L-inf ball; a point is fooled if any draw fools it.
+
+Carlini et al. (2019, sec. 4.11): random noise must succeed less often than a white-box attack;
+if it succeeds more, the gradients are not telling the attack where to go.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from robaudit.attacks.common import eval_mode, uniform_in_ball
+
+
+@torch.no_grad()  # not inference_mode: see robaudit.attacks.common.predict
+def _wrong(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return model(x).argmax(1) != y
+
+
+def random_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, draws: int = 100,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """(n,) int64: index of the first draw that fooled each point, or ``draws`` if none did.
+
+    A point stops being sampled once fooled, so the cost falls as points fall. Draw d for a point
+    is the same whichever other points are still being sampled only if the set of points is the
+    same; callers that need per-batch determinism pass a per-batch generator.
+    """
+    if draws < 1:
+        raise ValueError("draws must be at least 1")
+    x, y = x.detach(), y.detach()
+    first = torch.full((len(x),), draws, dtype=torch.long, device=x.device)
+    active = torch.arange(len(x), device=x.device)
+    with eval_mode(model):
+        for d in range(draws):
+            if active.numel() == 0:
+                break
+            hit = _wrong(model, uniform_in_ball(x[active], eps, generator), y[active])
+            first[active[hit]] = d
+            active = active[~hit]
+    return first

@@ -1,0 +1,169 @@
+"""L-inf PGD (Madry et al.) on cross-entropy or on the Carlini-Wagner margin, with restarts.
+
+Iterates and steps, defined once for every curve built on top of this module:
+
+* iterate 0 is the start: the clean image, or a uniform draw from the eps-ball (clamped to [0, 1]);
+* iterate t (1 <= t <= steps) is ``clip_ball(iterate_{t-1} + alpha * sign(grad loss))``;
+* a point is *fooled by step k* if any iterate 0..k is misclassified; ``first_fooled`` records the
+  smallest such index, and the attack returns that first adversarial iterate (Madry's "best so
+  far" for the 0-1 loss). Points never fooled return iterate ``steps``.
+
+Because nothing depends on the total number of steps (no schedule, no early stop that changes an
+iterate), a k-step run with the same random start reproduces the first k iterates of a longer
+run exactly, so "robust at k steps" can be read off one long run for every k <= steps.
+
+Points are frozen as soon as they are fooled (``freeze=True``): their result can no longer change,
+so dropping them from the batch saves work without changing any other point's iterates (each
+point's gradient depends on that point alone when the model is in eval mode).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from robaudit.attacks.common import (ball_bounds, default_alpha, eval_mode, input_gradient, predict,
+                                     project_, uniform_in_ball)
+from robaudit.attacks.losses import attack_loss
+
+NOT_RUN = -1  # first_fooled value for a restart that skipped a point already fooled by an earlier restart
+# Pintor et al.'s "incomplete optimisation" looks at the last 10 iterations of the loss trace.
+LATE_WINDOW = 10
+
+
+@dataclass
+class LossTrace:
+    """The attack loss along one run (restart 0), aggregated over the points of one batch.
+
+    ``loss_sum[t]``: sum over all attacked points of the loss at the point the attack would return
+    after t steps (a fooled point keeps the loss of its first adversarial iterate).
+    ``robust_loss_sum[t]``: sum over the points never fooled, of the loss at iterate t.
+    ``rising[t]`` / ``moves[t]``: among the points that took step t+1 from a not-yet-fooled iterate,
+    how many it raised the loss of (APGD halves its step when fewer than 75 % of steps do).
+    ``late_progress``: per never-fooled point, how much its loss trace (scaled to [0, 1], running
+    best) still rose over the last 10 iterations (Pintor's incomplete-optimisation indicator);
+    NaN for fooled points.
+    """
+
+    loss_sum: torch.Tensor
+    robust_loss_sum: torch.Tensor
+    n_points: int
+    n_robust: int
+    rising: list[int]
+    moves: list[int]
+    late_progress: torch.Tensor
+
+
+@dataclass
+class PGDResult:
+    x_adv: torch.Tensor          # (n, ...) returned points
+    first_fooled: torch.Tensor   # (restarts, n) int64: first misclassified iterate, steps + 1 if none, NOT_RUN if skipped
+    final_correct: torch.Tensor  # (n,) bool: the returned points re-scored without gradients
+    steps: int
+    alpha: float
+    trace: LossTrace | None = None
+
+    def fooled_by(self, k: int | None = None, restarts: int | None = None) -> torch.Tensor:
+        """(n,) bool: fooled by some iterate <= k in one of the first ``restarts`` restarts."""
+        k = self.steps if k is None else k
+        rows = self.first_fooled[: restarts or self.first_fooled.shape[0]]
+        return ((rows >= 0) & (rows <= k)).any(0)
+
+
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int,
+        alpha: float | None = None, loss: str = "ce", kappa: float = 50.0, random_start: bool = True,
+        restarts: int = 1, generator: torch.Generator | None = None, freeze: bool = True,
+        trace: bool = False) -> PGDResult:
+    """Run PGD on (x, y); restart r > 0 only attacks points every earlier restart failed on."""
+    if steps < 1 or restarts < 1:
+        raise ValueError("steps and restarts must be at least 1")
+    alpha = default_alpha(eps, steps) if alpha is None else float(alpha)
+    x, y = x.detach(), y.detach()
+    n = len(x)
+    first = torch.full((restarts, n), NOT_RUN, dtype=torch.long, device=x.device)
+    x_out = x.clone()
+    fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
+    loss_trace = None
+    with eval_mode(model):
+        for r in range(restarts):
+            todo = (~fooled).nonzero().squeeze(1)
+            if todo.numel() == 0:
+                break
+            xs, ys = x[todo], y[todo]
+            start = uniform_in_ball(xs, eps, generator) if random_start else xs.clone()
+            run_first, run_adv, run_trace = _single_run(
+                model, xs, ys, start, eps=eps, alpha=alpha, steps=steps, loss=loss, kappa=kappa,
+                freeze=freeze, trace=trace and r == 0)
+            first[r, todo] = run_first
+            x_out[todo] = run_adv
+            fooled[todo[run_first <= steps]] = True
+            if run_trace is not None:
+                loss_trace = run_trace
+        final_correct = predict(model, x_out) == y
+    return PGDResult(x_out, first, final_correct, steps, alpha, loss_trace)
+
+
+def _single_run(model, x, y, x_adv, *, eps, alpha, steps, loss, kappa, freeze, trace):
+    n = len(x)
+    lower, upper = ball_bounds(x, eps)
+    first = torch.full((n,), steps + 1, dtype=torch.long, device=x.device)
+    returned = x_adv.clone()
+    active = torch.arange(n, device=x.device)   # rows of x still being attacked
+    ys = y
+    losses = torch.full((steps + 1, n), float("nan"), device=x.device) if trace else None
+    for t in range(steps + 1):
+        # Every iterate, the last one included, is scored by the same grad-enabled forward, so a
+        # short run and the prefix of a long run compute bit-identical predictions.
+        x_adv = x_adv.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(x_adv)
+            point_loss = attack_loss(loss, logits, ys, kappa)
+        wrong = logits.detach().argmax(1) != ys
+        if losses is not None:
+            losses[t, active] = point_loss.detach()
+        new = wrong & (first[active] > steps)
+        if new.any():
+            first[active[new]] = t
+            returned[active[new]] = x_adv.detach()[new]
+        if t == steps:
+            still = first[active] > steps
+            returned[active[still]] = x_adv.detach()[still]
+            break
+        grad = input_gradient(point_loss.sum(), x_adv)
+        x_next = x_adv.detach()
+        if freeze and wrong.any():
+            keep = ~wrong
+            active, ys, grad, x_next = active[keep], ys[keep], grad[keep], x_next[keep]
+            lower, upper = lower[keep], upper[keep]
+            if active.numel() == 0:
+                break
+        x_adv = project_(x_next.add_(grad.sign_(), alpha=alpha), lower, upper)
+    return first, returned, (_summarise_trace(losses, first, steps) if trace else None)
+
+
+def _summarise_trace(losses: torch.Tensor, first: torch.Tensor, steps: int) -> LossTrace:
+    n = losses.shape[1]
+    t_index = torch.arange(steps + 1, device=losses.device)[:, None]
+    # The loss at the point the attack would return after t steps: frozen at the first fooling.
+    held = losses.gather(0, torch.minimum(t_index, first[None, :]).expand(steps + 1, n))
+    never = first > steps
+    robust = losses[:, never]
+    prev, curr = losses[:-1], losses[1:]
+    moved = (first[None, :] >= t_index[1:]) & torch.isfinite(prev) & torch.isfinite(curr)
+    late = torch.full((n,), float("nan"), device=losses.device)
+    if robust.shape[1]:
+        low, high = robust.min(0).values, robust.max(0).values
+        scaled = (robust - low) / (high - low).clamp(min=1e-12)
+        best = scaled.cummax(0).values
+        window = min(LATE_WINDOW, steps)
+        late[never] = best[-1] - best[-1 - window]
+    return LossTrace(
+        loss_sum=held.double().sum(1).cpu(),
+        robust_loss_sum=robust.double().sum(1).cpu(),
+        n_points=n,
+        n_robust=int(never.sum()),
+        rising=((curr > prev) & moved).sum(1).tolist(),
+        moves=moved.sum(1).tolist(),
+        late_progress=late.cpu(),
+    )

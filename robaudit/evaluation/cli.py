@@ -1,0 +1,190 @@
+"""`robaudit evaluate CHECKPOINT ...`: run a preset or an attack list, write the results JSON, print a summary."""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from robaudit.errors import RobauditError
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    from robaudit.evaluation.presets import ATTACKS, PRESETS
+
+    p = subparsers.add_parser(
+        "evaluate", help="attack a checkpoint and audit it for gradient masking",
+        description="Attack a checkpoint on the first --n-examples test points and write the results JSON "
+                    "(docs/results-schema.md). Interrupted runs resume from --state-dir.")
+    p.add_argument("checkpoint", help="model checkpoint (.safetensors from robaudit, or a .pt state_dict with --arch)")
+    p.add_argument("--preset", choices=PRESETS, default=None,
+                   help="quick: FGSM, PGD-20, CW-20; paper: Feature Scattering protocol + PGD/CW-100; "
+                        "audit: paper + curves, restarts, AutoAttack, noise, transfer, every diagnostic "
+                        "(default: quick unless --attacks is given)")
+    p.add_argument("--attacks", help=f"comma-separated, replaces the preset's list: {', '.join(ATTACKS)}")
+    p.add_argument("--eps", help="comma-separated, pixel units in [0, 1]; '8/255' works "
+                                 "(default: the dataset's, 0.3 MNIST, 8/255 CIFAR)")
+    p.add_argument("--steps", help="comma-separated PGD/CW step counts to report (one run of the largest)")
+    p.add_argument("--alpha", type=float, help="PGD/CW step size (default max(eps/4, 2.5*eps/steps))")
+    p.add_argument("--restarts", type=int, help="PGD restarts for the restarts curve")
+    p.add_argument("--dataset", help="default: the dataset in the checkpoint's metadata")
+    p.add_argument("--n-examples", type=int, default=1000, help="evaluate the first N test points (default 1000)")
+    p.add_argument("--aa-examples", type=int,
+                   help="run AutoAttack on the first N points only (audit default 200; 0 = all points)")
+    p.add_argument("--surrogate", help="checkpoint for the transfer attack (adds 'transfer' to the audit)")
+    p.add_argument("--arch", help="architecture for checkpoints without robaudit metadata")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--state-dir", help="store finished batches here; rerunning with it resumes")
+    p.add_argument("--threshold", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a diagnostic threshold (repeatable), e.g. c14_warn_gap_pp=5")
+    p.add_argument("--data-dir", help="where torchvision datasets live (not needed for mnist10k)")
+    p.add_argument("--download", action="store_true", help="download the dataset if missing")
+    p.add_argument("--out", required=True, help="results JSON path")
+    p.add_argument("--csv", help="also write the summary as CSV")
+    p.add_argument("--json", action="store_true", help="print the results JSON instead of the table")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+    return p
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _load(path: str, device: str, arch: str | None, dataset: str | None):
+    import models
+    from robaudit.data import dataset_info
+
+    checkpoint = Path(path)
+    if not checkpoint.is_file():
+        raise RobauditError(f"checkpoint not found: {path}")
+    fallback = None
+    if arch is not None:
+        if dataset is None:
+            raise RobauditError("--arch needs --dataset as well")
+        info = dataset_info(dataset)
+        fallback = models.CheckpointMetadata(arch=arch, num_classes=info.num_classes, in_channels=info.in_channels,
+                                             mean=list(info.mean), std=list(info.std), dataset=dataset,
+                                             input_size=info.size)
+    model, meta = models.load_checkpoint(checkpoint, metadata=fallback, device=device)
+    info = {"path": str(checkpoint), "sha256": _sha256(checkpoint), "metadata": asdict(meta)}
+    return model, meta, info
+
+
+def _thresholds(items: list[str]) -> dict:
+    overrides = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise RobauditError(f"--threshold needs NAME=VALUE, got {item!r}")
+        overrides[name.strip()] = value.strip()
+    return overrides
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _progress_bar(enabled: bool):
+    if not enabled:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=1000, unit="‰", file=sys.stderr, dynamic_ncols=True,
+               bar_format="{desc} {percentage:3.0f}%|{bar}| {postfix}")
+
+    def update(p) -> None:
+        target = int(1000 * p.done / max(p.total, 1e-9))
+        bar.set_description_str(p.stage[:28].ljust(28))
+        if p.eta_seconds is not None:
+            minutes, seconds = divmod(int(p.eta_seconds), 60)
+            bar.set_postfix_str(f"ETA {minutes}:{seconds:02d}")
+        bar.update(max(0, target - bar.n))
+
+    return update, bar.close
+
+
+def format_summary(results: dict) -> str:
+    lines = []
+    ck = results.get("checkpoint")
+    head = f"{Path(ck['path']).name} on " if ck else ""
+    lines.append(f"{head}{results['dataset']}, {results['test_points']}; preset {results['config']['preset'] or '-'}")
+    lines.append(f"clean accuracy {100 * results['clean_accuracy']:.2f} %")
+    lines.append("")
+    header = f"{'attack':<22}{'eps':>8}{'steps':>7}{'restarts':>10}{'alpha':>9}{'robust acc':>12}{'n':>7}"
+    lines.append(header)
+    lines.append("-" * len(header))
+
+    def cell(value, fmt):
+        return "-" if value is None else format(value, fmt)
+
+    for row in results["summary"]:
+        lines.append(f"{row['attack']:<22}{row['eps']:>8.4g}{cell(row['steps'], 'd'):>7}{row['restarts']:>10d}"
+                     f"{cell(row['alpha'], '.4g'):>9}{100 * row['robust_accuracy']:>10.2f} %{row['n']:>7d}")
+    for row in results["worst_case"]:
+        label = "worst case" if row["n"] == results["n"] else f"worst case, first {row['n']}"
+        lines.append(f"{label:<22}{row['eps']:>8.4g}{'':>7}{'':>10}{'':>9}"
+                     f"{100 * row['robust_accuracy']:>10.2f} %{row['n']:>7d}")
+    diag = results["diagnostics"]
+    lines.append("")
+    lines.append(f"verdict: {diag['verdict']}")
+    for check in diag["checks"]:
+        if check["status"] != "skipped":
+            lines.append(f"  [{check['status'].upper():4}] {check['id']:<4}{check['name']}: {check['message']}")
+    skipped = [c["id"] for c in diag["checks"] if c["status"] == "skipped"]
+    if skipped:
+        lines.append(f"  skipped (results missing): {', '.join(skipped)}")
+    for note in results.get("notes", []):
+        lines.append(f"note: {note}")
+    lines.append(f"time: {results['timing']['total_seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    import robaudit
+    from robaudit.evaluation import DirectoryStore, build_spec, evaluate, results_to_csv
+
+    model, meta, info = _load(args.checkpoint, args.device, args.arch, args.dataset)
+    dataset = args.dataset or meta.dataset
+    if dataset is None:
+        raise RobauditError("the checkpoint's metadata names no dataset: pass --dataset")
+    spec = build_spec(args.preset, attacks=args.attacks, eps=args.eps, steps=args.steps, dataset=dataset,
+                      n_examples=args.n_examples, surrogate=args.surrogate is not None, alpha=args.alpha,
+                      restarts=args.restarts, batch_size=args.batch_size, seed=args.seed,
+                      thresholds=_thresholds(args.threshold) or None, autoattack_examples=args.aa_examples)
+    surrogate = surrogate_info = None
+    if args.surrogate:
+        surrogate, _, surrogate_info = _load(args.surrogate, args.device, args.arch, dataset)
+    x, y = robaudit.load_dataset(dataset, "test", data_dir=args.data_dir, download=args.download)
+    store = DirectoryStore(args.state_dir) if args.state_dir else None
+    progress, close = _progress_bar(not args.no_progress)
+    try:
+        results = evaluate(model, x, y, spec, surrogate=surrogate, store=store, progress=progress)
+    finally:
+        close()
+    results["checkpoint"] = info
+    if surrogate_info is not None:
+        results["surrogate"] = surrogate_info
+    _write_atomic(Path(args.out), json.dumps(results, indent=1) + "\n")
+    if args.csv:
+        results_to_csv(results, args.csv)
+    if args.json:
+        print(json.dumps(results, indent=1))
+    else:
+        print(format_summary(results))
+        print(f"results: {args.out}" + (f", {args.csv}" if args.csv else ""))
+    return 0

@@ -1,0 +1,193 @@
+"""What an evaluation runs: the EvalSpec, the three presets, and build_spec's validation.
+
+Presets (eps in [0, 1] pixel units; default = the dataset's ``default_eps``, 0.3 MNIST, 8/255 CIFAR):
+
+* ``quick``: FGSM, PGD-20 and CW-20 at one eps.
+* ``paper``: the Feature Scattering repo's protocol (RS-FGSM; PGD-20 with alpha = eps/4; CW-20 with
+  kappa = 50; random start, no restarts) plus PGD-100 and CW-100. PGD-20 and PGD-100 are read off
+  one 100-step run (see robaudit.attacks.pgd), likewise CW.
+* ``audit``: ``paper`` plus textbook FGSM, the accuracy-vs-eps curve (PGD-20 at 0.25..1.25 x eps,
+  nested), the steps curve of the 100-step runs, PGD-20 with 5 restarts, AutoAttack standard
+  (stage by stage, on the first 200 points: see AUDIT_AUTOATTACK_EXAMPLES), random noise (100
+  draws), a transfer attack when a surrogate is given, PGD at eps = 0.5 and 1.0 on the first 200
+  points (check C2), and every diagnostic.
+
+Step size: ``alpha = max(eps/4, 2.5*eps/steps)`` for the longest run unless given; rows read off a
+long run at fewer steps state that run's alpha. 20 * alpha >= eps always holds for the default, so
+the steps curve measures the defense rather than the step size; a user alpha that breaks this is
+reported in ``notes``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from robaudit.data import DATASETS, dataset_info
+from robaudit.errors import RobauditError
+from robaudit.evaluation.diagnostics import Thresholds
+
+ATTACKS = ("fgsm", "rs-fgsm", "pgd", "cw", "apgd-ce", "apgd-t", "fab-t", "square", "autoattack",
+           "transfer", "noise")
+ITERATIVE = ("pgd", "cw")
+AUTOATTACK_SINGLE = ("apgd-ce", "apgd-t", "fab-t", "square")
+PRESETS = ("quick", "paper", "audit")
+STEPS_CURVE_GRID = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+EPS_CURVE_FRACTIONS = (0.25, 0.5, 0.75, 1.0, 1.25)
+LARGE_EPS = (0.5, 1.0)
+# AutoAttack costs ~3 s of one CPU core per robust MNIST digit on a PGD-AT SmallCNN (APGD-T 0.7 s,
+# FAB-T 1.2 s, Square 1.6 s; measured, see the README of benchmarks/), so the audit runs it on the
+# first 200 points to fit 1,000 digits in 15 minutes on 2 cores. --aa-examples changes it.
+AUDIT_AUTOATTACK_EXAMPLES = 200
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    dataset: str
+    n_examples: int
+    eps: tuple[float, ...]
+    attacks: tuple[str, ...]
+    steps: tuple[int, ...] = (20,)
+    preset: str | None = None
+    alpha: float | None = None          # PGD/CW step size; None: max(eps/4, 2.5*eps/max(steps))
+    kappa: float = 50.0                 # CW margin confidence (Feature Scattering repo: 50)
+    restarts: int = 1                   # > 1: extra PGD restarts on the points PGD-restart_steps left robust
+    restart_steps: int = 20
+    eps_curve: tuple[float, ...] = ()   # absolute eps grid for accuracy vs eps (nested, PGD-CE)
+    eps_curve_steps: int = 20
+    large_eps: tuple[float, ...] = ()   # check C2: PGD at these eps on the first large_eps_examples points
+    large_eps_examples: int = 200
+    large_eps_steps: int = 50
+    noise_draws: int = 100
+    transfer_steps: int = 20
+    autoattack_examples: int | None = None  # AutoAttack on the first N points only (None: all)
+    diagnostics: bool = True
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    batch_size: int = 500
+    seed: int = 0
+
+    @property
+    def primary_eps(self) -> float:
+        """The eps the curves, restarts and probes are built around: the first one given."""
+        return self.eps[0]
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        for key in ("eps", "attacks", "steps", "eps_curve", "large_eps"):
+            data[key] = list(data[key])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EvalSpec":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for key in ("eps", "attacks", "steps", "eps_curve", "large_eps"):
+            if key in values:
+                values[key] = tuple(values[key])
+        if isinstance(values.get("thresholds"), dict):
+            values["thresholds"] = Thresholds(**values["thresholds"])
+        return cls(**values)
+
+
+def _preset(name: str, eps: float, surrogate: bool) -> dict:
+    if name == "quick":
+        return dict(attacks=("fgsm", "pgd", "cw"), steps=(20,))
+    if name == "paper":
+        return dict(attacks=("rs-fgsm", "pgd", "cw"), steps=(20, 100))
+    if name == "audit":
+        attacks = ("fgsm", "rs-fgsm", "pgd", "cw", "autoattack", "noise") + (("transfer",) if surrogate else ())
+        return dict(attacks=attacks, steps=(20, 100), restarts=5, restart_steps=20,
+                    eps_curve=tuple(round(f * eps, 6) for f in EPS_CURVE_FRACTIONS), eps_curve_steps=20,
+                    large_eps=LARGE_EPS, large_eps_examples=200, large_eps_steps=50,
+                    autoattack_examples=AUDIT_AUTOATTACK_EXAMPLES)
+    raise RobauditError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+
+
+def _as_tuple(value, kind, what: str) -> tuple:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [v for v in value.replace(",", " ").split() if v]
+    elif not isinstance(value, (list, tuple)):
+        value = [value]
+    try:
+        return tuple(kind(v) for v in value)
+    except (TypeError, ValueError):
+        raise RobauditError(f"bad {what}: {value!r}") from None
+
+
+def _parse_eps(value) -> float:
+    """A float, or a fraction such as '8/255'."""
+    if isinstance(value, str) and "/" in value:
+        num, _, den = value.partition("/")
+        return float(num) / float(den)
+    return float(value)
+
+
+def build_spec(preset: str | None = None, attacks=None, eps=None, steps=None, dataset: str = "mnist10k",
+               n_examples: int = 1000, surrogate: bool = False, *, alpha: float | None = None,
+               restarts: int | None = None, batch_size: int | None = None, seed: int | None = None,
+               thresholds: Thresholds | dict | None = None, noise_draws: int | None = None,
+               kappa: float | None = None, autoattack_examples: int | None = None) -> EvalSpec:
+    """Validate the request and build the spec; every problem is a RobauditError with a plain reason.
+
+    ``attacks`` replaces the preset's attack list (curves that need PGD are dropped when PGD is);
+    with neither ``preset`` nor ``attacks`` the ``quick`` preset is used.
+    """
+    info = dataset_info(dataset)
+    eps_values = _as_tuple(eps, _parse_eps, "eps") or (info.default_eps,)
+    for value in eps_values:
+        if not 0.0 < value <= 1.0:
+            raise RobauditError(f"eps must be in (0, 1] in pixel units (e.g. 0.3 or 8/255), got {value:g}")
+    if len(set(eps_values)) != len(eps_values):
+        raise RobauditError("eps values must be distinct")
+    if preset is None and attacks is None:
+        preset = "quick"
+    values = _preset(preset, eps_values[0], surrogate) if preset is not None else \
+        dict(attacks=(), steps=(20,))
+    if attacks is not None:
+        chosen = _as_tuple(attacks, str, "attacks")
+        unknown = [a for a in chosen if a not in ATTACKS]
+        if unknown:
+            raise RobauditError(f"unknown attack {unknown[0]!r}; choose from: {', '.join(ATTACKS)}")
+        if not chosen:
+            raise RobauditError("no attacks given")
+        values["attacks"] = tuple(dict.fromkeys(chosen))
+        if "pgd" not in chosen:
+            values.update(eps_curve=(), restarts=1, large_eps=())
+    if "transfer" in values["attacks"] and not surrogate:
+        raise RobauditError("the transfer attack needs a surrogate model (--surrogate CHECKPOINT)")
+    if steps is not None:
+        values["steps"] = tuple(sorted(set(_as_tuple(steps, int, "steps"))))
+        if not values["steps"]:
+            raise RobauditError("no step counts given")
+    if any(s < 1 for s in values["steps"]):
+        raise RobauditError("steps must be at least 1")
+    if max(values["steps"]) > STEPS_CURVE_GRID[-1]:
+        raise RobauditError(f"at most {STEPS_CURVE_GRID[-1]} steps are supported")
+    if isinstance(n_examples, bool) or int(n_examples) < 1:
+        raise RobauditError(f"n_examples must be a positive integer, got {n_examples!r}")
+    if alpha is not None and not 0.0 < alpha <= 1.0:
+        raise RobauditError(f"alpha must be in (0, 1], got {alpha:g}")
+    if restarts is not None:
+        if restarts < 1:
+            raise RobauditError("restarts must be at least 1")
+        values["restarts"] = restarts
+    if values.get("restarts", 1) > 1:
+        values["restart_steps"] = min(values.get("restart_steps", 20), max(values["steps"]))
+    if batch_size is not None and batch_size < 1:
+        raise RobauditError("batch size must be at least 1")
+    if autoattack_examples is not None:
+        if autoattack_examples < 0:
+            raise RobauditError("the number of AutoAttack examples must be positive (0 = all points)")
+        values["autoattack_examples"] = autoattack_examples or None
+    if noise_draws is not None and noise_draws < 1:
+        raise RobauditError("noise draws must be at least 1")
+    if isinstance(thresholds, dict):
+        thresholds = Thresholds.from_overrides(thresholds)
+    spec = EvalSpec(dataset=dataset, n_examples=int(n_examples), eps=eps_values, preset=preset, alpha=alpha,
+                    thresholds=thresholds or Thresholds(), **values)
+    overrides = {k: v for k, v in dict(batch_size=batch_size, seed=seed, noise_draws=noise_draws,
+                                       kappa=kappa).items() if v is not None}
+    return replace(spec, **overrides)
+
+
+__all__ = ["ATTACKS", "PRESETS", "EvalSpec", "build_spec", "DATASETS"]

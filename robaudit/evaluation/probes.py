@@ -1,0 +1,99 @@
+"""Cheap measurements of the model itself that the masking checks need (C10, C11, C12).
+
+* gradients at the clean point and at a random start, for cross-entropy and for the DLR margin
+  (AutoAttack checks the DLR gradient, which does not vanish when confident logits saturate CE);
+* the same batch forwarded several times (randomised defenses);
+* whether the outputs are probabilities, and whether ``forward`` itself computes gradients
+  (a test-time optimisation, "dynamic" defense).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from robaudit.attacks.common import eval_mode, uniform_in_ball
+from robaudit.attacks.losses import cross_entropy, dlr, margin
+
+
+def _point_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_name: str) -> torch.Tensor:
+    x = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x)
+        if loss_name == "ce":
+            loss = cross_entropy(logits, y)
+        elif logits.shape[1] >= 3:
+            loss = dlr(logits, y)
+        else:
+            loss = margin(logits, y, 0.0)
+    (grad,) = torch.autograd.grad(loss.sum(), x)
+    return grad.flatten(1)
+
+
+def gradient_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
+                   generator: torch.Generator | None) -> dict:
+    """Counts over the given points of all-zero and non-finite input gradients (AA, ART, Pintor)."""
+    stats = {"n": len(x)}
+    if len(x) == 0:
+        return {**stats, **{f"{w}_{l}_{k}": 0 for w in ("clean", "start") for l in ("ce", "dlr")
+                            for k in ("zero", "nonfinite")}}
+    start = uniform_in_ball(x, eps, generator)
+    with eval_mode(model):
+        for where, points in (("clean", x), ("start", start)):
+            for loss_name in ("ce", "dlr"):
+                grad = _point_gradients(model, points, y, loss_name)
+                finite = torch.isfinite(grad).all(1)
+                stats[f"{where}_{loss_name}_nonfinite"] = int((~finite).sum())
+                stats[f"{where}_{loss_name}_zero"] = int(((grad.abs().sum(1) == 0) & finite).sum())
+    return stats
+
+
+@torch.no_grad()
+def repeated_forward(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int = 5) -> dict:
+    """AutoAttack's randomness check: correct counts and L2-normalised logits over repeated forwards."""
+    with eval_mode(model):
+        outputs = [model(x) for _ in range(repeats)]
+    correct = [int((o.argmax(1) == y).sum()) for o in outputs]
+    normed = [o / (o.flatten(1).norm(dim=1, keepdim=True) + 1e-10) for o in outputs]
+    max_diff = max((float((normed[a] - normed[b]).flatten(1).norm(dim=1).max())
+                    for a in range(repeats) for b in range(a + 1, repeats)), default=0.0)
+    flips = int(sum((o.argmax(1) != outputs[0].argmax(1)).sum() for o in outputs[1:]))
+    return {"n": len(x), "repeats": repeats, "correct_counts": correct, "max_logit_difference": max_diff,
+            "prediction_changes": flips}
+
+
+@torch.no_grad()
+def output_range(model: nn.Module, x: torch.Tensor) -> dict:
+    """AutoAttack's softmax check: all outputs in [0, 1] and every row summing to 1."""
+    with eval_mode(model):
+        out = model(x)
+    return {"n": len(x), "min": float(out.min()), "max": float(out.max()),
+            "max_row_sum_error": float((out.sum(1) - 1).abs().max())}
+
+
+@contextmanager
+def _count_gradient_calls(counter: dict):
+    originals = (torch.autograd.grad, torch.autograd.backward, torch.Tensor.backward)
+
+    def counting(name, fn):
+        def wrapper(*args, **kwargs):
+            counter[name] = counter.get(name, 0) + 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    torch.autograd.grad = counting("torch.autograd.grad", originals[0])
+    torch.autograd.backward = counting("torch.autograd.backward", originals[1])
+    torch.Tensor.backward = counting("Tensor.backward", originals[2])
+    try:
+        yield counter
+    finally:
+        torch.autograd.grad, torch.autograd.backward, torch.Tensor.backward = originals
+
+
+def dynamic_forward(model: nn.Module, x: torch.Tensor) -> dict:
+    """Gradient computations made inside one plain forward pass (AutoAttack's check_dynamic)."""
+    counter: dict[str, int] = {}
+    with eval_mode(model), _count_gradient_calls(counter):
+        model(x)
+    return {"n": len(x), "gradient_calls": counter}
