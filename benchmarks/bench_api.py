@@ -159,7 +159,7 @@ def dispatch_latency(settings: Settings, base: str, data: Path, runs: int) -> di
                 samples.append(time.perf_counter() - t0)
                 while c.get(f"/jobs/{job['id']}").json()["status"] not in crud.FINISHED:
                     time.sleep(0.1)
-                time.sleep(1.0)   # let the replacement pool child (max_tasks_per_child=1) come up
+                time.sleep(3.0)   # idle worker: the replacement pool child (max_tasks_per_child=1) is up
     finally:
         worker.stop()
     ms = sorted(x * 1000 for x in samples)
@@ -209,7 +209,7 @@ def main() -> int:
     p.add_argument("--evaluations", type=int, default=1000)
     p.add_argument("--clients", type=int, default=50)
     p.add_argument("--requests", type=int, default=20, help="requests per client per endpoint")
-    p.add_argument("--dispatch-runs", type=int, default=5)
+    p.add_argument("--dispatch-runs", type=int, default=8)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     backends = ["embedded", "redis-postgres"] if args.backend == "both" else [args.backend]
