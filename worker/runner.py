@@ -97,6 +97,10 @@ def run_job(settings: Settings, job_id: int, task_id: str, worker_name: str | No
 
     from robaudit.errors import Cancelled
 
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     with JobContext(settings, job_id, task_id) as ctx:
         try:
             if kind == "training":

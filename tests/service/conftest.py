@@ -76,7 +76,9 @@ def make_settings(data_dir: Path, *, database_url: str | None = None, redis_url:
                   # A queue of our own, so parallel test runs never take each other's tasks.
                   queue=f"robaudit-test-{SESSION_TAG}-{uuid.uuid4().hex[:6]}",
                   heartbeat_interval_s=1.0, janitor_interval_s=1.0, stale_after_s=6.0,
-                  progress_interval_s=0.2, validate_timeout_s=60.0, device="cpu")
+                  progress_interval_s=0.2, validate_timeout_s=60.0, device="cpu",
+                  # One thread per job: on a shared 2-core machine two OpenMP threads oversubscribe.
+                  torch_threads=1)
     values.update(overrides)
     return Settings(**values)
 

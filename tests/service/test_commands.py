@@ -20,7 +20,7 @@ ROBAUDIT = [sys.executable, "-m", "robaudit.cli"]
 def _env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("REDIS_URL", "DATABASE_URL", "ROBAUDIT_API_TOKEN", "ROBAUDIT_DATA_DIR")}
-    return {**env, "ROBAUDIT_HEARTBEAT_INTERVAL": "1"}
+    return {**env, "ROBAUDIT_HEARTBEAT_INTERVAL": "1", "ROBAUDIT_TORCH_THREADS": "1"}
 
 
 def _descendants(pid: int) -> set[int]:

@@ -54,6 +54,7 @@ class Settings:
     progress_interval_s: float = 1.0
     api_url: str | None = None             # workers on other hosts fetch/upload checkpoints here
     device: str = "auto"                   # worker compute device: auto, cpu, cuda, cuda:1, ...
+    torch_threads: int | None = None       # worker CPU threads per job (None: torch's default)
     datasets_dir: Path | None = None       # torchvision datasets (mnist10k is bundled)
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
 
@@ -85,6 +86,7 @@ class Settings:
             progress_interval_s=_env_float("ROBAUDIT_PROGRESS_INTERVAL", 1.0),
             api_url=(os.environ.get("ROBAUDIT_API_URL") or "").rstrip("/") or None,
             device=os.environ.get("ROBAUDIT_DEVICE") or "auto",
+            torch_threads=int(os.environ["ROBAUDIT_TORCH_THREADS"]) if os.environ.get("ROBAUDIT_TORCH_THREADS") else None,
             datasets_dir=Path(os.environ["ROBAUDIT_DATASETS_DIR"]) if os.environ.get("ROBAUDIT_DATASETS_DIR") else None,
             cors_origins=tuple(o.strip() for o in os.environ.get("ROBAUDIT_CORS_ORIGINS", "").split(",") if o.strip()),
         )
@@ -120,6 +122,8 @@ class Settings:
             env["ROBAUDIT_API_URL"] = self.api_url
         if self.datasets_dir:
             env["ROBAUDIT_DATASETS_DIR"] = str(self.datasets_dir)
+        if self.torch_threads:
+            env["ROBAUDIT_TORCH_THREADS"] = str(self.torch_threads)
         return env
 
     # Derived values -----------------------------------------------------------------
