@@ -8,10 +8,11 @@ accuracy equals one call with all four attacks; running them separately is what 
 per-stage rows of the ladder.
 
 Resumability: each call gets a ``state_path`` (AutoAttack's EvaluationState, which records the
-robust flags after every batch). pyautoattack 0.2.0 cannot resume from an existing state file (its
-restore branch never defines ``y_adv`` and fails with UnboundLocalError as soon as a restored run
-fools a point), so an interrupted stage is resumed by reading that state and running a fresh call
-on the points it had not yet fooled, with a state file of its own.
+robust flags after every batch). pyautoattack 0.2.0 cannot resume from its own state file: it
+writes the attack set with ``str()``, so reading it back always fails the "different set of attacks"
+check (ValueError; reproduced), and its restore branch never defines ``y_adv`` (read in the code).
+So an interrupted stage is resumed by reading that state file ourselves and running a fresh call on
+the points it had not yet fooled, with a state file of its own.
 """
 from __future__ import annotations
 

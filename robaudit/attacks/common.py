@@ -32,9 +32,16 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def input_gradient(loss: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """d loss / d x for an ``x`` that requires grad; never accumulates into parameters."""
-    (grad,) = torch.autograd.grad(loss, x)
-    return grad
+    """d loss / d x for an ``x`` that requires grad; never accumulates into parameters.
+
+    A model whose output does not depend differentiably on its input (it detaches it, e.g. a
+    purification step) has a zero gradient, not an error: that is exactly what the masking checks
+    must be able to measure.
+    """
+    if not loss.requires_grad:
+        return torch.zeros_like(x)
+    (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
+    return torch.zeros_like(x) if grad is None else grad
 
 
 def ball_bounds(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,10 +29,11 @@ VERDICT_CLEAN = "no sign of gradient masking"
 class Thresholds:
     """Percentages are in percentage points (pp) of the evaluated points; rates are fractions."""
 
-    # C1: ours. Over the eps grid (0.25x..1.25x eps) a working attack must lower accuracy by more
-    # than this unless it already reached chance; per-sample: share of points fooled at a smaller eps
-    # that the independent run at the larger eps missed.
-    c1_min_curve_drop_pp: float = 1.0
+    # C1: ours. Going from 0.25x to 1.25x eps quintuples the budget; a working attack then lowers
+    # accuracy by far more than 10 pp unless it already reached chance (PGD-AT MNIST: 96 -> 26 %).
+    # Per sample: share of points fooled at a smaller eps that the independent run at the primary
+    # eps missed.
+    c1_min_curve_drop_pp: float = 10.0
     c1_max_violation_rate: float = 0.05
     # C2: ART SecurityCurve fails above chance (1/K) at eps = full range; Pintor: any point above 0.
     c2_max_unbounded_accuracy: float = 0.01

@@ -18,6 +18,7 @@ No point is attacked when its outcome is already known:
 from __future__ import annotations
 
 import hashlib
+import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -255,8 +256,9 @@ class Evaluation:
         per_eps += (max(spec.steps) + 1) * n * sum(a in spec.attacks for a in ("pgd", "cw"))
         per_eps += 0.4 * spec.noise_draws * n * 0.5 if "noise" in spec.attacks else 0.0
         per_eps += (spec.transfer_steps + 1) * n if "transfer" in spec.attacks else 0.0
-        per_eps += AA_COST_PER_POINT * 0.5 * n * ("autoattack" in spec.attacks)
-        per_eps += AA_COST_PER_POINT / 4 * 0.5 * n * sum(a in spec.attacks for a in AUTOATTACK_SINGLE)
+        m = n if spec.autoattack_examples is None else min(n, spec.autoattack_examples)
+        per_eps += AA_COST_PER_POINT * 0.5 * m * ("autoattack" in spec.attacks)
+        per_eps += AA_COST_PER_POINT / 4 * 0.5 * m * sum(a in spec.attacks for a in AUTOATTACK_SINGLE)
         units += per_eps * len(spec.eps)
         units += (spec.restarts - 1) * (spec.restart_steps + 1) * n * 0.5
         units += len(spec.eps_curve) * (spec.eps_curve_steps + 1) * n * 0.5
@@ -266,11 +268,14 @@ class Evaluation:
     # ------------------------------------------------------------------ jobs
     def _clean(self) -> None:
         def compute(start, end):
-            correct = (predict(self.model, self.x[start:end]) == self.y[start:end]).cpu().numpy()
-            return {"correct": encode_bits(correct)}
+            with torch.no_grad():
+                logits = self.model(self.x[start:end])
+            correct = (logits.argmax(1) == self.y[start:end]).cpu().numpy()
+            return {"correct": encode_bits(correct), "num_classes": int(logits.shape[1])}
 
         records = self._batched("clean", compute, 0.3)
         self.clean = np.concatenate([decode_bits(r["correct"], e - s) for s, e, r in records])
+        self.num_classes = records[0][2]["num_classes"]
 
     def _attack_points(self, start: int, end: int, mask: np.ndarray | None = None) -> np.ndarray:
         """Indices (absolute) in [start, end) that are clean-correct and, if given, in ``mask``."""
@@ -386,7 +391,8 @@ class Evaluation:
             self.bits[key] = (eps, robust)
             points.append({"steps": k, "robust_accuracy": accuracy(robust), "key": key})
         self.curves["steps"].append({"attack": attack, "loss": loss, "eps": eps, "alpha": alpha,
-                                     "max_steps": steps, "points": points})
+                                     "max_steps": steps, "steps_to_cross_ball": math.ceil(eps / alpha - 1e-9),
+                                     "points": points})
         if steps >= 20 and 20 * alpha < eps:
             self.notes.append(f"{attack} at eps={eps:g}: alpha={alpha:g} cannot cross the eps-ball within 20 "
                               "steps (20*alpha < eps); its steps curve measures the step size, not the defense")
@@ -656,12 +662,11 @@ class Evaluation:
                       "bits": {k: encode_bits(b) for k, (_, b) in self.bits.items()},
                       "subset_bits": {k: {"n": int(len(b)), "bits": encode_bits(b)}
                                       for k, b in self.subset_bits.items()}}
-        num_classes = self._num_classes()
         results = {
             "schema_version": RESULTS_SCHEMA_VERSION,
             "dataset": spec.dataset,
             "n": self.n,
-            "num_classes": num_classes,
+            "num_classes": self.num_classes,
             "test_points": f"the first {self.n} points of the {spec.dataset} test split",
             "clean_accuracy": accuracy(self.clean),
             "summary": self.rows,
@@ -677,10 +682,6 @@ class Evaluation:
         }
         results["diagnostics"] = run_diagnostics(results, spec.thresholds)
         return results
-
-    def _num_classes(self) -> int:
-        with torch.no_grad():
-            return int(self.model(self.x[:1]).shape[1])
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec, *, surrogate: nn.Module | None = None,

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from robaudit.attacks.common import eval_mode, uniform_in_ball
+from robaudit.attacks.common import eval_mode, input_gradient, uniform_in_ball
 from robaudit.attacks.losses import cross_entropy, dlr, margin
 
 
@@ -27,8 +27,7 @@ def _point_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_na
             loss = dlr(logits, y)
         else:
             loss = margin(logits, y, 0.0)
-    (grad,) = torch.autograd.grad(loss.sum(), x)
-    return grad.flatten(1)
+    return input_gradient(loss.sum(), x).flatten(1)
 
 
 def gradient_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
