@@ -376,9 +376,9 @@ def batch_put(*, session: Session, job_id: int, key: str, value: dict[str, Any])
 
 
 # Reports ------------------------------------------------------------------------------
-def create_report(*, session: Session, title: str, evaluation_ids: list[int]) -> Report:
+def create_report(*, session: Session, title: str, evaluation_ids: list[int], kind: str = "comparison") -> Report:
     for _ in range(5):  # a short random id; retry on the (unlikely) collision
-        report = Report(id=short_id(), title=title, share_token=share_token())
+        report = Report(id=short_id(), title=title, share_token=share_token(), kind=kind)
         report.items = [ReportEvaluation(job_id=jid, position=i) for i, jid in enumerate(evaluation_ids)]
         session.add(report)
         try:
@@ -402,7 +402,7 @@ def list_reports(*, session: Session, skip: int = 0, limit: int = 100) -> tuple[
 def report_public(report: Report) -> dict[str, Any]:
     return {"id": report.id, "title": report.title, "url": f"/reports/{report.id}",
             "share_url": f"/share/{report.share_token}", "evaluation_ids": [i.job_id for i in report.items],
-            "created_at": report.created_at}
+            "created_at": report.created_at, "kind": report.kind}
 
 
 def checkpoint_summary(*, session: Session, checkpoint: Checkpoint | None) -> dict[str, Any] | None:
@@ -439,9 +439,41 @@ def get_report_payload(*, session: Session, report: Report) -> dict[str, Any]:
             "checkpoint": checkpoint_summary(session=session, checkpoint=job.checkpoint),
             "results": get_results(session=session, job_id=job.id) if job.status == "succeeded" else None,
         })
-    return {"report": {"id": report.id, "title": report.title, "created_at": report.created_at.isoformat(),
-                       "url": f"/reports/{report.id}"},
-            "evaluations": evaluations}
+    payload = {"report": {"id": report.id, "title": report.title, "created_at": report.created_at.isoformat(),
+                          "url": f"/reports/{report.id}", "kind": report.kind},
+               "evaluations": evaluations}
+    if report.kind == "label-smoothing-study":
+        payload["study"] = study_analysis(evaluations)
+    return payload
+
+
+def study_analysis(evaluations: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """robaudit.study.analyze over a study report's models: one entry per checkpoint, all its results.
+
+    Computed from the stored numbers every time the report is read, so the conclusion can never
+    disagree with the tables next to it.
+    """
+    from robaudit.study import StudyModel, analyze
+
+    models: dict[int, StudyModel] = {}
+    eps = None
+    for ev in evaluations:
+        ckpt, results = ev.get("checkpoint"), ev.get("results")
+        if ckpt is None or results is None:
+            continue
+        eps = eps if eps is not None else (results.get("config", {}).get("eps") or [None])[0]
+        model = models.get(ckpt["id"])
+        if model is None:
+            method = ckpt.get("method") or "unknown"
+            hp = ckpt.get("hyperparameters") or {}
+            delta = ckpt.get("label_smoothing") if method == "feature-scatter" else None
+            model = models[ckpt["id"]] = StudyModel(
+                name=ckpt.get("name") or f"checkpoint {ckpt['id']}", method=method, delta=delta,
+                history=list(ckpt.get("history") or []), lr_milestones=list(hp.get("lr_milestones") or []))
+        model.results.append(results)
+    if not models or eps is None:
+        return None
+    return analyze(list(models.values()), float(eps))
 
 
 def get_report_payload_by_token(session: Session, token: str) -> dict[str, Any] | None:

@@ -144,6 +144,8 @@ class Report(Base):
     title: Mapped[str] = mapped_column(String(200))
     share_token: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # "comparison", or "label-smoothing-study" (the payload then carries robaudit.study's analysis).
+    kind: Mapped[str] = mapped_column(String(32), default="comparison", server_default="comparison")
 
     items: Mapped[list["ReportEvaluation"]] = relationship(order_by="ReportEvaluation.position",
                                                            cascade="all, delete-orphan", lazy="selectin")

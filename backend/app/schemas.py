@@ -134,6 +134,8 @@ class ReportCreate(BaseModel):
 
     title: str = Field(min_length=1, max_length=200)
     evaluation_ids: list[DbId] = Field(min_length=1, max_length=50)
+    kind: Literal["comparison", "label-smoothing-study"] = Field(
+        default="comparison", description="label-smoothing-study adds the study's tables and conclusions.")
 
 
 class ReportPublic(BaseModel):
@@ -142,6 +144,7 @@ class ReportPublic(BaseModel):
     url: str
     share_url: str
     evaluation_ids: list[int]
+    kind: str = "comparison"
     created_at: datetime
 
 

@@ -166,9 +166,16 @@ def test_reports_round_trip(client, settings, checkpoint_id):
     assert payload["evaluations"][0]["status"] == "queued" and payload["evaluations"][0]["results"] is None
     assert payload["evaluations"][0]["checkpoint"]["method"] == "standard"
     exported = client.get(f"/api/v1/reports/{report['id']}/export", params={"format": "json"})
-    assert exported.json() == payload
+    assert exported.json()["report"] == payload["report"]
+    assert client.post("/api/v1/reports", json={"title": "x", "evaluation_ids": [ev["id"]],
+                                                "kind": "nonsense"}).status_code == 422
+    study = client.post("/api/v1/reports", json={"title": "s", "evaluation_ids": [ev["id"]],
+                                                 "kind": "label-smoothing-study"}).json()
+    assert study["kind"] == "label-smoothing-study"
+    # No finished results yet: the study section is present but has nothing to analyse.
+    assert client.get(f"/api/v1/reports/{study['id']}").json()["study"] is None
     assert client.get("/api/v1/reports/nope0000").status_code == 404
-    assert client.get("/api/v1/reports").json()["count"] == 1
+    assert client.get("/api/v1/reports").json()["count"] == 2
     with session_factory(settings)() as s:
         assert crud.get_report_payload_by_token(s, token) == payload
 

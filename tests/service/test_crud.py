@@ -181,3 +181,36 @@ def test_report_payload_and_share_token_lookup(any_db_settings):
         assert crud.get_report_payload_by_token(s, other.share_token)["report"]["id"] == other.id
         assert crud.get_report_payload_by_token(s, "nope") is None
         assert crud.get_report_payload_by_token(s, "") is None
+
+
+def _finished_eval(s, ckpt_id: int, pgd20: float, aa: float) -> int:
+    rows = [{"attack": "pgd", "eps": 0.3, "steps": 20, "restarts": 1, "robust_accuracy": pgd20, "n": 400},
+            {"attack": "autoattack", "eps": 0.3, "steps": None, "restarts": 1, "robust_accuracy": aa, "n": 400}]
+    results = {"clean_accuracy": 0.97, "n": 400, "config": {"eps": [0.3]}, "summary": rows,
+               "worst_case": [{"eps": 0.3, "robust_accuracy": min(pgd20, aa), "n": 400}]}
+    job = crud.create_job(session=s, kind="evaluation", config={}, checkpoint_id=ckpt_id)
+    crud.claim_job(session=s, job_id=job.id, task_id=job.task_id, hostname="h", pid=1, stale_after_s=60)
+    crud.store_results(session=s, job_id=job.id, results=results)
+    crud.finish_job(session=s, job_id=job.id, task_id=job.task_id, status="succeeded")
+    return job.id
+
+
+def test_study_report_payload_carries_analysis_computed_from_stored_results(any_db_settings):
+    with _session(any_db_settings) as s:
+        ids = []
+        for i, (delta, pgd20, aa) in enumerate([(0.0, 0.30, 0.28), (0.5, 0.70, 0.29)]):
+            ckpt, _ = crud.create_checkpoint(
+                session=s, sha256=str(i) * 64, name=f"fs {delta}", filename="m.safetensors", ext="safetensors",
+                size_bytes=10, embedded_metadata=True,
+                meta={"arch": "smallcnn", "dataset": "mnist10k", "num_classes": 10, "in_channels": 1,
+                      "method": "feature-scatter", "hyperparameters": {"label_smoothing": delta}})
+            ids.append(_finished_eval(s, ckpt.id, pgd20, aa))
+        study = crud.create_report(session=s, title="study", evaluation_ids=ids, kind="label-smoothing-study")
+        plain = crud.create_report(session=s, title="plain", evaluation_ids=ids)
+        payload = crud.get_report_payload(session=s, report=study)
+        assert payload["report"]["kind"] == "label-smoothing-study"
+        answers = {c["question"]: c["answer"] for c in payload["study"]["conclusions"]}
+        assert answers["Does PGD robustness rise with label smoothing?"] == "Yes"
+        assert answers["Does the worst-case robustness (AutoAttack) rise with it too?"] == "No"
+        assert [r["delta"] for r in payload["study"]["ours"]] == [0.0, 0.5]
+        assert "study" not in crud.get_report_payload(session=s, report=plain)

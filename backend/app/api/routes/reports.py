@@ -23,7 +23,7 @@ def create_report(body: ReportCreate, session: SessionDep) -> Any:
     missing = [i for i in ids if crud.get_job(session=session, job_id=i, kind="evaluation") is None]
     if missing:
         raise HTTPException(422, detail=f"no evaluation(s) {', '.join(map(str, missing))}")
-    report = crud.create_report(session=session, title=body.title, evaluation_ids=ids)
+    report = crud.create_report(session=session, title=body.title, evaluation_ids=ids, kind=body.kind)
     return crud.report_public(report)
 
 
@@ -56,12 +56,16 @@ def export_report(session: SessionDep, report_id: str = ReportId,
     """Download a report as self-contained HTML, CSV or JSON."""
     payload = jsonable_encoder(_payload(session, report_id))
     disposition = {"Content-Disposition": f'attachment; filename="report-{report_id}.{format}"'}
-    if format == "json":
-        return JSONResponse(payload, headers=disposition)
     try:
         from frontend import report as rendering   # the frontend package renders; imported only when asked
     except ImportError as exc:
-        raise HTTPException(501, detail=f"report rendering is not available ({exc}); use format=json") from None
+        if format != "json":
+            raise HTTPException(501, detail=f"report rendering is not available ({exc}); use format=json") from None
+        rendering = None
+    if format == "json":
+        # Exports carry aggregated numbers only: the per-sample bitsets stay on the server.
+        body = rendering.export_payload(payload) if rendering is not None else payload
+        return JSONResponse(jsonable_encoder(body), headers=disposition)
     if format == "csv":
         return PlainTextResponse(rendering.report_csv(payload), media_type="text/csv", headers=disposition)
     return HTMLResponse(rendering.render_report_html(payload), headers=disposition)
