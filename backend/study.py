@@ -106,6 +106,10 @@ def run_study(args: argparse.Namespace) -> int:
     from backend.service import EmbeddedService
 
     arms, shared = build_arms(args)
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    unknown = [p for p in presets if p not in ("quick", "paper", "audit")]
+    if not presets or unknown:
+        raise SystemExit(f"robaudit: error: --presets takes quick, paper and/or audit, got {args.presets!r}")
     started = time.time()
     out = Display()
     service = None
@@ -129,7 +133,7 @@ def run_study(args: argparse.Namespace) -> int:
     try:
         ev = shared["evaluate"]
         out.say(f"robaudit study: {len(arms)} models on {shared['train']['dataset']} ({shared['train']['arch']}), "
-                f"each evaluated with the paper and audit presets on {ev['n_examples']} test images; "
+                f"each evaluated with the {' and '.join(presets)} preset(s) on {ev['n_examples']} test images; "
                 f"service {base_url}")
         for arm in arms:
             resp = client.post("/trainings", json={"method": arm.method, **shared["train"],
@@ -137,7 +141,7 @@ def run_study(args: argparse.Namespace) -> int:
                                                    "name": f"study {arm.label}"})
             _check(resp, f"queueing the training of {arm.label}")
             arm.training_id = resp.json()["id"]
-        _drive(client, arms, ev, out)
+        _drive(client, arms, ev, presets, out)
         evaluation_ids = [i for arm in arms for i in arm.evaluation_ids.values()]
         title = args.title or (f"Label-smoothing study: Feature Scattering δ ∈ {{{args.deltas}}} vs PGD-AT vs "
                                f"standard ({shared['train']['dataset']})")
@@ -176,9 +180,8 @@ def _check(resp: httpx.Response, doing: str) -> None:
         raise SystemExit(f"robaudit: error: {doing} failed ({resp.status_code}): {detail}")
 
 
-def _drive(client: httpx.Client, arms: list[Arm], evaluation: dict, out: Display) -> None:
+def _drive(client: httpx.Client, arms: list[Arm], evaluation: dict, presets: list[str], out: Display) -> None:
     """Poll the jobs; queue each model's evaluations as soon as its training succeeds."""
-    presets = ("paper", "audit")
     while True:
         jobs = {j["id"]: j for j in client.get("/jobs", params={"limit": 1000}).json()["data"]}
         status = []
@@ -192,7 +195,7 @@ def _drive(client: httpx.Client, arms: list[Arm], evaluation: dict, out: Display
                 arm.checkpoint_id = training["output_checkpoint_id"]
                 final = training["summary"].get("final", {})
                 out.say(f"{arm.label}: trained (clean {_pct(final.get('clean_acc'))}, PGD-20 "
-                        f"{_pct(final.get('pgd20_acc'))} on the monitor subset); queued paper + audit")
+                        f"{_pct(final.get('pgd20_acc'))} on the monitor subset); queued {' + '.join(presets)}")
                 for preset in presets:
                     body = {"checkpoint_id": arm.checkpoint_id, "preset": preset,
                             **{k: v for k, v in evaluation.items() if k not in ("preset",)},
@@ -275,6 +278,8 @@ def register_study(subparsers) -> None:
     p.add_argument("--pgd-steps", type=int, default=None, help="PGD-AT attack steps (default: the method's)")
     p.add_argument("--eval-examples", type=int, default=500, help="test points for the per-epoch PGD-20 monitor")
     p.add_argument("--n-examples", type=int, default=None, help="test points per evaluation (default 500)")
+    p.add_argument("--presets", default="paper,audit",
+                   help="evaluation presets run on every model (default paper,audit; quick for a smoke run)")
     p.add_argument("--data-dir", default=None, help="torchvision datasets folder (CIFAR etc.)")
     p.add_argument("--service-dir", dest="data_dir_service", default=None,
                    help="where the embedded service keeps its data (default ./var)")
