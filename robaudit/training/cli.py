@@ -5,7 +5,10 @@ import argparse
 import json
 import sys
 
+from dataclasses import fields
+
 from robaudit.data import DATASETS
+from robaudit.recipes import RECIPES, get_recipe
 from robaudit.sinkhorn import SINKHORN_MODES
 from robaudit.training.config import TrainConfig
 from robaudit.training.methods import METHODS
@@ -37,17 +40,21 @@ def register(subparsers) -> argparse.ArgumentParser:
         description="Train a model. Unset options take per-dataset / per-method defaults "
                     "(see robaudit/training/config.py); all eps/alpha are in [0, 1] pixel units. "
                     "If --out already holds a run, training resumes after its last finished epoch.")
-    p.add_argument("--method", default="feature-scatter", help=f"one of: {', '.join(METHODS)}")
-    p.add_argument("--dataset", default="mnist10k", help=f"one of: {', '.join(DATASETS)}")
-    p.add_argument("--arch", default="smallcnn", help="smallcnn, preactresnet18, wideresnet, wrn-28-10, ...")
-    p.add_argument("--arch-kwargs", type=_json_object, default={}, metavar="JSON",
+    # Options left unset stay None here, so a --recipe can fill them and an explicit option wins.
+    p.add_argument("--recipe", choices=list(RECIPES),
+                   help="a named full recipe (cifar10-paper: the paper's WRN-28-10 CIFAR-10 run); "
+                        "options given explicitly override it")
+    p.add_argument("--method", help=f"one of: {', '.join(METHODS)} (default feature-scatter)")
+    p.add_argument("--dataset", help=f"one of: {', '.join(DATASETS)} (default mnist10k)")
+    p.add_argument("--arch", help="smallcnn (default), preactresnet18, wideresnet, wrn-28-10, ...")
+    p.add_argument("--arch-kwargs", type=_json_object, metavar="JSON",
                    help="architecture options, e.g. '{\"depth\": 16, \"widen_factor\": 1}'")
     p.add_argument("--out", required=True, metavar="DIR", help="run folder (model.safetensors, state.pt, history.json)")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--epochs", type=int, help="default 5")
+    p.add_argument("--batch-size", type=int, help="default 128")
     p.add_argument("--lr", type=float, help="initial learning rate (default 0.1)")
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=2e-4)
+    p.add_argument("--momentum", type=float, help="default 0.9")
+    p.add_argument("--weight-decay", type=float, help="default 2e-4")
     p.add_argument("--lr-milestones", type=_milestones, metavar="E1,E2",
                    help="epochs (0-based) where lr is multiplied by 0.1; default: the paper's 60,90 of 200 "
                         "scaled to --epochs; 'none' for a constant lr")
@@ -59,26 +66,26 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--trades-beta", type=float, help="TRADES robustness weight (default 6; 1 on MNIST)")
     p.add_argument("--sinkhorn", choices=list(SINKHORN_MODES),
                    help="Feature Scattering OT solver: official early stop (default) or run to convergence")
-    p.add_argument("--seed", type=int, default=0, help="seeds torch, numpy and python's random")
+    p.add_argument("--seed", type=int, help="seeds torch, numpy and python's random (default 0)")
     p.add_argument("--device", help="default: cuda when available, else cpu")
     p.add_argument("--data-dir", help="where torchvision datasets live (default ./data)")
     p.add_argument("--download", action="store_true", help="download the dataset if it is missing")
     p.add_argument("--n-train", type=int, help="train on the first N training examples only")
-    p.add_argument("--eval-examples", type=int, default=500,
-                   help="PGD-20 is measured each epoch on this many first test points")
+    p.add_argument("--eval-examples", type=int,
+                   help="PGD-20 is measured each epoch on this many first test points (default 500)")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout at the end")
     p.set_defaults(func=run)
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(
-        method=args.method, dataset=args.dataset, arch=args.arch, arch_kwargs=args.arch_kwargs,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-        weight_decay=args.weight_decay, lr_milestones=args.lr_milestones, eps=args.eps, alpha=args.alpha,
-        steps=args.steps, label_smoothing=args.label_smoothing, trades_beta=args.trades_beta,
-        sinkhorn=args.sinkhorn, seed=args.seed, device=args.device, data_dir=args.data_dir,
-        download=args.download, n_train=args.n_train, eval_examples=args.eval_examples)
+    """The recipe's settings (if any), overridden by every option given on the command line."""
+    base = dict(get_recipe(args.recipe).train) if getattr(args, "recipe", None) else {}
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+             if getattr(args, f.name, None) is not None}
+    if not args.download:
+        given.pop("download", None)
+    return TrainConfig.from_dict({**base, **given})
 
 
 def _fmt(value) -> str:
