@@ -11,8 +11,8 @@ import torch
 import models
 from helpers_eval import CountingModel, first_test_points, standard_model
 from robaudit.errors import Cancelled, RobauditError
-from robaudit.evaluation import (ATTACKS, PRESETS, RESULTS_SCHEMA_VERSION, DirectoryStore, build_spec, evaluate,
-                                 results_to_csv)
+from robaudit.evaluation import (ATTACKS, PRESETS, RESULTS_SCHEMA_VERSION, DirectoryStore, MemoryStore, build_spec,
+                                 evaluate, results_to_csv)
 from robaudit.evaluation.results import decode_bits, encode_bits, worst_case
 
 
@@ -191,20 +191,42 @@ def test_resume_after_cancel_recomputes_nothing(tmp_path):
     assert model.images == before and _strip(again) == _strip(reference)
 
 
-def test_autoattack_stage_resume(tmp_path):
+@pytest.fixture
+def poll_every_forward(monkeypatch):
+    import robaudit.evaluation.engine as engine
+    monkeypatch.setattr(engine, "AA_POLL_SECONDS", 0.0)
+
+
+def test_autoattack_stage_resume(tmp_path, poll_every_forward):
     model = CountingModel(standard_model())
-    x, y = first_test_points(10)
-    spec = build_spec(attacks="apgd-ce,apgd-t", eps="0.08", n_examples=10, batch_size=64)
+    x, y = first_test_points(8)
+    spec = build_spec(attacks="apgd-ce,apgd-t", eps="0.08", n_examples=8, batch_size=64)
     reference = evaluate(model, x, y, spec)
     store = DirectoryStore(tmp_path)
-    evaluate(model, x, y, build_spec(attacks="apgd-ce", eps="0.08", n_examples=10, batch_size=64), store=store)
+    evaluate(model, x, y, build_spec(attacks="apgd-ce", eps="0.08", n_examples=8, batch_size=64), store=store)
     model.images = 0
-    with pytest.raises(Cancelled):  # polled from inside AutoAttack, about once a second
-        evaluate(model, x, y, spec, store=store, should_stop=lambda: model.images > 20)
+    with pytest.raises(Cancelled):  # polled from inside AutoAttack
+        evaluate(model, x, y, spec, store=store, should_stop=lambda: model.images > 100)
     assert list((tmp_path / "autoattack").glob("*-apgd-t-*.json"))  # AutoAttack's own state file
     model.images = 0
     resumed = evaluate(model, x, y, spec, store=store)
-    assert resumed["timing"]["reused_batches"] == 2  # the clean batch and the stored APGD-CE stage
+    assert resumed["timing"]["reused_batches"] == 3  # clean batch, gradient probe, stored APGD-CE stage
+    assert [r["robust_accuracy"] for r in resumed["summary"]] == [r["robust_accuracy"] for r in reference["summary"]]
+
+
+def test_autoattack_state_is_mirrored_into_a_non_directory_store(poll_every_forward):
+    # The service's store is SQL, not a folder: AutoAttack's state file must travel through get/put.
+    model = CountingModel(standard_model())
+    x, y = first_test_points(8)
+    spec = build_spec(attacks="apgd-ce", eps="0.08", n_examples=8, batch_size=64)
+    reference = evaluate(model, x, y, spec)
+    store = MemoryStore()
+    evaluate(model, x, y, build_spec(attacks="fgsm", eps="0.08", n_examples=8), store=store)  # clean + probes
+    model.images = 0
+    with pytest.raises(Cancelled):
+        evaluate(model, x, y, spec, store=store, should_stop=lambda: model.images > 100)
+    assert any("/aa-state/" in key for key in store.data)
+    resumed = evaluate(model, x, y, spec, store=store)
     assert [r["robust_accuracy"] for r in resumed["summary"]] == [r["robust_accuracy"] for r in reference["summary"]]
 
 

@@ -38,19 +38,22 @@ class InputGradientOnly(nn.Module):
 
     FAB calls ``.backward()``; with detached parameters that fills only the input's gradient, so
     no ``.grad`` appears on the audited model and no weight-gradient work is done. The forward
-    values are bit-identical to the model's. ``on_forward(batch_size)`` lets the caller count work
-    and poll for cancellation.
+    values are bit-identical to the model's. ``on_forward(stage, batch_size)`` lets the caller count
+    work and poll for cancellation.
     """
 
-    def __init__(self, model: nn.Module, on_forward: Callable[[int], None] | None = None):
+    def __init__(self, model: nn.Module, on_forward: Callable[[str, int], None] | None = None):
         super().__init__()
         self.wrapped = model
+        self.stage = ""
         self._params = {name: p.detach() for name, p in model.named_parameters()}
         self._on_forward = on_forward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._on_forward is not None:
-            self._on_forward(len(x))
+            self._on_forward(self.stage, len(x))
+        if not torch.is_grad_enabled():  # Square's thousands of small queries: skip the parameter swap
+            return self.wrapped(x)
         return functional_call(self.wrapped, self._params, (x,))
 
 
@@ -120,7 +123,7 @@ def resumable_stage(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: s
 def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                stages: tuple[str, ...] = STANDARD, seed: int = 0, batch_size: int = 250,
                state_dir: str | Path | None = None, tag: str = "aa",
-               on_forward: Callable[[int], None] | None = None,
+               on_forward: Callable[[str, int], None] | None = None,
                on_stage: Callable[[str, torch.Tensor, list[str]], None] | None = None,
                done: dict[str, torch.Tensor] | None = None) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Run ``stages`` in order on (x, y); returns ({stage: (n,) bool robust after it}, AutoAttack's warnings).
@@ -146,6 +149,7 @@ def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
                     robust = done[stage].to(y.device) & robust
                 else:
                     todo = robust.nonzero().squeeze(1)
+                    wrapped.stage = stage
                     still = resumable_stage(wrapped, x[todo], y[todo], stage, eps=eps, seed=seed,
                                             batch_size=batch_size, state_dir=state_dir, tag=tag)
                     robust = robust.clone()

@@ -43,7 +43,12 @@ from robaudit.evaluation.results import (RESULTS_SCHEMA_VERSION, accuracy, bit_k
 from robaudit.evaluation.store import MemoryStore
 
 RECORD_VERSION = 1           # bump when a stored batch record changes meaning
-AA_COST_PER_POINT = 7000.0   # rough forward-equivalents per AutoAttack point, for the ETA only
+# For the progress bar and ETA only: work units (~ one forward+backward of one image) per point
+# entering each AutoAttack stage, and per image in one forward call during that stage.
+AA_STAGE_UNITS = {"apgd-ce": 100.0, "apgd-t": 900.0, "fab-t": 1350.0, "square": 2000.0}
+AA_FORWARD_UNITS = {"apgd-ce": 1.0, "apgd-t": 1.0, "fab-t": 0.7, "square": 0.4}
+ROBUST_GUESS = 0.5           # share of points expected to reach each AutoAttack stage, before we know
+AA_POLL_SECONDS = 1.0        # should_stop is polled this often from inside AutoAttack (it may query a database)
 
 
 @dataclass
@@ -257,8 +262,8 @@ class Evaluation:
         per_eps += 0.4 * spec.noise_draws * n * 0.5 if "noise" in spec.attacks else 0.0
         per_eps += (spec.transfer_steps + 1) * n if "transfer" in spec.attacks else 0.0
         m = n if spec.autoattack_examples is None else min(n, spec.autoattack_examples)
-        per_eps += AA_COST_PER_POINT * 0.5 * m * ("autoattack" in spec.attacks)
-        per_eps += AA_COST_PER_POINT / 4 * 0.5 * m * sum(a in spec.attacks for a in AUTOATTACK_SINGLE)
+        per_eps += ROBUST_GUESS * m * sum(AA_STAGE_UNITS.values()) * ("autoattack" in spec.attacks)
+        per_eps += ROBUST_GUESS * m * sum(AA_STAGE_UNITS[a] for a in AUTOATTACK_SINGLE if a in spec.attacks)
         units += per_eps * len(spec.eps)
         units += (spec.restarts - 1) * (spec.restart_steps + 1) * n * 0.5
         units += len(spec.eps_curve) * (spec.eps_curve_steps + 1) * n * 0.5
@@ -574,18 +579,29 @@ class Evaluation:
             self._warn(record.get("warnings", []))
         tag = _sha(f"{self.fingerprint}/{base}/{'+'.join(stages)}".encode())[:16]
         state_dir, mirror = self._aa_state_dir(tag)
-        poll = aa.Throttle(lambda: self._aa_poll(mirror, tag), 1.0)
-        planned = AA_COST_PER_POINT * 0.5 * len(index) * (len(stages) / len(aa.STANDARD))
-        start_units = self.done_units
+        poll = aa.Throttle(lambda: self._aa_poll(mirror, tag), AA_POLL_SECONDS)
+        # Re-plan the progress total as stages finish: each stage only sees the points still robust.
+        plan = {"units": ROBUST_GUESS * len(index) * sum(AA_STAGE_UNITS[s] for s in stages), "used": 0.0}
 
-        def on_forward(batch: int) -> None:
-            # One forward of one image ~ half a unit (APGD and FAB add a backward, Square does not).
-            self.done_units = min(self.done_units + 0.5 * batch, start_units + planned)
+        def replan(robust_count: int, next_stage: int) -> None:
+            remaining = robust_count * sum(AA_STAGE_UNITS[s] for s in stages[next_stage:])
+            new_units = plan["used"] + remaining
+            self.total_units += new_units - plan["units"]
+            plan["units"] = new_units
+
+        replan(len(index) if not done else int(list(done.values())[-1].sum()), len(done))
+
+        def on_forward(stage: str, batch: int) -> None:
+            step = min(AA_FORWARD_UNITS.get(stage, 1.0) * batch, max(plan["units"] - plan["used"], 0.0))
+            plan["used"] += step
+            self.done_units += step
             poll()
 
         def on_stage(stage: str, flags: torch.Tensor, warnings: list[str]) -> None:
             self.store.put(chain_keys[stage], {"robust": encode_bits(flags.cpu().numpy()), "warnings": warnings})
             self.computed += 1
+            replan(int(flags.sum()), stages.index(stage) + 1)
+            self._report()
 
         if len(done) < len(stages):
             self._poll()
@@ -600,7 +616,7 @@ class Evaluation:
             raise
         self._warn(messages)
         self.reused += len(done)
-        self.done_units = start_units + planned
+        self.done_units += plan["units"] - plan["used"]
         subset = m if m < self.n else None
         for stage in stages:
             robust = np.zeros(m, dtype=bool)
