@@ -6,9 +6,10 @@ Feature Scattering with label smoothing 0.5 at eps = 0.3), audits each one, save
 comparison report, prints clean and PGD-20 accuracy and the report's URL, and keeps
 serving until Ctrl-C. Everything goes through the HTTP API, as a user's script would.
 
-Budget: training is sized for about 10 minutes on 2 idle CPU cores; the audit preset (AutoAttack,
-PGD/CW-100, restarts, curves, noise) is the expensive part, so each model is audited on
---n-examples test digits (default 100). --quick is a tiny run for the tests.
+Budget: training is sized for about 10 minutes on 2 idle CPU cores. Each trained model is then
+checked with PGD-20 on all 2,000 test digits (cheap), and audited with the audit preset (AutoAttack,
+PGD/CW-100, restarts, curves, noise), the expensive part, on --n-examples test digits.
+--quick is a tiny run for the tests.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ import httpx
 from backend.app.core.config import Settings
 
 FINISHED = ("succeeded", "failed", "cancelled")
+MNIST10K_TEST_DIGITS = 2000
+DEFAULT_AUDIT_EXAMPLES = 100
 
 
 @dataclass
@@ -33,8 +36,10 @@ class Plan:
     method: str
     hyperparameters: dict
     training_id: int | None = None
-    evaluation_id: int | None = None
+    check_id: int | None = None          # PGD-20 on the whole test split
+    evaluation_id: int | None = None     # the audit
     checkpoint_id: int | None = None
+    check: dict = field(default_factory=dict)
     result: dict = field(default_factory=dict)
 
 
@@ -111,7 +116,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
     data_dir = Path(args.data_dir or os.environ.get("ROBAUDIT_DATA_DIR") or "./var")
     settings = Settings.from_env(data_dir=data_dir)
-    n_examples = args.n_examples or (16 if args.quick else 100)
+    n_examples = args.n_examples or (16 if args.quick else DEFAULT_AUDIT_EXAMPLES)
+    check_examples = 64 if args.quick else MNIST10K_TEST_DIGITS
     preset = "quick" if args.quick else "audit"
     service = EmbeddedService(settings, host="127.0.0.1", port=args.port, worker_name="demo@localhost",
                               log_level="warning")
@@ -133,19 +139,23 @@ def run_demo(args: argparse.Namespace) -> int:
             resp.raise_for_status()
             plan.training_id = resp.json()["id"]
         out.say(f"queued 3 trainings on mnist10k (jobs {', '.join(str(p.training_id) for p in todo)}); "
-                f"each model is then audited with the '{preset}' preset on {n_examples} test digits")
-        failed = _drive(client, todo, preset, n_examples, out)
+                f"each model is then checked with PGD-20 on {check_examples} test digits and audited with "
+                f"the '{preset}' preset on the first {n_examples}")
+        failed = _drive(client, todo, preset, n_examples, check_examples, out)
         report = client.post("/reports", json={"title": "Demo: standard vs PGD-AT vs Feature Scattering (mnist10k)",
                                                "evaluation_ids": [p.evaluation_id for p in todo
                                                                   if p.evaluation_id is not None]})
         report.raise_for_status()
         report = report.json()
         out.say("")
-        out.say(f"{'model':<20} {'clean':>7} {'PGD-20':>7}   (eps = 0.3, {n_examples} test digits)")
+        out.say(f"eps = 0.3; clean and PGD-20 on {check_examples} test digits, the audit on the first {n_examples}")
+        out.say(f"{'model':<20} {'clean':>7} {'PGD-20':>7} {'worst case':>11}  verdict")
         for plan in todo:
-            s = plan.result.get("summary", {})
-            out.say(f"{plan.label:<20} {_pct(s.get('clean_accuracy')):>7} {_pct(s.get('pgd20_accuracy')):>7}"
-                    + (f"   {plan.result.get('error')}" if plan.result.get("error") else ""))
+            c, s = plan.check.get("summary", {}), plan.result.get("summary", {})
+            worst = (s.get("worst_case") or [{}])[-1].get("robust_accuracy")
+            error = plan.check.get("error") or plan.result.get("error")
+            out.say(f"{plan.label:<20} {_pct(c.get('clean_accuracy')):>7} {_pct(c.get('pgd20_accuracy')):>7} "
+                    f"{_pct(worst):>11}  {s.get('verdict') or '-'}" + (f"   {error}" if error else ""))
         out.say(f"\nreport: {service.url}{report['url']}")
         out.say(f"read-only share link: {service.url}{report['share_url']}")
         if args.exit:
@@ -165,8 +175,9 @@ def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
-def _drive(client: httpx.Client, todo: list[Plan], preset: str, n_examples: int, out: Display) -> bool:
-    """Poll the jobs, queue each audit when its training finishes, until everything is done."""
+def _drive(client: httpx.Client, todo: list[Plan], preset: str, n_examples: int, check_examples: int,
+           out: Display) -> bool:
+    """Poll the jobs, queue each model's PGD-20 check and audit when its training finishes, until all is done."""
     failed = False
     while True:
         jobs = {j["id"]: j for j in client.get("/jobs", params={"limit": 1000}).json()["data"]}
@@ -175,19 +186,32 @@ def _drive(client: httpx.Client, todo: list[Plan], preset: str, n_examples: int,
             training = jobs.get(plan.training_id)
             if plan.evaluation_id is None and training and training["status"] in FINISHED:
                 if training["status"] != "succeeded":
-                    plan.result = {"error": f"training {training['status']}: {training['error']}"}
-                    plan.evaluation_id = -1
+                    plan.result = plan.check = {"error": f"training {training['status']}: {training['error']}"}
+                    plan.evaluation_id = plan.check_id = -1
                     failed = True
                 else:
                     plan.checkpoint_id = training["output_checkpoint_id"]
                     final = training["summary"].get("final", {})
                     out.say(f"{plan.label}: trained ({len(training['metrics'])} epochs, clean "
-                            f"{_pct(final.get('clean_acc'))}, checkpoint {plan.checkpoint_id}); queued its audit")
+                            f"{_pct(final.get('clean_acc'))}, checkpoint {plan.checkpoint_id}); queued its checks")
+                    # The worker takes jobs in order: the cheap whole-test-set check comes back first.
+                    resp = client.post("/evaluations", json={"checkpoint_id": plan.checkpoint_id, "attacks": ["pgd"],
+                                                             "eps": [0.3], "steps": [20], "n_examples": check_examples,
+                                                             "name": f"demo {plan.label}: PGD-20"})
+                    resp.raise_for_status()
+                    plan.check_id = resp.json()["id"]
                     resp = client.post("/evaluations", json={"checkpoint_id": plan.checkpoint_id, "preset": preset,
                                                              "n_examples": n_examples,
                                                              "name": f"demo {plan.label}"})
                     resp.raise_for_status()
                     plan.evaluation_id = resp.json()["id"]
+            check = jobs.get(plan.check_id) if plan.check_id and plan.check_id > 0 else None
+            if check and check["status"] in FINISHED and not plan.check:
+                plan.check = {"summary": check["summary"], "error": check["error"]}
+                failed |= check["status"] != "succeeded"
+                s = check["summary"]
+                out.say(f"{plan.label}: {check['status']} on {check_examples} test digits: clean "
+                        f"{_pct(s.get('clean_accuracy'))}, PGD-20 {_pct(s.get('pgd20_accuracy'))}")
             evaluation = jobs.get(plan.evaluation_id) if plan.evaluation_id and plan.evaluation_id > 0 else None
             if evaluation and evaluation["status"] in FINISHED and not plan.result:
                 plan.result = {"summary": evaluation["summary"], "error": evaluation["error"]}
@@ -195,8 +219,9 @@ def _drive(client: httpx.Client, todo: list[Plan], preset: str, n_examples: int,
                 s = evaluation["summary"]
                 out.say(f"{plan.label}: audit {evaluation['status']} (clean {_pct(s.get('clean_accuracy'))}, "
                         f"PGD-20 {_pct(s.get('pgd20_accuracy'))}, verdict {s.get('verdict')})")
-            parts.append(f"{plan.label}: {_describe(evaluation or training)}")
-        if all(p.result for p in todo):
+            current = evaluation if check and check["status"] in FINISHED else check
+            parts.append(f"{plan.label}: {_describe(current or training)}")
+        if all(p.result and p.check for p in todo):
             for p in todo:
                 if p.evaluation_id == -1:
                     p.evaluation_id = None
@@ -211,7 +236,8 @@ def register_demo(subparsers) -> None:
     p.add_argument("--quick", action="store_true", help="tiny budget (seconds, not minutes); used by the tests")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--data-dir", default=None, help="where the service keeps its data (default ./var)")
-    p.add_argument("--n-examples", type=int, default=None, help="test digits per audit (default 100; quick 16)")
+    p.add_argument("--n-examples", type=int, default=None,
+                   help=f"test digits per audit (default {DEFAULT_AUDIT_EXAMPLES}; quick 16)")
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs for all three models (default: standard 2, PGD-AT 5, Feature Scattering 5)")
     p.add_argument("--exit", action="store_true", help="exit after printing the report instead of serving")
