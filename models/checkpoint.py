@@ -100,11 +100,11 @@ def sniff_format(path: Path) -> str:
     if head[:4] == b"PK\x03\x04":  # a zip (torch.save) whose central directory at the end is missing
         raise CheckpointError(f"{path.name} is truncated or corrupt: it starts like a torch.save() zip "
                               "archive but its end (the zip directory) is missing or damaged")
-    if head[:1] == b"\x80":  # pickle protocol >= 2 (legacy torch.save)
-        return "pickle"
-    if len(head) >= 9:
+    if len(head) >= 9 and head[8:9] == b"{":
         (header_len,) = struct.unpack("<Q", head[:8])
-        if head[8:9] == b"{":
+        # A safetensors header length can start with byte 0x80 too (1 file in 256), so a pickle
+        # opcode there only wins when the "length" cannot be one.
+        if not (_looks_like_pickle(head) and 8 + header_len > size):
             if header_len > MAX_HEADER_BYTES:
                 raise CheckpointError(f"{path.name}: safetensors header of {header_len} bytes exceeds the 100 MB cap")
             if 8 + header_len > size:
@@ -112,8 +112,14 @@ def sniff_format(path: Path) -> str:
                                       f"{header_len} bytes but the file has {size - 8}")
             _check_safetensors_length(path, header_len, size)
             return "safetensors"
+    if head[:1] == b"\x80":  # pickle protocol >= 2 (legacy torch.save)
+        return "pickle"
     raise CheckpointError(f"{path.name} is not a checkpoint: expected a .safetensors file or a "
                           "torch.save()d state_dict (.pt)")
+
+
+def _looks_like_pickle(head: bytes) -> bool:
+    return head[:1] == b"\x80" and 2 <= head[1] <= 5   # PROTO opcode, protocols 2..5
 
 
 def _check_safetensors_length(path: Path, header_len: int, size: int) -> None:

@@ -43,6 +43,22 @@ def test_round_trip_keeps_weights_and_metadata(tmp_path, model):
     assert_same_weights(model, robaudit.load_model(path))
 
 
+def test_header_lengths_that_start_like_a_pickle_still_load(tmp_path, model):
+    # A safetensors file begins with its header length, little-endian: a trained checkpoint whose
+    # length ended in 0x80 (the pickle PROTO opcode) was once refused as "no robaudit metadata".
+    for pad in range(300):
+        meta = mnist_metadata(method="feature-scatter", hyperparameters={"note": "x" * pad})
+        path = save_checkpoint(tmp_path / "m.safetensors", model, meta)
+        if path.read_bytes()[0] == 0x80:   # headers are padded to 8 bytes: one length in 32 does this
+            break
+    else:
+        pytest.fail("no padding gave a header length ending in 0x80")
+    loaded, loaded_meta = load_checkpoint(path)
+    assert_same_weights(model, loaded)
+    assert loaded_meta.hyperparameters == {"note": "x" * pad}
+    assert read_metadata(path).method == "feature-scatter"
+
+
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
 def test_data_parallel_prefix_is_accepted(tmp_path, model, suffix):
     state = {f"module.{k}": v.clone() for k, v in model.state_dict().items()}
