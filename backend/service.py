@@ -46,7 +46,8 @@ class EmbeddedService:
         # Own session/process group: Ctrl-C reaches us, not the worker, and we stop the whole group.
         self.worker = subprocess.Popen(celery_argv(self.settings, hostname=self.worker_name,
                                                    loglevel="WARNING" if log_file is None else "INFO"),
-                                       env=worker_env(self.settings, self.worker_name),
+                                       env={**worker_env(self.settings, self.worker_name),
+                                            "ROBAUDIT_EXIT_WITH_PID": str(os.getpid())},
                                        start_new_session=True, stdout=log_file, stderr=log_file)
 
     def stop_worker(self, timeout: float = 15.0) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 
 from celery import signals
@@ -13,6 +14,7 @@ from worker.celery_app import TASK_NAME, app
 from worker.procs import pid_alive
 
 log = logging.getLogger("robaudit.worker")
+EXIT_WITH_ENV = "ROBAUDIT_EXIT_WITH_PID"   # set by EmbeddedService
 
 
 @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
@@ -54,12 +56,25 @@ def _requeue_orphans(hostname: str) -> None:
         log.warning("could not requeue jobs orphaned by a restart", exc_info=True)
 
 
+def _exit_with(pid: int) -> None:
+    # An embedded worker (serve, demo, study) must not outlive the command that started it, even
+    # when that command is SIGKILLed and cannot stop it: it would keep taking jobs nobody watches.
+    while pid_alive(pid):
+        if _presence_stop.wait(1.0):
+            return
+    log.warning("the process that started this worker (pid %s) is gone; shutting down", pid)
+    os.kill(os.getpid(), signal.SIGQUIT)   # cold shutdown, as EmbeddedService.stop_worker does
+
+
 @signals.worker_ready.connect
 def _on_worker_ready(sender=None, **_):
     hostname = getattr(sender, "hostname", None) or os.environ.get("ROBAUDIT_WORKER_NAME") or "worker"
     _requeue_orphans(hostname)
     queues = [q.name for q in app.amqp.queues.consume_from.values()] if app.amqp.queues.consume_from else []
     threading.Thread(target=_presence_loop, args=(hostname, queues), name="presence", daemon=True).start()
+    if os.environ.get(EXIT_WITH_ENV):
+        threading.Thread(target=_exit_with, args=(int(os.environ[EXIT_WITH_ENV]),), name="exit-with",
+                         daemon=True).start()
 
 
 @signals.worker_shutdown.connect

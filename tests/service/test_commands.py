@@ -49,7 +49,8 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_serve_starts_api_and_worker_and_ctrl_c_stops_everything(tmp_path):
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigkill"])
+def test_serve_starts_api_and_worker_and_stopping_it_stops_everything(tmp_path, stop):
     port = free_port()
     proc = subprocess.Popen([*ROBAUDIT, "serve", "--port", str(port), "--data-dir", str(tmp_path / "var")],
                             env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -72,6 +73,14 @@ def test_serve_starts_api_and_worker_and_ctrl_c_stops_everything(tmp_path):
         assert started, "serve started no worker process"
         assert any(health["workers"][0]["pid"] == pid for pid in started)
 
+        if stop == "sigkill":   # serve cannot clean up: the worker notices its parent is gone
+            proc.kill()
+            proc.wait(timeout=10)
+            deadline = time.monotonic() + 30
+            while [pid for pid in started if _alive(pid)] and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert not [pid for pid in started if _alive(pid)], "the worker outlived a SIGKILLed serve"
+            return
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
         output = proc.stdout.read()
