@@ -27,7 +27,7 @@ from backend.app.core.config import Settings
 
 FINISHED = ("succeeded", "failed", "cancelled")
 MNIST10K_TEST_DIGITS = 2000
-DEFAULT_AUDIT_EXAMPLES = 100
+DEFAULT_AUDIT_EXAMPLES = 200   # AutoAttack (first 200 in the audit preset) then covers every point
 
 
 @dataclass
