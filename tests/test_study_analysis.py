@@ -59,3 +59,19 @@ def test_robust_overfitting_after_lr_drop_is_detected_from_history():
     assert after and after[0]["answer"] == "Yes" and "70.0 %" in after[0]["text"]
     table = analyze([m], EPS)["ours"][0]
     assert table["epoch"] == 5 and abs(table["gap_pgd20_strongest_pp"] - 10.0) < 1e-9
+
+
+def test_lr_decay_question_judges_every_feature_scattering_model():
+    def model(delta, accs):
+        history = [{"epoch": e, "pgd20_acc": a, "eval_examples": 500} for e, a in enumerate(accs, start=1)]
+        return StudyModel(f"fs-{delta}", "feature-scatter", delta, history=history,
+                          results=[results(accs[-1], accs[-1], accs[-1], accs[-1] - .05)], lr_milestones=[2, 3])
+
+    steady = [model(0.0, [.3, .4, .42, .41, .41]), model(0.5, [.2, .3, .33, .33, .34])]
+    concl = {c["question"]: c for c in analyze(steady, EPS)["conclusions"]}
+    lr = concl["Does robust accuracy fall after the lr decays?"]
+    assert lr["answer"] == "No" and "from epoch 3" in lr["text"]
+    assert lr["text"].index("delta = 0.5") < lr["text"].index("delta = 0:")   # the paper's delta first
+    falling = [model(0.0, [.3, .4, .42, .41, .41]), model(0.5, [.2, .3, .60, .45, .30])]
+    lr = {c["question"]: c for c in analyze(falling, EPS)["conclusions"]}["Does robust accuracy fall after the lr decays?"]
+    assert lr["answer"] == "Yes" and "1 of 2" in lr["text"] and "30.0 pp lower" in lr["text"]
