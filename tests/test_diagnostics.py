@@ -103,3 +103,23 @@ def test_misconfigured_iterative_attack_fires_c3():
     spec = build_spec(attacks="fgsm,pgd", steps="10", eps="0.3", alpha=0.003, n_examples=60)
     results = evaluate(copy.deepcopy(standard_model()), x, y, spec)
     assert _status(results, "C3") == "fail"
+
+
+def test_a_start_already_misclassified_is_not_a_blind_gradient():
+    # At the clean point class 0 wins; any move away from it drops class 0 to third place, where
+    # DLR = -(z_3 - z_1)/(z_1 - z_3) is constant. That point is already fooled, not gradient-masked.
+    import torch
+    from torch import nn
+
+    from robaudit.evaluation.probes import gradient_stats
+
+    class Spike(nn.Module):
+        def forward(self, x):
+            at_clean = ((x - 0.5).abs().flatten(1).sum(1) == 0).float()
+            tail = 0.01 * x.flatten(1).sum(1)
+            return torch.stack([3 + 7 * at_clean, 5 + tail, 4 + tail, 0 * tail], dim=1)
+
+    x, y = torch.full((1, 4), 0.5), torch.tensor([0])
+    stats = gradient_stats(Spike(), x, y, eps=0.3, generator=torch.Generator().manual_seed(0))
+    assert stats["n"] == 1 and stats["start_n"] == 0
+    assert stats["start_dlr_zero"] == 0 and stats["clean_dlr_zero"] == 0

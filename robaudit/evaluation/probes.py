@@ -35,13 +35,22 @@ def gradient_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
     """Counts over the given points of all-zero and non-finite input gradients (AA, ART, Pintor)."""
     stats = {"n": len(x)}
     if len(x) == 0:
-        return {**stats, **{f"{w}_{l}_{k}": 0 for w in ("clean", "start") for l in ("ce", "dlr")
-                            for k in ("zero", "nonfinite")}}
+        return {**stats, "start_n": 0, **{f"{w}_{l}_{k}": 0 for w in ("clean", "start") for l in ("ce", "dlr")
+                                          for k in ("zero", "nonfinite")}}
     start = uniform_in_ball(x, eps, generator)
     with eval_mode(model):
-        for where, points in (("clean", x), ("start", start)):
+        # A random start that is already misclassified needs no gradient, and there DLR is flat by
+        # construction whenever the true class ranks third (-(z_3 - z_1) / (z_1 - z_3) = 1): count
+        # only the starts the model still gets right.
+        with torch.no_grad():
+            still_correct = model(start).argmax(1) == y
+        stats["start_n"] = int(still_correct.sum())
+        for where, points, labels in (("clean", x, y), ("start", start[still_correct], y[still_correct])):
             for loss_name in ("ce", "dlr"):
-                grad = _point_gradients(model, points, y, loss_name)
+                if len(points) == 0:
+                    stats[f"{where}_{loss_name}_nonfinite"] = stats[f"{where}_{loss_name}_zero"] = 0
+                    continue
+                grad = _point_gradients(model, points, labels, loss_name)
                 finite = torch.isfinite(grad).all(1)
                 stats[f"{where}_{loss_name}_nonfinite"] = int((~finite).sum())
                 stats[f"{where}_{loss_name}_zero"] = int(((grad.abs().sum(1) == 0) & finite).sum())
