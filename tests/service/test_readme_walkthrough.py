@@ -1,6 +1,7 @@
 """The README's curl walkthrough, pasted into bash as a user would, against `robaudit serve`."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -50,7 +51,8 @@ def test_the_readme_walkthrough_trains_uploads_evaluates_fetches_and_reports(tmp
         out = run.stdout
         assert re.search(r"trainings/\d+: succeeded", out)
         assert len(re.findall(r"evaluations/\d+: succeeded", out)) == 2
-        assert '"schema_version"' in out                       # the results JSON
+        results = json.loads((tmp_path / "results.json").read_text())   # the results JSON
+        assert results["schema_version"] == 1 and results["diagnostics"]["verdict"] in out
         assert "attack,eps,steps,restarts,alpha,robust_accuracy" in out   # the results CSV
         assert "report_id,report_title,evaluation_id" in out   # the report's CSV export
         report = re.search(r"open (http://\S+/reports/\S+)", out).group(1)
