@@ -175,6 +175,13 @@ def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+def _outcome(job: dict | None) -> dict | None:
+    """{"summary", "error"} of a finished job; None while it is missing, queued or running."""
+    if job is None or job["status"] not in FINISHED:
+        return None
+    return {"summary": job["summary"], "error": job["error"]}
+
+
 def _drive(client: httpx.Client, todo: list[Plan], preset: str, n_examples: int, check_examples: int,
            out: Display) -> bool:
     """Poll the jobs, queue each model's PGD-20 check and audit when its training finishes, until all is done."""
@@ -206,17 +213,15 @@ def _drive(client: httpx.Client, todo: list[Plan], preset: str, n_examples: int,
                     resp.raise_for_status()
                     plan.evaluation_id = resp.json()["id"]
             check = jobs.get(plan.check_id) if plan.check_id and plan.check_id > 0 else None
-            if check and check["status"] in FINISHED and not plan.check:
-                plan.check = {"summary": check["summary"], "error": check["error"]}
+            if not plan.check and (outcome := _outcome(check)):
+                plan.check, s = outcome, outcome["summary"]
                 failed |= check["status"] != "succeeded"
-                s = check["summary"]
                 out.say(f"{plan.label}: {check['status']} on {check_examples} test digits: clean "
                         f"{_pct(s.get('clean_accuracy'))}, PGD-20 {_pct(s.get('pgd20_accuracy'))}")
             evaluation = jobs.get(plan.evaluation_id) if plan.evaluation_id and plan.evaluation_id > 0 else None
-            if evaluation and evaluation["status"] in FINISHED and not plan.result:
-                plan.result = {"summary": evaluation["summary"], "error": evaluation["error"]}
+            if not plan.result and (outcome := _outcome(evaluation)):
+                plan.result, s = outcome, outcome["summary"]
                 failed |= evaluation["status"] != "succeeded"
-                s = evaluation["summary"]
                 out.say(f"{plan.label}: audit {evaluation['status']} (clean {_pct(s.get('clean_accuracy'))}, "
                         f"PGD-20 {_pct(s.get('pgd20_accuracy'))}, verdict {s.get('verdict')})")
             current = evaluation if check and check["status"] in FINISHED else check

@@ -80,36 +80,31 @@ def main() -> None:
 
     # 1. PGD-20 vs torchattacks
     import torchattacks
-    reference = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=20, random_start=True)
 
-    def theirs():
-        adv = reference(x, y)
-        with torch.no_grad():
-            return (model(adv).argmax(1) == y).float().mean().item()
+    def torchattacks_accuracy(random_start: bool):
+        attack = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=20, random_start=random_start)
 
-    def ours():
-        result = pgd(model, x, y, eps=eps, steps=20, alpha=alpha, generator=make_generator(0))
-        return (clean & ~result.fooled_by()).float().mean().item()
+        def run():
+            adv = attack(x, y)
+            with torch.no_grad():
+                return (model(adv).argmax(1) == y).float().mean().item()
+        return run
 
-    a, b = timed(ours, args.repeats), timed(theirs, args.repeats)
+    def our_accuracy(random_start: bool):
+        def run():
+            result = pgd(model, x, y, eps=eps, steps=20, alpha=alpha, random_start=random_start,
+                         generator=make_generator(0) if random_start else None)
+            return (clean & ~result.fooled_by()).float().mean().item()
+        return run
+
+    a, b = timed(our_accuracy(True), args.repeats), timed(torchattacks_accuracy(True), args.repeats)
     line("PGD-20 (random start) vs torchattacks", a, b,
          f"| robust acc ours {a[0]:.3f} vs torchattacks {b[0]:.3f}; "
          f"throughput {args.n * 20 / a[1]:.0f} vs {args.n * 20 / b[1]:.0f} image-steps/cpu-s")
 
     # Same trajectories: without a random start both attacks take identical steps until a point is
     # first fooled, so ours (first adversarial iterate) can only find more.
-    plain = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=20, random_start=False)
-
-    def theirs_plain():
-        adv = plain(x, y)
-        with torch.no_grad():
-            return (model(adv).argmax(1) == y).float().mean().item()
-
-    def ours_plain():
-        result = pgd(model, x, y, eps=eps, steps=20, alpha=alpha, random_start=False)
-        return (clean & ~result.fooled_by()).float().mean().item()
-
-    a, b = timed(ours_plain, args.repeats), timed(theirs_plain, args.repeats)
+    a, b = timed(our_accuracy(False), args.repeats), timed(torchattacks_accuracy(False), args.repeats)
     line("PGD-20 no random start vs torchattacks", a, b, f"| robust acc ours {a[0]:.3f} vs torchattacks {b[0]:.3f}")
 
     # 2. steps curve
