@@ -14,9 +14,12 @@ different words. The service (``robaudit study``) runs the jobs and calls :func:
 """
 from __future__ import annotations
 
+import base64
 import math
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 # Published numbers, with where they come from (../shared/research/feature_scatter.md).
 SEED_LABEL_SMOOTHING = {
@@ -48,19 +51,40 @@ class StudyModel:
     lr_milestones: list[int] = field(default_factory=list)
 
 
-def _rows(results: list[dict], attack: str, steps: int | None, eps: float) -> list[dict]:
-    return [row for res in results for row in res.get("summary", [])
+def _rows(results: list[dict], attack: str, steps: int | None, eps: float) -> list[tuple[dict, dict]]:
+    """(summary row, the results JSON it belongs to) for every run of one attack setting."""
+    return [(row, res) for res in results for row in res.get("summary", [])
             if row.get("attack") == attack and math.isclose(float(row.get("eps", -1)), eps, rel_tol=1e-6)
             and (steps is None or row.get("steps") == steps) and row.get("restarts", 1) == 1]
 
 
+def _lowest(results: list[dict], attack: str, eps: float, steps: int | None) -> tuple[dict, dict] | None:
+    rows = _rows(results, attack, steps, eps)
+    return min(rows, key=lambda pair: pair[0]["robust_accuracy"]) if rows else None
+
+
 def accuracy_of(results: list[dict], attack: str, eps: float, steps: int | None = None) -> tuple[float, int] | None:
     """(robust accuracy, n) of one attack; the lowest if several runs measured it."""
-    rows = _rows(results, attack, steps, eps)
-    if not rows:
+    found = _lowest(results, attack, eps, steps)
+    return None if found is None else (float(found[0]["robust_accuracy"]), int(found[0]["n"]))
+
+
+def first_points_accuracy(row: dict, res: dict, m: int) -> float | None:
+    """A summary row's robust accuracy on the first m test points, from its per-point bitset.
+
+    Every evaluation scores the first n points of the same test split in order, so the first m bits
+    of two runs cover the same m points. None when the bitset is missing or covers fewer points.
+    """
+    per_sample = res.get("per_sample") or {}
+    key, n = row.get("key"), int(row.get("n") or 0)
+    text = (per_sample.get("bits") or {}).get(key)
+    if text is None:
+        sub = (per_sample.get("subset_bits") or {}).get(key) or {}
+        text, n = sub.get("bits"), int(sub.get("n") or 0)
+    if not isinstance(text, str) or n < m or m <= 0:
         return None
-    row = min(rows, key=lambda r: r["robust_accuracy"])
-    return float(row["robust_accuracy"]), int(row["n"])
+    bits = np.unpackbits(np.frombuffer(base64.b64decode(text), np.uint8), bitorder="little")[:m]
+    return float(bits.mean())
 
 
 def worst_case_of(results: list[dict], eps: float) -> tuple[float, int] | None:
@@ -101,6 +125,29 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f} %"
 
 
+def _gap(results: list[dict], row: dict, eps: float) -> dict[str, Any]:
+    """PGD-20 minus the strongest measurement (AutoAttack, else the worst case), on the same points.
+
+    AutoAttack often runs on a prefix of the points PGD-20 covers; comparing PGD-20 on all points with
+    AutoAttack on the prefix would mix sampling noise into the gap, so PGD-20 is re-read from its
+    bitset on that prefix. Falls back to the two headline numbers (``gap_points`` says which).
+    """
+    against = "autoattack" if row["autoattack"] is not None else "worst_case"
+    strongest, strongest_n = row[against], row[f"{against}_n"]
+    out = {"gap_pgd20_strongest_pp": None, "pgd20_on_gap_points": None, "gap_n": None, "gap_points": None,
+           "gap_against": against}
+    pgd = _lowest(results, "pgd", eps, 20)
+    if pgd is None or strongest is None:
+        return out
+    same = first_points_accuracy(*pgd, strongest_n)
+    if same is not None:
+        out.update(pgd20_on_gap_points=same, gap_n=strongest_n, gap_points="same")
+    else:   # no bitsets (older results): the headline numbers, perhaps on different points
+        out.update(pgd20_on_gap_points=row["pgd20"], gap_n=min(strongest_n, row["pgd20_n"]), gap_points="headline")
+    out["gap_pgd20_strongest_pp"] = 100 * (out["pgd20_on_gap_points"] - strongest)
+    return out
+
+
 def table(models: list[StudyModel], eps: float) -> list[dict[str, Any]]:
     """Our side of the table: one row per model at its last epoch."""
     rows = []
@@ -113,9 +160,7 @@ def table(models: list[StudyModel], eps: float) -> list[dict[str, Any]]:
         for key, value in entries.items():
             row[key] = None if value is None else value[0]
             row[f"{key}_n"] = None if value is None else value[1]
-        strongest = row["autoattack"] if row["autoattack"] is not None else row["worst_case"]
-        row["gap_pgd20_strongest_pp"] = (None if row["pgd20"] is None or strongest is None
-                                         else 100 * (row["pgd20"] - strongest))
+        row.update(_gap(m.results, row, eps))
         rows.append(row)
     return rows
 
@@ -142,13 +187,16 @@ def _describe(points: list[tuple[float, float, int]], label: str) -> str:
     return ", ".join(f"{100 * a:.1f} % at delta = {d:g}" for d, a, _ in points) + f" under {label}"
 
 
+_LABELS = {"autoattack": "AutoAttack", "worst_case": "the per-point worst case"}
+
+
 def conclude(rows: list[dict], models: list[StudyModel], eps: float) -> list[dict[str, str]]:
     """Plain-words answers to the study's questions, each computed from the table."""
     out = []
     pgd = _series(rows, "pgd20")
     worst_key = "autoattack" if any(r["autoattack"] is not None for r in rows) else "worst_case"
     worst = _series(rows, worst_key)
-    worst_label = "AutoAttack" if worst_key == "autoattack" else "the per-point worst case"
+    worst_label = _LABELS[worst_key]
 
     # (a) PGD robustness vs delta.
     if len(pgd) >= 2:
@@ -180,12 +228,15 @@ def conclude(rows: list[dict], models: list[StudyModel], eps: float) -> list[dic
     if fs:
         top = max(fs, key=lambda r: r["delta"] or 0)
         gap = top["gap_pgd20_strongest_pp"]
-        parts = [f"at delta = {top['delta']:g} PGD-20 reads {_pct(top['pgd20'])} but {worst_label} "
-                 f"{_pct(top[worst_key])}, a gap of {gap:.1f} pp"]
+        label = _LABELS[top["gap_against"]]
+        where = (f" on the {top['gap_n']} points {label} ran on" if top["gap_points"] == "same"
+                 and top["gap_n"] != top["pgd20_n"] else "")
+        parts = [f"at delta = {top['delta']:g} PGD-20 reads {_pct(top['pgd20_on_gap_points'])}{where} but "
+                 f"{label} {_pct(top[top['gap_against']])}, a gap of {gap:.1f} pp"]
         overfit = gap > GAP_OUTLIER_PP
         if base:
             b = base[0]
-            margin = noise_pp(top["pgd20"], top["pgd20_n"], b["pgd20"], b["pgd20_n"])
+            margin = noise_pp(top["pgd20_on_gap_points"], top["gap_n"], b["pgd20_on_gap_points"], b["gap_n"])
             parts.append(f"against {b['gap_pgd20_strongest_pp']:.1f} pp for PGD-AT")
             overfit = overfit or gap - b["gap_pgd20_strongest_pp"] > margin
             overfit = overfit and gap > b["gap_pgd20_strongest_pp"]

@@ -75,3 +75,36 @@ def test_lr_decay_question_judges_every_feature_scattering_model():
     falling = [model(0.0, [.3, .4, .42, .41, .41]), model(0.5, [.2, .3, .60, .45, .30])]
     lr = {c["question"]: c for c in analyze(falling, EPS)["conclusions"]}["Does robust accuracy fall after the lr decays?"]
     assert lr["answer"] == "Yes" and "1 of 2" in lr["text"] and "30.0 pp lower" in lr["text"]
+
+
+def _b64(bits):
+    import base64
+    import numpy as np
+    return base64.b64encode(np.packbits(np.asarray(bits, np.uint8), bitorder="little").tobytes()).decode()
+
+
+def test_gap_reads_pgd20_on_the_points_autoattack_ran_on():
+    # PGD-20 keeps 60 % of 500 points but only 40 % of the first 200, where AutoAttack (30 %) ran:
+    # the gap is 10 pp on the same points, not the 30 pp the two headline numbers suggest.
+    pgd_bits = [1] * 80 + [0] * 120 + [1] * 220 + [0] * 80
+    aa_bits = [1] * 60 + [0] * 140
+    res = {"clean_accuracy": .98, "n": 500,
+           "summary": [{"attack": "pgd", "eps": EPS, "steps": 20, "restarts": 1, "robust_accuracy": .6, "n": 500,
+                        "key": "pgd@eps=0.3/steps=20/restarts=1"},
+                       {"attack": "autoattack", "eps": EPS, "steps": None, "restarts": 1, "robust_accuracy": .3,
+                        "n": 200, "subset": "first 200 test points", "key": "autoattack@eps=0.3/steps=-/restarts=1"}],
+           "worst_case": [{"eps": EPS, "robust_accuracy": .3, "n": 500}],
+           "per_sample": {"n": 500, "bits": {"pgd@eps=0.3/steps=20/restarts=1": _b64(pgd_bits)},
+                          "subset_bits": {"autoattack@eps=0.3/steps=-/restarts=1": {"n": 200, "bits": _b64(aa_bits)}}}}
+    study = analyze([StudyModel("fs", "feature-scatter", 0.5, results=[res])], EPS)
+    row = study["ours"][0]
+    assert row["pgd20"] == .6 and row["autoattack"] == .3
+    assert row["gap_points"] == "same" and row["gap_n"] == 200 and abs(row["pgd20_on_gap_points"] - .4) < 1e-9
+    assert abs(row["gap_pgd20_strongest_pp"] - 10.0) < 1e-9
+    overfit = [c for c in study["conclusions"] if c["question"] == "Does the method overfit PGD?"][0]
+    assert overfit["answer"] == "Yes" and "40.0 % on the 200 points AutoAttack ran on" in overfit["text"]
+
+    # Without bitsets (results from before they were kept) the headline numbers are compared, and say so.
+    del res["per_sample"]
+    row = analyze([StudyModel("fs", "feature-scatter", 0.5, results=[res])], EPS)["ours"][0]
+    assert row["gap_points"] == "headline" and abs(row["gap_pgd20_strongest_pp"] - 30.0) < 1e-9

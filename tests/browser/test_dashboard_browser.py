@@ -291,7 +291,8 @@ def test_evaluation_form_checks_then_runs_to_the_charts(page, server, state):
     page.wait_for_url(re.compile(r"/evaluations/\d+$"))
     state["fs_eval"] = int(page.url.rsplit("/", 1)[1])
     # Live status while it runs (queued behind the other evaluation, or already running).
-    page.wait_for_selector("#job-live")
+    # The card is server-rendered; its bar is painted by jobs.js after the first poll, so wait for it.
+    page.wait_for_selector("#job-live #job-progress [role=progressbar]")
     assert page.locator("#job-progress [role=progressbar]").count() == 1
     shot(page, "evaluation-running")
 

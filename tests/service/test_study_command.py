@@ -35,6 +35,8 @@ def test_study_runs_through_the_queue_and_exports_its_report(tmp_path):
     assert len(report["evaluations"]) == 4 and all(e["status"] == "succeeded" for e in report["evaluations"])
     assert [r["method"] for r in report["study"]["ours"]] == ["feature-scatter", "feature-scatter", "pgd-at",
                                                              "standard"]
+    # The gap was read from the stored per-point bitsets (on the same points), yet none are exported.
+    assert {r["gap_points"] for r in report["study"]["ours"]} == {"same"}
     assert "per_sample" not in json.dumps(report)   # exports carry aggregated numbers only
     html = (out_dir / "report.html").read_text()
     assert "72.03" in html and "<script" in html     # the seed's table is next to ours; plotly inlined
