@@ -18,7 +18,7 @@ from markupsafe import Markup
 
 from frontend import figures as F
 from frontend.templating import STATIC_DIR, environment, plotly_js_path
-from frontend.views import EvaluationView, report_view
+from frontend.views import EvaluationView, StudyView, report_view
 
 # Keys dropped from every exported evaluation: per-test-point data and server-side locations.
 PRIVATE_RESULT_KEYS = ("per_sample",)
@@ -126,14 +126,46 @@ def _rows_for(report: Mapping[str, Any], ev: EvaluationView) -> list[dict[str, A
     return rows
 
 
+STUDY_MEASURES = (("clean", "clean"), ("pgd20", "PGD-20"), ("pgd100", "PGD-100"), ("cw100", "CW-100"),
+                  ("autoattack", "AutoAttack"), ("worst_case", "worst case (all attacks, per point)"))
+
+
+def _study_rows(report: Mapping[str, Any], study: StudyView) -> list[dict[str, Any]]:
+    """A study report's own table: measure "study" per model and column, and "study_gap" (PGD-20 minus
+    the strongest, in accuracy and in pp, on the gap's points)."""
+    rows = []
+    eps = study.eps
+    at = {"eps": _num(eps), "eps_x255": round(eps * 255, 4) if eps is not None else ""}
+    for r in study.ours:
+        common = {"report_id": report.get("id", ""), "report_title": report.get("title", ""),
+                  "model": r.get("name", ""), "method": r.get("method") or "",
+                  "label_smoothing": _num(r.get("delta")), "verdict": r.get("verdict") or ""}
+        for key, label in STUDY_MEASURES:
+            value = F.to_float(r.get(key))
+            if value is not None:
+                rows.append({**common, **({} if key == "clean" else at), "measure": "study", "attack": label,
+                             "accuracy": _num(value), "accuracy_pct": _num(F.percent(value)), "n": _num(r.get(f"{key}_n"))})
+        gap = F.to_float(r.get("gap_pgd20_strongest_pp"))
+        if gap is not None:
+            against = "AutoAttack" if r.get("gap_against") == "autoattack" else "worst case"
+            where = "same points" if r.get("gap_points") == "same" else "headline numbers"
+            rows.append({**common, **at, "measure": "study_gap", "attack": f"PGD-20 minus {against} ({where})",
+                         "accuracy": _num(round(gap / 100, 8)), "accuracy_pct": _num(round(gap, 6)),
+                         "n": _num(r.get("gap_n"))})
+    return rows
+
+
 def report_csv(payload: Mapping[str, Any]) -> str:
-    """Every number of the report as one long table: one row per (evaluation, measurement)."""
+    """Every number of the report as one long table: one row per (evaluation, measurement), then a
+    study report's own table (measures "study" and "study_gap")."""
     report = payload.get("report") if isinstance(payload.get("report"), Mapping) else {}
     view = report_view(export_payload(payload))
+    rows = [row for ev in view.evaluations for row in _rows_for(report, ev)]
+    if view.study:
+        rows += _study_rows(report, view.study)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\r\n")
     writer.writeheader()
-    for ev in view.evaluations:
-        for row in _rows_for(report, ev):
-            writer.writerow({k: _csv_safe(v) for k, v in row.items()})
+    for row in rows:
+        writer.writerow({k: _csv_safe(v) for k, v in row.items()})
     return buf.getvalue()

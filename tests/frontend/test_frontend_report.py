@@ -130,3 +130,23 @@ def test_study_report_shows_conclusions_and_published_numbers_next_to_ours():
     assert "72.03 %" in html and "36.64 %" in html                   # the published table and attacks
     ls = next(f for f in figures_in(html) if f["id"] == "chart-label-smoothing")
     assert "published (seed paper)" in [t["name"] for t in ls["data"]]
+
+
+def test_study_csv_carries_the_study_table_and_its_gap():
+    from frontend_fixtures import make_study_payload
+
+    payload = make_study_payload()
+    rows = list(csv.DictReader(io.StringIO(report_csv(payload))))
+    study = [r for r in rows if r["measure"] == "study"]
+    gaps = [r for r in rows if r["measure"] == "study_gap"]
+    ours = payload["study"]["ours"]
+    assert len(gaps) == sum(r["gap_pgd20_strongest_pp"] is not None for r in ours) >= 1
+    fs = next(r for r in ours if r["method"] == "feature-scatter")
+    pgd = next(r for r in study if r["model"] == fs["name"] and r["attack"] == "PGD-20")
+    assert float(pgd["accuracy"]) == fs["pgd20"] and pgd["eps"] == "0.3" and int(pgd["n"]) == fs["pgd20_n"]
+    gap = next(r for r in gaps if r["model"] == fs["name"])
+    assert abs(float(gap["accuracy_pct"]) - fs["gap_pgd20_strongest_pp"]) < 1e-6
+    assert gap["attack"].startswith("PGD-20 minus AutoAttack")
+    # A plain comparison report has no study rows.
+    from frontend_fixtures import make_payload
+    assert not [r for r in csv.DictReader(io.StringIO(report_csv(make_payload()))) if r["measure"].startswith("study")]
