@@ -214,14 +214,13 @@ def conclude(rows: list[dict], models: list[StudyModel], eps: float) -> list[dic
             answer, words = "Partly", (f"rises, but by {change:+.1f} pp against {pgd_change:+.1f} pp under PGD-20: "
                                        "most of the PGD gain is not real robustness")
         elif trend == "rises":
-            answer, words = "Yes", f"rises by {change:+.1f} pp, in step with PGD"
+            answer, words = "Yes", "rises in step with PGD"
         else:
-            answer = "No"
-            words = ("falls" if trend == "falls" else "does not rise beyond sampling noise") + f" ({change:+.1f} pp)"
+            answer, words = "No", "falls" if trend == "falls" else "does not rise beyond sampling noise"
         out.append({"question": f"Does the worst-case robustness ({worst_label}) rise with it too?",
                     "answer": answer,
                     "text": f"{answer}: accuracy under {worst_label} {words} ({_describe(worst, worst_label)}; "
-                            f"noise +/- {margin:.1f} pp)."})
+                            f"{change:+.1f} pp from the smallest to the largest delta, noise +/- {margin:.1f} pp)."})
     # (c) PGD overfitting: the PGD-to-strongest gap of FS against the PGD-AT baseline.
     fs = [r for r in rows if r["method"] == "feature-scatter" and r["gap_pgd20_strongest_pp"] is not None]
     base = [r for r in rows if r["method"] == "pgd-at" and r["gap_pgd20_strongest_pp"] is not None]
@@ -242,6 +241,9 @@ def conclude(rows: list[dict], models: list[StudyModel], eps: float) -> list[dic
             overfit = overfit and gap > b["gap_pgd20_strongest_pp"]
         if top["cw100"] is not None and top["pgd100"] is not None:
             parts.append(f"CW-100 {_pct(top['cw100'])} vs PGD-100 {_pct(top['pgd100'])}")
+        if len(fs) > 1:   # is the gap label smoothing's doing, or the method's at every delta?
+            parts.append("across deltas the gap is " + ", ".join(
+                f"{r['gap_pgd20_strongest_pp']:.1f} pp at {r['delta']:g}" for r in sorted(fs, key=lambda r: r["delta"] or 0)))
         answer = "Yes" if overfit else "No"
         reasons = []
         if gap > GAP_OUTLIER_PP:
