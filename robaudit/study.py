@@ -69,8 +69,8 @@ def accuracy_of(results: list[dict], attack: str, eps: float, steps: int | None 
     return None if found is None else (float(found[0]["robust_accuracy"]), int(found[0]["n"]))
 
 
-def first_points_accuracy(row: dict, res: dict, m: int) -> float | None:
-    """A summary row's robust accuracy on the first m test points, from its per-point bitset.
+def _first_bits(row: dict, res: dict, m: int) -> np.ndarray | None:
+    """A row's "stayed correct" bits on the first m test points (summary or worst-case row).
 
     Every evaluation scores the first n points of the same test split in order, so the first m bits
     of two runs cover the same m points. None when the bitset is missing or covers fewer points.
@@ -83,20 +83,30 @@ def first_points_accuracy(row: dict, res: dict, m: int) -> float | None:
         text, n = sub.get("bits"), int(sub.get("n") or 0)
     if not isinstance(text, str) or n < m or m <= 0:
         return None
-    bits = np.unpackbits(np.frombuffer(base64.b64decode(text), np.uint8), bitorder="little")[:m]
-    return float(bits.mean())
+    return np.unpackbits(np.frombuffer(base64.b64decode(text), np.uint8), bitorder="little")[:m]
 
 
-def worst_case_of(results: list[dict], eps: float) -> tuple[float, int] | None:
-    """The per-point worst case at eps from the run that covered the most attacks."""
+def first_points_accuracy(row: dict, res: dict, m: int) -> float | None:
+    """A row's robust accuracy on the first m test points, from its per-point bitset."""
+    bits = _first_bits(row, res, m)
+    return None if bits is None else float(bits.mean())
+
+
+def _worst_row(results: list[dict], eps: float) -> tuple[dict, dict] | None:
     best = None
     for res in results:
         for row in res.get("worst_case", []):
             if math.isclose(float(row["eps"]), eps, rel_tol=1e-6):
                 cover = len(res.get("summary", []))
                 if best is None or cover > best[0]:
-                    best = (cover, float(row["robust_accuracy"]), int(row["n"]))
+                    best = (cover, row, res)
     return None if best is None else (best[1], best[2])
+
+
+def worst_case_of(results: list[dict], eps: float) -> tuple[float, int] | None:
+    """The per-point worst case at eps from the run that covered the most attacks."""
+    found = _worst_row(results, eps)
+    return None if found is None else (float(found[0]["robust_accuracy"]), int(found[0]["n"]))
 
 
 def clean_of(results: list[dict]) -> tuple[float, int] | None:
@@ -129,22 +139,31 @@ def _gap(results: list[dict], row: dict, eps: float) -> dict[str, Any]:
     """PGD-20 minus the strongest measurement (AutoAttack, else the worst case), on the same points.
 
     AutoAttack often runs on a prefix of the points PGD-20 covers; comparing PGD-20 on all points with
-    AutoAttack on the prefix would mix sampling noise into the gap, so PGD-20 is re-read from its
-    bitset on that prefix. Falls back to the two headline numbers (``gap_points`` says which).
+    AutoAttack on the prefix would mix sampling noise into the gap, so both are read from their bitsets
+    on that prefix. The gap is then the mean of a per-point difference, and its standard error is that
+    of a paired difference. Without bitsets (older results) the two headline numbers are compared as
+    independent samples; ``gap_points`` says which.
     """
     against = "autoattack" if row["autoattack"] is not None else "worst_case"
-    strongest, strongest_n = row[against], row[f"{against}_n"]
-    out = {"gap_pgd20_strongest_pp": None, "pgd20_on_gap_points": None, "gap_n": None, "gap_points": None,
-           "gap_against": against}
+    strongest, m = row[against], row[f"{against}_n"]
+    out = {"gap_pgd20_strongest_pp": None, "gap_se_pp": None, "pgd20_on_gap_points": None, "gap_n": None,
+           "gap_points": None, "gap_against": against}
     pgd = _lowest(results, "pgd", eps, 20)
     if pgd is None or strongest is None:
         return out
-    same = first_points_accuracy(*pgd, strongest_n)
-    if same is not None:
-        out.update(pgd20_on_gap_points=same, gap_n=strongest_n, gap_points="same")
-    else:   # no bitsets (older results): the headline numbers, perhaps on different points
-        out.update(pgd20_on_gap_points=row["pgd20"], gap_n=min(strongest_n, row["pgd20_n"]), gap_points="headline")
-    out["gap_pgd20_strongest_pp"] = 100 * (out["pgd20_on_gap_points"] - strongest)
+    strong = _lowest(results, "autoattack", eps, None) if against == "autoattack" else _worst_row(results, eps)
+    pgd_bits = _first_bits(*pgd, m)
+    strong_bits = _first_bits(*strong, m) if strong is not None else None
+    if pgd_bits is not None and strong_bits is not None:
+        diff = pgd_bits.astype(float) - strong_bits
+        se = float(diff.std(ddof=1)) / math.sqrt(m) if m > 1 else float("nan")
+        out.update(pgd20_on_gap_points=float(pgd_bits.mean()), gap_n=m, gap_points="same",
+                   gap_pgd20_strongest_pp=100 * float(diff.mean()), gap_se_pp=100 * se)
+    else:
+        p1, n1 = row["pgd20"], row["pgd20_n"]
+        se = math.sqrt(p1 * (1 - p1) / max(n1, 1) + strongest * (1 - strongest) / max(m, 1))
+        out.update(pgd20_on_gap_points=p1, gap_n=min(m, n1), gap_points="headline",
+                   gap_pgd20_strongest_pp=100 * (p1 - strongest), gap_se_pp=100 * se)
     return out
 
 
@@ -235,7 +254,7 @@ def conclude(rows: list[dict], models: list[StudyModel], eps: float) -> list[dic
         overfit = gap > GAP_OUTLIER_PP
         if base:
             b = base[0]
-            margin = noise_pp(top["pgd20_on_gap_points"], top["gap_n"], b["pgd20_on_gap_points"], b["gap_n"])
+            margin = 2 * math.hypot(top["gap_se_pp"], b["gap_se_pp"])   # two standard errors of the difference
             parts.append(f"against {b['gap_pgd20_strongest_pp']:.1f} pp for PGD-AT")
             overfit = overfit or gap - b["gap_pgd20_strongest_pp"] > margin
             overfit = overfit and gap > b["gap_pgd20_strongest_pp"]

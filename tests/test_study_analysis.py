@@ -102,6 +102,8 @@ def test_gap_reads_pgd20_on_the_points_autoattack_ran_on():
     assert row["pgd20"] == .6 and row["autoattack"] == .3
     assert row["gap_points"] == "same" and row["gap_n"] == 200 and abs(row["pgd20_on_gap_points"] - .4) < 1e-9
     assert abs(row["gap_pgd20_strongest_pp"] - 10.0) < 1e-9
+    # A paired difference: 20 of the 200 points separate the two attacks.
+    assert abs(row["gap_se_pp"] - 100 * (0.1 * 0.9 * 200 / 199) ** 0.5 / 200 ** 0.5) < 1e-9
     overfit = [c for c in study["conclusions"] if c["question"] == "Does the method overfit PGD?"][0]
     assert overfit["answer"] == "Yes" and "40.0 % on the 200 points AutoAttack ran on" in overfit["text"]
 
@@ -109,3 +111,25 @@ def test_gap_reads_pgd20_on_the_points_autoattack_ran_on():
     del res["per_sample"]
     row = analyze([StudyModel("fs", "feature-scatter", 0.5, results=[res])], EPS)["ours"][0]
     assert row["gap_points"] == "headline" and abs(row["gap_pgd20_strongest_pp"] - 30.0) < 1e-9
+
+
+def _audit(pgd_bits, aa_bits, n=200):
+    return {"clean_accuracy": 1.0, "n": n,
+            "summary": [{"attack": "pgd", "eps": EPS, "steps": 20, "restarts": 1, "n": n,
+                         "robust_accuracy": sum(pgd_bits) / n, "key": "pgd"},
+                        {"attack": "autoattack", "eps": EPS, "steps": None, "restarts": 1, "n": n,
+                         "robust_accuracy": sum(aa_bits) / n, "key": "aa"}],
+            "worst_case": [{"eps": EPS, "robust_accuracy": sum(aa_bits) / n, "n": n}],
+            "per_sample": {"n": n, "bits": {"pgd": _b64(pgd_bits), "aa": _b64(aa_bits)}}}
+
+
+def test_gaps_are_compared_with_the_noise_of_the_gap_not_of_the_accuracies():
+    # FS: PGD-20 keeps 44 of 200, AutoAttack 10 (gap 17 pp). PGD-AT: 117 and 101 (gap 8 pp). As two
+    # accuracies, PGD-20's noise alone is about +/- 9 pp; the gaps themselves are much less noisy.
+    fs_model = StudyModel("fs", "feature-scatter", 0.5,
+                          results=[_audit([1] * 44 + [0] * 156, [1] * 10 + [0] * 190)])
+    pgd_model = StudyModel("pgd-at", "pgd-at", None,
+                           results=[_audit([1] * 117 + [0] * 83, [1] * 101 + [0] * 99)])
+    study = analyze([fs_model, pgd_model], EPS)
+    overfit = [c for c in study["conclusions"] if c["question"] == "Does the method overfit PGD?"][0]
+    assert "9.0 pp wider than PGD-AT's (beyond the noise of +/- 6.6 pp)" in overfit["text"], overfit["text"]

@@ -128,6 +128,8 @@ def test_study_report_shows_conclusions_and_published_numbers_next_to_ours():
     assert html.count('<tr><th scope="row">') >= len(study["ours"])
     assert "71.0 %" in html and "38.5 %" in html                     # FS: PGD-20 and AutoAttack at ε = 0.3
     assert "72.03 %" in html and "36.64 %" in html                   # the published table and attacks
+    fs = next(r for r in study["ours"] if r["method"] == "feature-scatter")   # its gap, with its noise
+    assert f'{fs["gap_pgd20_strongest_pp"]:.1f} pp <span class="small muted">± {2 * fs["gap_se_pp"]:.1f}</span>' in html
     ls = next(f for f in figures_in(html) if f["id"] == "chart-label-smoothing")
     assert "published (seed paper)" in [t["name"] for t in ls["data"]]
 
