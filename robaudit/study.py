@@ -86,12 +86,6 @@ def _first_bits(row: dict, res: dict, m: int) -> np.ndarray | None:
     return np.unpackbits(np.frombuffer(base64.b64decode(text), np.uint8), bitorder="little")[:m]
 
 
-def first_points_accuracy(row: dict, res: dict, m: int) -> float | None:
-    """A row's robust accuracy on the first m test points, from its per-point bitset."""
-    bits = _first_bits(row, res, m)
-    return None if bits is None else float(bits.mean())
-
-
 def _worst_row(results: list[dict], eps: float) -> tuple[dict, dict] | None:
     best = None
     for res in results:
