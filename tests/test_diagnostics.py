@@ -123,3 +123,25 @@ def test_a_start_already_misclassified_is_not_a_blind_gradient():
     stats = gradient_stats(Spike(), x, y, eps=0.3, generator=torch.Generator().manual_seed(0))
     assert stats["n"] == 1 and stats["start_n"] == 0
     assert stats["start_dlr_zero"] == 0 and stats["clean_dlr_zero"] == 0
+
+
+def _with_pgd_trace(results, n_robust):
+    """The stored results with PGD's loss on the unbroken points still climbing at the end."""
+    out = copy.deepcopy(results)
+    trace = next(c for c in out["curves"]["loss"] if c["attack"] == "pgd")
+    steps = len(trace["mean"]) - 1
+    trace.update(mean_robust=[t / steps for t in range(steps + 1)], n_robust=n_robust,
+                 late_progress=[0.3] * n_robust)
+    return out
+
+
+def test_convergence_check_judges_a_still_rising_loss_only_on_enough_points(standard_audit):
+    rising = run_diagnostics(_with_pgd_trace(standard_audit, 20))
+    c4 = next(c for c in rising["checks"] if c["id"] == "C4")
+    assert c4["status"] == "warn" and "still rising" in c4["message"]
+    # One unbroken point's path is not a population trend: more steps could gain at most that point.
+    single = run_diagnostics(_with_pgd_trace(standard_audit, 1))
+    c4 = next(c for c in single["checks"] if c["id"] == "C4")
+    assert c4["status"] == "pass" and c4["evidence"]["pgd"]["loss_trace"].startswith("not judged")
+    assert run_diagnostics(_with_pgd_trace(standard_audit, 1), Thresholds(c4_min_unbroken_points=1))[
+        "checks"][3]["status"] == "warn"

@@ -47,6 +47,9 @@ class Thresholds:
     c4_fail_doubling_gain_pp: float = 3.0
     c4_late_progress: float = 0.05
     c4_max_incomplete_fraction: float = 0.25
+    # The loss-trace rules judge the points no attack step broke; below this many, the trace is one
+    # or two points' path, and more steps could gain at most those few points (ours).
+    c4_min_unbroken_points: int = 10
     # C5: 10 restarts of PGD-20 gained 1.83 pp on Madry's (healthy) CIFAR model.
     c5_warn_restart_gain_pp: float = 1.83
     c5_fail_restart_gain_pp: float = 5.0
@@ -290,7 +293,9 @@ def c4_convergence(v: _View, t: Thresholds) -> dict:
             status = _worst(status, "warn")
             reasons.append(f"{curve['attack']} gained {gain:.1f} pp from {half} to {k} steps")
         trace = next((c for c in losses if c["attack"] == curve["attack"]), None)
-        if trace and trace["mean_robust"] and k >= 10:
+        if trace and trace["mean_robust"] and k >= 10 and trace["n_robust"] < t.c4_min_unbroken_points:
+            entry.update(robust_points=trace["n_robust"], loss_trace="not judged: too few unbroken points")
+        elif trace and trace["mean_robust"] and k >= 10:
             mean = np.asarray(trace["mean_robust"])
             spread = mean.max() - mean.min()
             best = np.maximum.accumulate((mean - mean.min()) / spread) if spread > 0 else np.zeros_like(mean)
