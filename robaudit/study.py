@@ -155,9 +155,8 @@ def _gap(results: list[dict], row: dict, eps: float) -> dict[str, Any]:
                    gap_pgd20_strongest_pp=100 * float(diff.mean()), gap_se_pp=100 * se)
     else:
         p1, n1 = row["pgd20"], row["pgd20_n"]
-        se = math.sqrt(p1 * (1 - p1) / max(n1, 1) + strongest * (1 - strongest) / max(m, 1))
         out.update(pgd20_on_gap_points=p1, gap_n=min(m, n1), gap_points="headline",
-                   gap_pgd20_strongest_pp=100 * (p1 - strongest), gap_se_pp=100 * se)
+                   gap_pgd20_strongest_pp=100 * (p1 - strongest), gap_se_pp=noise_pp(p1, n1, strongest, m) / 2)
     return out
 
 

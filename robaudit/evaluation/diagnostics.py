@@ -293,9 +293,10 @@ def c4_convergence(v: _View, t: Thresholds) -> dict:
             status = _worst(status, "warn")
             reasons.append(f"{curve['attack']} gained {gain:.1f} pp from {half} to {k} steps")
         trace = next((c for c in losses if c["attack"] == curve["attack"]), None)
-        if trace and trace["mean_robust"] and k >= 10 and trace["n_robust"] < t.c4_min_unbroken_points:
+        traced = bool(trace and trace["mean_robust"]) and k >= 10
+        if traced and trace["n_robust"] < t.c4_min_unbroken_points:
             entry.update(robust_points=trace["n_robust"], loss_trace="not judged: too few unbroken points")
-        elif trace and trace["mean_robust"] and k >= 10:
+        elif traced:
             mean = np.asarray(trace["mean_robust"])
             spread = mean.max() - mean.min()
             best = np.maximum.accumulate((mean - mean.min()) / spread) if spread > 0 else np.zeros_like(mean)
