@@ -27,4 +27,4 @@ VOLUME ["/data"]
 EXPOSE 8000
 
 # API; the worker services override this with `robaudit worker ...`.
-CMD ["uvicorn", "--factory", "backend.app.main:app_from_env", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]
+CMD ["uvicorn", "--factory", "robaudit.backend.app.main:app_from_env", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]

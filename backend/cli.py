@@ -11,13 +11,13 @@ import argparse
 import os
 from pathlib import Path
 
-from backend.app.core.config import Settings
+from robaudit.backend.app.core.config import Settings
 
 
 def run_serve(args: argparse.Namespace) -> int:
     import signal
 
-    from backend.service import EmbeddedService, announce
+    from robaudit.backend.service import EmbeddedService, announce
 
     signal.signal(signal.SIGINT, signal.default_int_handler)   # even if our shell ignored it (uvicorn takes over)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from backend.app.core.config import Settings
+from robaudit.backend.app.core.config import Settings
 
 FINISHED = ("succeeded", "failed", "cancelled")
 MNIST10K_TEST_DIGITS = 2000
@@ -107,7 +107,7 @@ def _interrupt(signum, frame):
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from backend.service import EmbeddedService
+    from robaudit.backend.service import EmbeddedService
 
     # Ctrl-C and `kill` (or `docker stop`) both end in the cleanup below, even when the shell
     # that started us ignored SIGINT (a background job).

@@ -14,8 +14,8 @@ import time
 
 import uvicorn
 
-from backend.app.core.config import Settings
-from worker.cli import celery_argv, worker_env
+from robaudit.backend.app.core.config import Settings
+from robaudit.worker.cli import celery_argv, worker_env
 
 
 class EmbeddedService:
@@ -32,7 +32,7 @@ class EmbeddedService:
         return f"http://{self.host}:{self.port}"
 
     def build_server(self) -> uvicorn.Server:
-        from backend.app.main import create_app
+        from robaudit.backend.app.main import create_app
 
         app = create_app(self.settings)   # migrations applied, token resolved (printed if new)
         config = uvicorn.Config(app, host=self.host, port=self.port, log_level=self.log_level,

@@ -20,13 +20,13 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 
-from backend.app.core.config import Settings
-from backend.demo import FINISHED, Display, _pct
+from robaudit.backend.app.core.config import Settings
+from robaudit.backend.demo import FINISHED, Display, _pct
 
 STUDY_KIND = "label-smoothing-study"
 
@@ -103,7 +103,7 @@ def _machine() -> dict:
 
 
 def run_study(args: argparse.Namespace) -> int:
-    from backend.service import EmbeddedService
+    from robaudit.backend.service import EmbeddedService
 
     arms, shared = build_arms(args)
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
@@ -251,7 +251,7 @@ def _export(client: httpx.Client, report: dict, args, shared: dict, arms: list[A
     run = {
         "command": "robaudit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("robaudit")
         else " ".join(shlex.quote(a) for a in sys.argv),
-        "started_at": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
+        "started_at": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
         "wall_seconds": round(time.time() - started, 1),
         "machine": _machine(),
         "budget": {"train": shared["train"], "hyperparameters": {a.label: a.hyperparameters for a in arms},

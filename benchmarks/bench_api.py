@@ -30,10 +30,10 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backend.app import crud  # noqa: E402
-from backend.app.core.config import Settings  # noqa: E402
-from backend.app.core.db import run_migrations, session_factory  # noqa: E402
-from backend.app.models import Checkpoint, EvaluationResult, Job, utcnow  # noqa: E402
+from robaudit.backend.app import crud  # noqa: E402
+from robaudit.backend.app.core.config import Settings  # noqa: E402
+from robaudit.backend.app.core.db import run_migrations, session_factory  # noqa: E402
+from robaudit.backend.app.models import Checkpoint, EvaluationResult, Job, utcnow  # noqa: E402
 
 TOKEN = "bench-token"
 PG_URL = os.environ.get("BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -43,7 +43,7 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 def fake_results(rng: random.Random, n: int = 500) -> dict:
     import base64
 
-    bits = lambda: base64.b64encode(rng.randbytes((n + 7) // 8)).decode()  # noqa: E731
+    bits = lambda: base64.b64encode(rng.randbytes((n + 7) // 8)).decode()
     keys = [f"{a}@eps=0.3/steps={s}/restarts=1" for a in ("pgd", "cw") for s in (1, 2, 5, 10, 20)] + \
         ["fgsm@eps=0.3/steps=1/restarts=1"]
     summary = [{"attack": k.split("@")[0], "eps": 0.3, "steps": int(k.split("steps=")[1].split("/")[0]),
@@ -80,7 +80,7 @@ def seed(settings: Settings, count: int) -> list[int]:
 
 def start_api(settings: Settings, port: int, log: Path) -> subprocess.Popen:
     env = {**os.environ, **settings.to_env(), "ROBAUDIT_API_TOKEN": TOKEN}
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "backend.app.main:app_from_env",
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "robaudit.backend.app.main:app_from_env",
                              "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
                             env=env, cwd=str(ROOT), stdout=log.open("ab"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60

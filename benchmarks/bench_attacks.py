@@ -25,10 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import models  # noqa: E402
-import robaudit  # noqa: E402
-from robaudit.attacks import pgd, run_autoattack  # noqa: E402
-from robaudit.attacks.common import make_generator  # noqa: E402
+import robaudit
+from robaudit import models
+from robaudit.attacks import pgd, run_autoattack
+from robaudit.attacks.common import make_generator
 
 STEPS_GRID = (1, 2, 5, 10, 20, 50, 100)
 

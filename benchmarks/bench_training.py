@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models import build_model  # noqa: E402
-from robaudit.training.methods import feature_scatter_step, pgd_at_step, standard_step  # noqa: E402
+from robaudit.models import build_model
+from robaudit.training.methods import feature_scatter_step, pgd_at_step, standard_step
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:

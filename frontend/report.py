@@ -10,15 +10,15 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 from markupsafe import Markup
 
-from frontend import figures as F
-from frontend.templating import STATIC_DIR, environment, plotly_js_path
-from frontend.views import EvaluationView, StudyView, report_view
+from robaudit.frontend import figures as F
+from robaudit.frontend.templating import STATIC_DIR, environment, plotly_js_path
+from robaudit.frontend.views import EvaluationView, StudyView, report_view
 
 # Keys dropped from every exported evaluation: per-test-point data and server-side locations.
 PRIVATE_RESULT_KEYS = ("per_sample",)
@@ -68,7 +68,7 @@ def export_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
 def render_report_html(payload: Mapping[str, Any], *, generated_at: datetime | None = None) -> str:
     """The report as one HTML document that works offline: plotly.js, CSS and chart script inlined."""
     view = report_view(export_payload(payload))
-    generated = (generated_at or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M UTC")
+    generated = (generated_at or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
     return environment().get_template("export.html").render(
         view=view,
         generated_at=generated,

@@ -19,15 +19,14 @@ from urllib.parse import unquote
 
 import httpx
 from fastapi import APIRouter, FastAPI, Query, Request
-from fastapi.responses import (FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse,
-                               Response)
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from frontend import figures as F
-from frontend.report import export_payload, render_report_html, report_csv
-from frontend.templating import STATIC_DIR, environment, plotly_js_path
-from frontend.views import EvaluationView, evaluation_view, report_view
+from robaudit.frontend import figures as F
+from robaudit.frontend.report import export_payload, render_report_html, report_csv
+from robaudit.frontend.templating import STATIC_DIR, environment, plotly_js_path
+from robaudit.frontend.views import evaluation_view, report_view
 
 API_PREFIX = "/api/v1"
 TOKEN_COOKIE = "robaudit_token"
@@ -102,8 +101,8 @@ def problem(answer: ApiAnswer, *, active: str, what: str) -> HTMLResponse:
 @lru_cache(maxsize=1)
 def form_options() -> dict[str, Any]:
     """Choices for the forms, from the science package's own registries (imported once)."""
-    from models.registry import ALIASES, ARCHITECTURES
     from robaudit.data import DATASETS
+    from robaudit.models.registry import ALIASES, ARCHITECTURES
 
     try:
         from robaudit.training import METHODS
@@ -180,7 +179,7 @@ async def job_page(request: Request, job_id: int) -> Response:
 
 
 async def _training_chart(request: Request, job: dict[str, Any]):
-    from frontend.views import Chart
+    from robaudit.frontend.views import Chart
 
     label = job.get("name") or f"training {job.get('id')}"
     cfg = (job.get("config") or {}).get("train_config") or {}
@@ -321,7 +320,7 @@ async def report_page(request: Request, report_id: str) -> HTMLResponse:
 def _share_payload(request: Request, token: str) -> dict[str, Any] | None:
     if not SHARE_TOKEN_RE.fullmatch(token):
         return None
-    from backend.app.crud import get_report_payload_by_token
+    from robaudit.backend.app.crud import get_report_payload_by_token
 
     with request.app.state.Session() as session:
         return get_report_payload_by_token(session, token)

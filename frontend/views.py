@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from frontend import figures as F
+from robaudit.frontend import figures as F
 
 STATUS_ORDER = {"fail": 0, "warn": 1, "pass": 2, "skipped": 3}
 STATUS_ICON = {"pass": "✔", "warn": "⚠", "fail": "✖", "skipped": "–"}
@@ -81,7 +81,7 @@ class Diagnostics:
 
     @property
     def counts(self) -> dict[str, int]:
-        out = {k: 0 for k in STATUS_ORDER}
+        out = dict.fromkeys(STATUS_ORDER, 0)
         for c in self.checks:
             out[c.status] = out.get(c.status, 0) + 1
         return out

@@ -4,14 +4,14 @@ Every model takes images in [0, 1] and returns logits; normalization is the
 first layer inside the model, so attacks and third-party evaluators never need
 to know about it.
 """
-from models.registry import ARCHITECTURES, build_model, default_arch_kwargs
-from models.checkpoint import (
+from robaudit.models.checkpoint import (
     CheckpointError,
     CheckpointMetadata,
     load_checkpoint,
     read_metadata,
     save_checkpoint,
 )
+from robaudit.models.registry import ARCHITECTURES, build_model, default_arch_kwargs
 
 __all__ = [
     "ARCHITECTURES",

@@ -13,7 +13,7 @@ import pickle
 import struct
 import zipfile
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from models.registry import build_model, resolve_arch
+from robaudit.models.registry import build_model, resolve_arch
 
 FORMAT = "robaudit-checkpoint"
 FORMAT_VERSION = 1
@@ -57,7 +57,7 @@ class CheckpointMetadata:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CheckpointMetadata":
+    def from_dict(cls, data: dict[str, Any]) -> CheckpointMetadata:
         known = {f for f in cls.__dataclass_fields__}
         missing = [k for k in ("arch", "num_classes", "in_channels", "mean", "std") if k not in data]
         if missing:
@@ -79,7 +79,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, metadata: CheckpointMeta
     if path.suffix != ".safetensors":
         raise ValueError(f"checkpoints are written as .safetensors, got {path.name}")
     metadata.robaudit_version = metadata.robaudit_version or _version()
-    metadata.created_at = metadata.created_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
+    metadata.created_at = metadata.created_at or datetime.now(UTC).isoformat(timespec="seconds")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata={"robaudit": metadata.to_json()})

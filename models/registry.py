@@ -5,10 +5,10 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from models.normalize import Normalize
-from models.preact_resnet import PreActResNet18
-from models.smallcnn import SmallCNN
-from models.wideresnet import WideResNet
+from robaudit.models.normalize import Normalize
+from robaudit.models.preact_resnet import PreActResNet18
+from robaudit.models.smallcnn import SmallCNN
+from robaudit.models.wideresnet import WideResNet
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "smallcnn": SmallCNN,

@@ -25,7 +25,7 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu", arch: st
     Files without robaudit metadata (a plain ``.pt`` state_dict) need ``arch`` and ``dataset``.
     Never unpickles code: safetensors, or ``torch.load(weights_only=True)``.
     """
-    from models.checkpoint import CheckpointMetadata, load_checkpoint
+    from robaudit.models.checkpoint import CheckpointMetadata, load_checkpoint
 
     fallback = None
     if arch is not None and dataset is not None:

@@ -7,8 +7,8 @@ import argparse
 import sys
 from importlib.metadata import entry_points
 
-from models.checkpoint import CheckpointError
 from robaudit.errors import RobauditError
+from robaudit.models.checkpoint import CheckpointError
 
 
 def build_parser() -> argparse.ArgumentParser:

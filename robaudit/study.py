@@ -164,7 +164,7 @@ def table(models: list[StudyModel], eps: float) -> list[dict[str, Any]]:
     """Our side of the table: one row per model at its last epoch."""
     rows = []
     for m in models:
-        get = lambda attack, steps=None: accuracy_of(m.results, attack, eps, steps)  # noqa: E731
+        get = lambda attack, steps=None: accuracy_of(m.results, attack, eps, steps)
         entries = {"clean": clean_of(m.results), "pgd20": get("pgd", 20), "pgd100": get("pgd", 100),
                    "cw100": get("cw", 100), "autoattack": get("autoattack"), "worst_case": worst_case_of(m.results, eps)}
         row = {"name": m.name, "method": m.method, "delta": m.delta,
@@ -291,7 +291,7 @@ def conclude(rows: list[dict], models: list[StudyModel], eps: float) -> list[dic
         drops = sorted({d + 1 for _, _, d in judged})   # milestones are 0-based; history epochs 1-based
         verdict = (f"PGD-20 falls beyond sampling noise after the peak for {len(falls)} of {len(judged)} Feature "
                    "Scattering models" if falls else
-                   f"no Feature Scattering model's PGD-20 falls beyond sampling noise after the peak")
+                   "no Feature Scattering model's PGD-20 falls beyond sampling noise after the peak")
         out.append({"question": "Does robust accuracy fall after the lr decays?", "answer": answer,
                     "text": f"{answer}: once the lr first drops (from epoch {', '.join(map(str, drops))}), {verdict} ("
                             + "; ".join(text for _, text, _ in judged) + ")."})

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import models
 import robaudit
+from robaudit import models
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def mnist(split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
     return robaudit.load_dataset("mnist10k", split)
 
@@ -26,7 +26,7 @@ def _smallcnn() -> nn.Module:
     return models.build_model("smallcnn", num_classes=10, in_channels=1, mean=[0.0], std=[1.0])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def standard_model(seed: int = 0, n_train: int = 8000) -> nn.Module:
     """A SmallCNN trained with plain cross-entropy for one epoch on mnist10k (~97 % clean, not robust)."""
     torch.manual_seed(seed)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import CheckpointMetadata, build_model
 from robaudit.data import DATASETS
+from robaudit.models import CheckpointMetadata, build_model
 from robaudit.training import TrainConfig
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import copy
 
 import torch
+from helpers_eval import TrainModeNet, first_test_points, standard_model, surrogate_model
 from torch import nn
 
-from helpers_eval import TrainModeNet, first_test_points, standard_model, surrogate_model
 from robaudit.attacks import fgsm, last_iterate, pgd, random_noise, run_autoattack, transfer
 from robaudit.attacks.common import make_generator
 

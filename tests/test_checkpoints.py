@@ -7,11 +7,11 @@ from dataclasses import asdict
 
 import pytest
 import torch
+from helpers_training import mnist_metadata, mnist_model, one_torch_thread  # noqa: F401  (fixture)
 from safetensors.torch import save_file
 
 import robaudit
-from helpers_training import mnist_metadata, mnist_model, one_torch_thread  # noqa: F401  (fixture)
-from models import CheckpointError, build_model, load_checkpoint, read_metadata, save_checkpoint
+from robaudit.models import CheckpointError, build_model, load_checkpoint, read_metadata, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers_training import one_torch_thread  # noqa: F401  (fixture)
 
 import robaudit
-from models import read_metadata
 from robaudit.data import DATASETS
 from robaudit.errors import DatasetUnavailable
-from helpers_training import one_torch_thread  # noqa: F401  (fixture)
+from robaudit.models import read_metadata
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -5,9 +5,17 @@ import copy
 from dataclasses import replace
 
 import pytest
+from helpers_eval import (
+    NoisyInput,
+    Purifier,
+    Quantized,
+    ScaledLogits,
+    SoftmaxOutput,
+    first_test_points,
+    standard_model,
+    surrogate_model,
+)
 
-from helpers_eval import (NoisyInput, Purifier, Quantized, ScaledLogits, SoftmaxOutput, first_test_points,
-                          standard_model, surrogate_model)
 from robaudit.evaluation import Thresholds, build_spec, evaluate, run_diagnostics
 from robaudit.evaluation.diagnostics import VERDICT_CLEAN, VERDICT_MASKING
 

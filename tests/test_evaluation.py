@@ -7,12 +7,20 @@ import json
 import numpy as np
 import pytest
 import torch
-
-import models
 from helpers_eval import CountingModel, first_test_points, standard_model
+
+from robaudit import models
 from robaudit.errors import Cancelled, RobauditError
-from robaudit.evaluation import (ATTACKS, PRESETS, RESULTS_SCHEMA_VERSION, DirectoryStore, MemoryStore, build_spec,
-                                 evaluate, results_to_csv)
+from robaudit.evaluation import (
+    ATTACKS,
+    PRESETS,
+    RESULTS_SCHEMA_VERSION,
+    DirectoryStore,
+    MemoryStore,
+    build_spec,
+    evaluate,
+    results_to_csv,
+)
 from robaudit.evaluation.results import decode_bits, encode_bits, worst_case
 
 

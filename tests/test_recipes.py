@@ -6,16 +6,15 @@ import json
 
 import pytest
 import torch
-
-import robaudit
-
-from models import read_metadata
-from robaudit.cli import main
-from robaudit.evaluation import build_spec
-from robaudit.recipes import get_recipe
-from robaudit.errors import RobauditError
 from helpers_training import one_torch_thread  # noqa: F401  (fixture)
 from test_data import skip_cifar_checksums, write_cifar10  # noqa: F401  (fixture and data writer)
+
+import robaudit
+from robaudit.cli import main
+from robaudit.errors import RobauditError
+from robaudit.evaluation import build_spec
+from robaudit.models import read_metadata
+from robaudit.recipes import get_recipe
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

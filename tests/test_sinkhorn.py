@@ -4,9 +4,9 @@ from __future__ import annotations
 import ot
 import pytest
 import torch
+from helpers_training import one_torch_thread  # noqa: F401  (fixture)
 
 from robaudit.sinkhorn import CONVERGE, EARLY_STOP, REG, cosine_cost, ot_distance, sinkhorn
-from helpers_training import one_torch_thread  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

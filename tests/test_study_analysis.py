@@ -80,6 +80,7 @@ def test_lr_decay_question_judges_every_feature_scattering_model():
 
 def _b64(bits):
     import base64
+
     import numpy as np
     return base64.b64encode(np.packbits(np.asarray(bits, np.uint8), bitorder="little").tobytes()).decode()
 

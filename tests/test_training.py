@@ -7,15 +7,15 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers_training import mnist_model, one_torch_thread, tiny_config  # noqa: F401  (fixture)
 
 import robaudit
-from helpers_training import mnist_model, one_torch_thread, tiny_config  # noqa: F401  (fixture)
-from models import read_metadata
 from robaudit.errors import Cancelled, RobauditError
+from robaudit.models import read_metadata
+from robaudit.sinkhorn import cosine_cost, ot_distance
 from robaudit.training import METHODS, TrainConfig, TrainProgress, train
 from robaudit.training.cli import register
 from robaudit.training.losses import smooth_labels, smoothed_cross_entropy, soft_cross_entropy
-from robaudit.sinkhorn import cosine_cost, ot_distance
 from robaudit.training.perturb import feature_scatter_perturb, model_mode, pgd_linf
 from robaudit.training.schedule import lr_at, scaled_milestones
 from robaudit.training.trainer import STATE_FILE, load_state

@@ -9,13 +9,13 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from backend.app.core.config import Settings
+from robaudit.backend.app.core.config import Settings
 
 TASK_NAME = "robaudit.run_job"
 
 
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("robaudit", broker=settings.broker_url, include=["worker.tasks"])
+    app = Celery("robaudit", broker=settings.broker_url, include=["robaudit.worker.tasks"])
     visibility = settings.visibility_timeout_s
     if settings.broker_is_redis:
         transport_options: dict = {"visibility_timeout": visibility}

@@ -9,15 +9,15 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-from pathlib import Path
 import sys
+from pathlib import Path
 
-from backend.app.core.config import Settings
+from robaudit.backend.app.core.config import Settings
 
 
 def celery_argv(settings: Settings, *, concurrency: int = 1, queues: list[str] | None = None,
                 hostname: str | None = None, loglevel: str = "INFO") -> list[str]:
-    argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+    argv = [sys.executable, "-m", "celery", "-A", "robaudit.worker.celery_app", "worker",
             "-P", "prefork", "-c", str(concurrency), "--max-tasks-per-child", "1",
             "-Q", ",".join(queues or [settings.queue]), "-l", loglevel]
     if hostname:
@@ -58,7 +58,7 @@ def run_worker(args: argparse.Namespace) -> int:
         print("robaudit worker: --api-url needs the API token in ROBAUDIT_API_TOKEN", file=sys.stderr)
         return 2
     settings.ensure_dirs()
-    from backend.app.core.db import wait_for_db
+    from robaudit.backend.app.core.db import wait_for_db
 
     wait_for_db(settings)
     hostname = args.hostname or f"robaudit@{socket.gethostname()}"

@@ -18,12 +18,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from backend.app import crud
-from backend.app.checkpoint_store import place, sha256_file
-from backend.app.core.config import Settings
-from backend.app.core.db import session_factory
-from backend.app.models import Checkpoint, Job
-from worker.procs import pid_alive
+from robaudit.backend.app import crud
+from robaudit.backend.app.checkpoint_store import place, sha256_file
+from robaudit.backend.app.core.config import Settings
+from robaudit.backend.app.core.db import session_factory
+from robaudit.backend.app.models import Checkpoint, Job
+from robaudit.worker.procs import pid_alive
 
 log = logging.getLogger("robaudit.worker")
 
@@ -44,7 +44,7 @@ class JobContext:
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id}", daemon=True)
 
-    def __enter__(self) -> "JobContext":
+    def __enter__(self) -> JobContext:
         self._thread.start()
         return self
 
@@ -125,10 +125,9 @@ def run_job(settings: Settings, job_id: int, task_id: str, worker_name: str | No
 
 
 def _user_message(exc: BaseException) -> str:
-    from models.checkpoint import CheckpointError
     from robaudit.errors import RobauditError
-
-    from worker.transfer import TransferError
+    from robaudit.models.checkpoint import CheckpointError
+    from robaudit.worker.transfer import TransferError
 
     if isinstance(exc, (RobauditError, CheckpointError, TransferError)):
         return str(exc)
@@ -175,11 +174,11 @@ def register_output(settings: Settings, path: Path, *, job_id: int, name: str) -
     """Register a trained checkpoint: through the API when this worker is remote, else in place."""
     Session = session_factory(settings)
     if settings.api_url:
-        from worker.transfer import upload
+        from robaudit.worker.transfer import upload
 
         checkpoint_id = int(upload(settings, path, name=name)["id"])
     else:
-        from worker.validate import validate_file
+        from robaudit.worker.validate import validate_file
 
         checked = validate_file(path)
         if not checked["ok"]:
@@ -219,9 +218,8 @@ class SqlStore:
 
 
 def _load_model(settings: Settings, checkpoint: Checkpoint, device: str):
-    from models.checkpoint import CheckpointMetadata, load_checkpoint
-
-    from worker.transfer import ensure_local
+    from robaudit.models.checkpoint import CheckpointMetadata, load_checkpoint
+    from robaudit.worker.transfer import ensure_local
 
     path = ensure_local(settings, checkpoint.sha256, checkpoint.ext)
     fallback = None if checkpoint.embedded_metadata else CheckpointMetadata.from_dict(checkpoint.meta)

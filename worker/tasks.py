@@ -8,10 +8,10 @@ import threading
 
 from celery import signals
 
-from backend.app import crud
-from backend.app.core.db import session_factory
-from worker.celery_app import TASK_NAME, app
-from worker.procs import pid_alive
+from robaudit.backend.app import crud
+from robaudit.backend.app.core.db import session_factory
+from robaudit.worker.celery_app import TASK_NAME, app
+from robaudit.worker.procs import pid_alive
 
 log = logging.getLogger("robaudit.worker")
 EXIT_WITH_ENV = "ROBAUDIT_EXIT_WITH_PID"   # set by EmbeddedService
@@ -20,7 +20,7 @@ EXIT_WITH_ENV = "ROBAUDIT_EXIT_WITH_PID"   # set by EmbeddedService
 @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
 def run_job(self, job_id: int) -> str:
     """Run job `job_id` (training or evaluation). The message carries nothing else."""
-    from worker.runner import run_job as run   # torch and the science load here, in the child
+    from robaudit.worker.runner import run_job as run  # torch and the science load here, in the child
 
     return run(self.app.robaudit_settings, int(job_id), self.request.id, worker_name=self.request.hostname)
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import httpx
 
-from backend.app.checkpoint_store import checkpoint_path, remove_quietly
-from backend.app.core.config import API_V1_STR, Settings
-from backend.app.core.security import resolve_api_token
+from robaudit.backend.app.checkpoint_store import checkpoint_path, remove_quietly
+from robaudit.backend.app.core.config import API_V1_STR, Settings
+from robaudit.backend.app.core.security import resolve_api_token
 
 
 class TransferError(RuntimeError):

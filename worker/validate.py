@@ -20,10 +20,16 @@ def validate_file(path: Path, *, arch: str | None = None, dataset: str | None = 
                   arch_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     import torch
 
-    from models.checkpoint import CheckpointError, CheckpointMetadata, load_checkpoint, read_metadata, sniff_format
-    from models.registry import resolve_arch
     from robaudit.data import dataset_info
     from robaudit.errors import RobauditError
+    from robaudit.models.checkpoint import (
+        CheckpointError,
+        CheckpointMetadata,
+        load_checkpoint,
+        read_metadata,
+        sniff_format,
+    )
+    from robaudit.models.registry import resolve_arch
 
     torch.set_num_threads(1)
     try:

@@ -5,7 +5,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from backend.app.core.config import Settings
+from robaudit.backend.app.core.config import Settings
 
 EXTENSIONS = ("safetensors", "pt")
 

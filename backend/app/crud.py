@@ -10,17 +10,28 @@ import base64
 import hashlib
 import re
 import uuid
+from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any, Iterable
+from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from backend.app.core.security import share_token, short_id
-from backend.app.models import (FINISHED, Checkpoint, EvalBatch, EvaluationResult, Job, Report, ReportEvaluation,
-                                SampleBitset, WorkerSeen, utcnow)
+from robaudit.backend.app.core.security import share_token, short_id
+from robaudit.backend.app.models import (
+    FINISHED,
+    Checkpoint,
+    EvalBatch,
+    EvaluationResult,
+    Job,
+    Report,
+    ReportEvaluation,
+    SampleBitset,
+    WorkerSeen,
+    utcnow,
+)
 
 
 def _upsert(session: Session, model, values: dict[str, Any], keys: list[str], update_cols: Iterable[str]) -> None:

@@ -7,9 +7,9 @@ import threading
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.app import crud
-from backend.app.core.config import Settings
-from worker.celery_app import TASK_NAME
+from robaudit.backend.app import crud
+from robaudit.backend.app.core.config import Settings
+from robaudit.worker.celery_app import TASK_NAME
 
 log = logging.getLogger("robaudit.api")
 

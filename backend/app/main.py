@@ -7,13 +7,14 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
-from backend.app.api.main import api_router
-from backend.app.core.config import API_V1_STR, Settings
-from backend.app.core.db import run_migrations, session_factory
-from backend.app.core.security import resolve_api_token
-from backend.app.dispatch import Janitor
-from frontend.routes import mount_static, router as pages_router
-from worker.celery_app import make_celery
+from robaudit.backend.app.api.main import api_router
+from robaudit.backend.app.core.config import API_V1_STR, Settings
+from robaudit.backend.app.core.db import run_migrations, session_factory
+from robaudit.backend.app.core.security import resolve_api_token
+from robaudit.backend.app.dispatch import Janitor
+from robaudit.frontend.routes import mount_static
+from robaudit.frontend.routes import router as pages_router
+from robaudit.worker.celery_app import make_celery
 
 
 def custom_generate_unique_id(route: APIRoute) -> str:

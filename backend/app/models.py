@@ -4,11 +4,23 @@ Shared by the API and the worker; the initial Alembic migration mirrors these de
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary,
-                        String, Text, UniqueConstraint)
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -18,7 +30,7 @@ FINISHED = ("succeeded", "failed", "cancelled")
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class UTCDateTime(TypeDecorator):
@@ -28,12 +40,12 @@ class UTCDateTime(TypeDecorator):
 
     def process_bind_param(self, value, dialect):
         if value is not None and value.tzinfo is not None:
-            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+            value = value.astimezone(UTC).replace(tzinfo=None)
         return value
 
     def process_result_value(self, value, dialect):
         if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value
 
 
@@ -147,7 +159,7 @@ class Report(Base):
     # "comparison", or "label-smoothing-study" (the payload then carries robaudit.study's analysis).
     kind: Mapped[str] = mapped_column(String(32), default="comparison", server_default="comparison")
 
-    items: Mapped[list["ReportEvaluation"]] = relationship(order_by="ReportEvaluation.position",
+    items: Mapped[list[ReportEvaluation]] = relationship(order_by="ReportEvaluation.position",
                                                            cascade="all, delete-orphan", lazy="selectin")
 
 

@@ -19,7 +19,7 @@ import anyio
 from fastapi import HTTPException, Request, status
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from backend.app.core.config import Settings
+from robaudit.backend.app.core.config import Settings
 
 ALLOWED_FIELDS = ("name", "arch", "dataset", "arch_kwargs")
 MAX_FIELD_BYTES = 16 * 1024

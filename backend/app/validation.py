@@ -11,8 +11,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from backend.app import crud
-from backend.app.schemas import EvaluationCreate, TrainingCreate
+from robaudit.backend.app import crud
+from robaudit.backend.app.schemas import EvaluationCreate, TrainingCreate
 
 # Chosen by the worker that runs the job, not by the client.
 WORKER_FIELDS = ("device", "data_dir", "download")
@@ -36,8 +36,8 @@ def _reject_non_finite(value: Any, where: str) -> None:
 
 
 def _science_errors():
-    from models.checkpoint import CheckpointError
     from robaudit.errors import RobauditError
+    from robaudit.models.checkpoint import CheckpointError
 
     return RobauditError, CheckpointError
 
@@ -46,8 +46,8 @@ def validate_training(body: TrainingCreate) -> dict[str, Any]:
     import torch
     from pydantic import TypeAdapter, ValidationError
 
-    from models.registry import build_model
     from robaudit.data import dataset_info
+    from robaudit.models.registry import build_model
     from robaudit.training import TrainConfig
 
     hp = dict(body.hyperparameters)

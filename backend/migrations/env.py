@@ -4,8 +4,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from backend.app.core.config import Settings
-from backend.app.models import Base
+from robaudit.backend.app.core.config import Settings
+from robaudit.backend.app.models import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -23,8 +23,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from robaudit.attacks.common import (ball_bounds, default_alpha, eval_mode, input_gradient, predict,
-                                     project_, uniform_in_ball)
+from robaudit.attacks.common import (
+    ball_bounds,
+    default_alpha,
+    eval_mode,
+    input_gradient,
+    predict,
+    project_,
+    uniform_in_ball,
+)
 from robaudit.attacks.losses import attack_loss
 
 NOT_RUN = -1  # first_fooled value for a restart that skipped a point already fooled by an earlier restart

@@ -9,8 +9,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robaudit.attacks.common import (ball_bounds, default_alpha, eval_mode, input_gradient, predict,
-                                     project_, uniform_in_ball)
+from robaudit.attacks.common import (
+    ball_bounds,
+    default_alpha,
+    eval_mode,
+    input_gradient,
+    predict,
+    project_,
+    uniform_in_ball,
+)
 from robaudit.attacks.losses import attack_loss
 
 

@@ -62,7 +62,7 @@ def _sha256(path: Path) -> str:
 
 
 def _load(path: str, device: str, arch: str | None, dataset: str | None):
-    import models
+    from robaudit import models
     from robaudit.data import dataset_info
 
     checkpoint = Path(path)

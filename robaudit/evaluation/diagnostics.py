@@ -81,7 +81,7 @@ class Thresholds:
     c14_fail_gap_pp: float = 8.75
 
     @classmethod
-    def from_overrides(cls, overrides: dict) -> "Thresholds":
+    def from_overrides(cls, overrides: dict) -> Thresholds:
         known = {f.name: f for f in fields(cls)}
         values = {}
         for name, value in overrides.items():

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from robaudit.attacks import autoattack as aa
-from robaudit.attacks.common import default_alpha, eval_mode, make_generator, predict
+from robaudit.attacks.common import default_alpha, eval_mode, make_generator
 from robaudit.attacks.noise import random_noise
 from robaudit.attacks.pgd import pgd
 from robaudit.attacks.transfer import transfer
@@ -38,8 +38,7 @@ from robaudit.errors import Cancelled, RobauditError
 from robaudit.evaluation import probes
 from robaudit.evaluation.diagnostics import run_diagnostics
 from robaudit.evaluation.presets import AUTOATTACK_SINGLE, STEPS_CURVE_GRID, EvalSpec
-from robaudit.evaluation.results import (RESULTS_SCHEMA_VERSION, accuracy, bit_key, decode_bits,
-                                         encode_bits, worst_case)
+from robaudit.evaluation.results import RESULTS_SCHEMA_VERSION, accuracy, bit_key, decode_bits, encode_bits, worst_case
 from robaudit.evaluation.store import MemoryStore
 
 RECORD_VERSION = 1           # bump when a stored batch record changes meaning

@@ -76,7 +76,7 @@ class EvalSpec:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "EvalSpec":
+    def from_dict(cls, data: dict) -> EvalSpec:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         for key in ("eps", "attacks", "steps", "eps_curve", "large_eps"):

@@ -65,14 +65,14 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise RobauditError(f"unknown training option(s): {', '.join(unknown)}")
         return cls(**data)
 
-    def resolved(self) -> "TrainConfig":
+    def resolved(self) -> TrainConfig:
         """A copy with every default filled in and every value checked (RobauditError if bad)."""
         if self.method not in METHODS:
             raise RobauditError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")

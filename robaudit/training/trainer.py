@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from models import CheckpointMetadata, build_model, save_checkpoint
-from models.registry import resolve_arch
 from robaudit.data import DATASETS, load_arrays, train_loader
 from robaudit.errors import Cancelled, RobauditError
+from robaudit.models import CheckpointMetadata, build_model, save_checkpoint
+from robaudit.models.registry import resolve_arch
 from robaudit.training.config import RESUMABLE_CHANGES, TrainConfig
 from robaudit.training.methods import METHODS
 from robaudit.training.monitor import epoch_metrics

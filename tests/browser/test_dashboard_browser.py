@@ -9,7 +9,6 @@ Screenshots go to test-artifacts/.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -55,7 +54,7 @@ def _train_checkpoints(d: Path) -> dict[str, Path]:
     import torch.nn.functional as F
 
     import robaudit
-    from models import CheckpointMetadata, build_model, save_checkpoint
+    from robaudit.models import CheckpointMetadata, build_model, save_checkpoint
 
     torch.manual_seed(0)
     model = build_model("smallcnn", num_classes=10, in_channels=1, mean=[0.0], std=[1.0])

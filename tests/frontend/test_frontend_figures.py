@@ -6,10 +6,10 @@ import math
 
 import plotly.graph_objects as go
 import pytest
-
-from frontend import figures as F
 from frontend_fixtures import payload  # noqa: F401 (fixture)
-from frontend.views import evaluation_views
+
+from robaudit.frontend import figures as F
+from robaudit.frontend.views import evaluation_views
 
 
 def models_of(payload: dict) -> list[F.Model]:

@@ -7,11 +7,11 @@ import re
 
 import pytest
 from fastapi.testclient import TestClient
-
-from backend.app import crud
-from backend.app.core.config import Settings
-from backend.app.main import create_app
 from frontend_fixtures import make_payload
+
+from robaudit.backend.app import crud
+from robaudit.backend.app.core.config import Settings
+from robaudit.backend.app.main import create_app
 
 TOKEN = "frontend-test-token"
 

@@ -7,11 +7,11 @@ import json
 import re
 
 import pytest
-
 from frontend_fixtures import payload  # noqa: F401 (fixture)
-from frontend.report import CSV_COLUMNS, export_payload, render_report_html, report_csv
-from frontend.templating import plotly_js_path
-from frontend.views import report_view
+
+from robaudit.frontend.report import CSV_COLUMNS, export_payload, render_report_html, report_csv
+from robaudit.frontend.templating import plotly_js_path
+from robaudit.frontend.views import report_view
 
 MARKER_BITS = "UEVSLVNBTVBMRS1CSVRT"   # a per-sample bitset that must never reach an export
 

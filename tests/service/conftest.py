@@ -15,7 +15,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from backend.app.core.config import Settings
+from robaudit.backend.app.core.config import Settings
 
 TOKEN = "robaudit-test-token"
 PG_URL = os.environ.get("ROBAUDIT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -49,7 +49,7 @@ def pg_url():
         _service_missing("PostgreSQL", exc)
     sep = "&" if "?" in PG_URL else "?"
     yield f"{PG_URL}{sep}options={quote(f'-csearch_path={schema}')}"
-    from backend.app.core import db as dbmod
+    from robaudit.backend.app.core import db as dbmod
 
     for key, engine in list(dbmod._engines.items()):
         if schema in key[0]:
@@ -100,8 +100,8 @@ def save_smallcnn(path: Path, *, seed: int = 0, dataset: str = "mnist10k", metad
     """A randomly initialised SmallCNN as a robaudit checkpoint (or a bare .pt state_dict)."""
     import torch
 
-    from models import CheckpointMetadata, build_model, save_checkpoint
     from robaudit.data import dataset_info
+    from robaudit.models import CheckpointMetadata, build_model, save_checkpoint
 
     info = dataset_info(dataset)
     torch.manual_seed(seed)
@@ -130,8 +130,8 @@ class WorkerProcess:
         self.settings, self.name, self.log_path = settings, name, log_path
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "WorkerProcess":
-        from worker.cli import celery_argv, worker_env
+    def start(self) -> WorkerProcess:
+        from robaudit.worker.cli import celery_argv, worker_env
 
         self.settings.ensure_dirs()
         self.log = self.log_path.open("ab")
@@ -141,8 +141,8 @@ class WorkerProcess:
         return self
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        from backend.app import crud
-        from backend.app.core.db import session_factory
+        from robaudit.backend.app import crud
+        from robaudit.backend.app.core.db import session_factory
 
         Session = session_factory(self.settings)
         deadline = time.monotonic() + timeout
@@ -181,7 +181,7 @@ class LiveAPI:
     """The real app under uvicorn on a free port, in a thread of the test process."""
 
     def __init__(self, settings: Settings):
-        from backend.service import EmbeddedService
+        from robaudit.backend.service import EmbeddedService
 
         self.service = EmbeddedService(settings, port=free_port(), worker=False, log_level="warning")
 

@@ -9,10 +9,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from backend.app import crud
-from backend.app.core.db import session_factory
-from backend.app.main import create_app
-from backend.app.models import Job
+from robaudit.backend.app import crud
+from robaudit.backend.app.core.db import session_factory
+from robaudit.backend.app.main import create_app
+from robaudit.backend.app.models import Job
 
 from .conftest import TOKEN, make_settings
 

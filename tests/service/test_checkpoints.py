@@ -12,7 +12,8 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from backend.app.main import create_app
+from robaudit.backend.app.main import create_app
+
 from .conftest import make_settings, save_smallcnn
 
 
@@ -142,8 +143,8 @@ def test_upload_form_errors_say_what_to_fix(client):
 
 
 def test_delete_is_409_while_a_job_uses_the_checkpoint(client, settings, tmp_path):
-    from backend.app import crud
-    from backend.app.core.db import session_factory
+    from robaudit.backend.app import crud
+    from robaudit.backend.app.core.db import session_factory
 
     used = _post(client, "a.safetensors", save_smallcnn(tmp_path / "a.safetensors", seed=1).read_bytes()).json()
     free = _post(client, "b.safetensors", save_smallcnn(tmp_path / "b.safetensors", seed=2).read_bytes()).json()

@@ -109,8 +109,8 @@ def test_demo_quick_trains_audits_and_reports(tmp_path):
 
 
 def test_worker_command_joins_redis_postgres_and_refuses_without_them(tmp_path, pg_url, redis_url):
-    from backend.app import crud
-    from backend.app.core.db import run_migrations, session_factory
+    from robaudit.backend.app import crud
+    from robaudit.backend.app.core.db import run_migrations, session_factory
 
     from .conftest import make_settings
 

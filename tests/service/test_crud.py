@@ -8,9 +8,9 @@ from datetime import timedelta
 import numpy as np
 from sqlalchemy import func, inspect, select
 
-from backend.app import crud
-from backend.app.core.db import get_engine, run_migrations, session_factory
-from backend.app.models import EvalBatch, EvaluationResult, Job, utcnow
+from robaudit.backend.app import crud
+from robaudit.backend.app.core.db import get_engine, run_migrations, session_factory
+from robaudit.backend.app.models import EvalBatch, EvaluationResult, Job, utcnow
 
 
 def _session(settings):

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from backend.app.core.db import session_factory
-from backend.app.models import EvalBatch, EvaluationResult, Job, SampleBitset
+from robaudit.backend.app.core.db import session_factory
+from robaudit.backend.app.models import EvalBatch, EvaluationResult, Job, SampleBitset
 
 from .conftest import LiveAPI, WorkerProcess, make_settings, upload, wait_job
 
@@ -24,7 +24,7 @@ def trained_checkpoint(tmp_path_factory):
     import torch.nn.functional as F
 
     import robaudit
-    from models import CheckpointMetadata, build_model, save_checkpoint
+    from robaudit.models import CheckpointMetadata, build_model, save_checkpoint
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)   # much faster than 2 OpenMP threads on a busy 2-core machine

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from backend.app.main import create_app
+from robaudit.backend.app.main import create_app
 
 from .conftest import TOKEN, make_settings, save_smallcnn
 

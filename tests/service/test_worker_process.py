@@ -10,10 +10,10 @@ from .conftest import make_settings
 
 PROBE = r"""
 import json, sys
-import worker.celery_app as celery_app
-import worker.tasks  # noqa: F401  (what `celery -A worker.celery_app worker` imports in the parent)
+import robaudit.worker.celery_app as celery_app
+import robaudit.worker.tasks  # noqa: F401  (what `celery -A worker.celery_app worker` imports in the parent)
 app = celery_app.app
-app.loader.import_default_modules()   # the worker's own import step (include=["worker.tasks"])
+app.loader.import_default_modules()   # the worker's own import step (include=["robaudit.worker.tasks"])
 app.finalize(auto=True)
 conf = app.conf
 cuda = None

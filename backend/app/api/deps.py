@@ -9,8 +9,8 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from backend.app.core.config import Settings
-from backend.app.core.security import token_matches
+from robaudit.backend.app.core.config import Settings
+from robaudit.backend.app.core.security import token_matches
 
 
 def get_settings(request: Request) -> Settings:

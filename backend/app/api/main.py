@@ -1,6 +1,6 @@
 from fastapi import APIRouter
 
-from backend.app.api.routes import checkpoints, evaluations, health, jobs, reports, trainings
+from robaudit.backend.app.api.routes import checkpoints, evaluations, health, jobs, reports, trainings
 
 api_router = APIRouter()
 api_router.include_router(checkpoints.router)

@@ -65,7 +65,7 @@ class Settings:
             object.__setattr__(self, "datasets_dir", Path(self.datasets_dir))
 
     @classmethod
-    def from_env(cls, **overrides) -> "Settings":
+    def from_env(cls, **overrides) -> Settings:
         data_dir = Path(os.environ.get("ROBAUDIT_DATA_DIR") or "./var")
         soft = os.environ.get("ROBAUDIT_TASK_SOFT_TIME_LIMIT")
         values = dict(
@@ -93,7 +93,7 @@ class Settings:
         values.update(overrides)
         return cls(**values)
 
-    def with_(self, **changes) -> "Settings":
+    def with_(self, **changes) -> Settings:
         return replace(self, **changes)
 
     def to_env(self) -> dict[str, str]:

@@ -6,7 +6,7 @@ import secrets
 import sys
 from pathlib import Path
 
-from backend.app.core.config import Settings
+from robaudit.backend.app.core.config import Settings
 
 
 def resolve_api_token(settings: Settings, *, announce=None) -> str:

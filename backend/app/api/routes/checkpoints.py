@@ -7,16 +7,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Path as PathParam, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
-from backend.app import crud
-from backend.app.api.deps import ReadAccess, SessionDep, SettingsDep, WriteAccess
-from backend.app.checkpoint_store import checkpoint_path, place, remove_quietly
-from backend.app.core.config import Settings
-from backend.app.schemas import CheckpointPublic, CheckpointsPublic, Message
-from backend.app.uploads import Upload, receive_upload
+from robaudit.backend.app import crud
+from robaudit.backend.app.api.deps import ReadAccess, SessionDep, SettingsDep, WriteAccess
+from robaudit.backend.app.checkpoint_store import checkpoint_path, place, remove_quietly
+from robaudit.backend.app.core.config import Settings
+from robaudit.backend.app.schemas import CheckpointPublic, CheckpointsPublic, Message
+from robaudit.backend.app.uploads import Upload, receive_upload
 
 router = APIRouter(prefix="/checkpoints", tags=["checkpoints"])
 
@@ -45,7 +46,7 @@ _SCRUBBED_ENV = ("ROBAUDIT_API_TOKEN", "DATABASE_URL", "REDIS_URL")
 
 async def _validate(upload: Upload, settings: Settings) -> dict[str, Any]:
     """Run worker.validate in a subprocess with a timeout; returns its JSON verdict."""
-    args = [sys.executable, "-m", "worker.validate", str(upload.path)]
+    args = [sys.executable, "-m", "robaudit.worker.validate", str(upload.path)]
     for key in ("arch", "dataset"):
         if upload.fields.get(key):
             args += [f"--{key}", upload.fields[key]]
@@ -58,7 +59,7 @@ async def _validate(upload: Upload, settings: Settings) -> dict[str, Any]:
                                                 stderr=asyncio.subprocess.PIPE, env=env)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout=settings.validate_timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proc.kill()
         await proc.wait()
         return {"ok": False, "error": f"checking the checkpoint took longer than {settings.validate_timeout_s:g} s"}
@@ -96,7 +97,7 @@ async def upload_checkpoint(request: Request, response: Response, settings: Sett
             with Session() as s:
                 return crud.get_checkpoint_by_sha256(session=s, sha256=upload.sha256)
 
-        from models.checkpoint import CheckpointError, sniff_format
+        from robaudit.models.checkpoint import CheckpointError, sniff_format
 
         try:   # reads 16 bytes: garbage is refused without starting the validator
             await run_in_threadpool(sniff_format, upload.path)

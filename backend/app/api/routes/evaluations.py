@@ -5,11 +5,11 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query, status
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from backend.app import crud
-from backend.app.api.deps import CeleryDep, ReadAccess, SessionDep, SettingsDep, WriteAccess
-from backend.app.dispatch import dispatch_or_fail
-from backend.app.schemas import EvaluationCreate, JobPublic, JobsPublic, JobStatus, Message
-from backend.app.validation import JobRequestError, validate_evaluation
+from robaudit.backend.app import crud
+from robaudit.backend.app.api.deps import CeleryDep, ReadAccess, SessionDep, SettingsDep, WriteAccess
+from robaudit.backend.app.dispatch import dispatch_or_fail
+from robaudit.backend.app.schemas import EvaluationCreate, JobPublic, JobsPublic, JobStatus, Message
+from robaudit.backend.app.validation import JobRequestError, validate_evaluation
 
 router = APIRouter(prefix="/evaluations", tags=["evaluations"])
 

@@ -5,9 +5,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from sqlalchemy import text
 
-from backend.app import crud
-from backend.app.api.deps import SettingsDep
-from backend.app.schemas import Health
+from robaudit.backend.app import crud
+from robaudit.backend.app.api.deps import SettingsDep
+from robaudit.backend.app.schemas import Health
 
 router = APIRouter(tags=["health"])
 

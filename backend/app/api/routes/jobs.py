@@ -4,10 +4,10 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
-from backend.app import crud
-from backend.app.api.deps import CeleryDep, ReadAccess, SessionDep, SettingsDep, WriteAccess
-from backend.app.dispatch import dispatch_or_fail, revoke
-from backend.app.schemas import JobKind, JobPublic, JobsPublic, JobStatus, Message
+from robaudit.backend.app import crud
+from robaudit.backend.app.api.deps import CeleryDep, ReadAccess, SessionDep, SettingsDep, WriteAccess
+from robaudit.backend.app.dispatch import dispatch_or_fail, revoke
+from robaudit.backend.app.schemas import JobKind, JobPublic, JobsPublic, JobStatus, Message
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 

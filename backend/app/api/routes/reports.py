@@ -3,12 +3,12 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.encoders import jsonable_encoder
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
-from backend.app import crud
-from backend.app.api.deps import ReadAccess, SessionDep, WriteAccess
-from backend.app.schemas import Message, ReportCreate, ReportPublic, ReportsPublic
+from robaudit.backend.app import crud
+from robaudit.backend.app.api.deps import ReadAccess, SessionDep, WriteAccess
+from robaudit.backend.app.schemas import Message, ReportCreate, ReportPublic, ReportsPublic
 
 router = APIRouter(prefix="/reports", tags=["reports"])
 
@@ -57,7 +57,7 @@ def export_report(session: SessionDep, report_id: str = ReportId,
     payload = jsonable_encoder(_payload(session, report_id))
     disposition = {"Content-Disposition": f'attachment; filename="report-{report_id}.{format}"'}
     try:
-        from frontend import report as rendering   # the frontend package renders; imported only when asked
+        from robaudit.frontend import report as rendering  # the frontend package renders; imported only when asked
     except ImportError as exc:
         if format != "json":
             raise HTTPException(501, detail=f"report rendering is not available ({exc}); use format=json") from None

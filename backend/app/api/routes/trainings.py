@@ -4,11 +4,11 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
-from backend.app import crud
-from backend.app.api.deps import CeleryDep, ReadAccess, SessionDep, SettingsDep, WriteAccess
-from backend.app.dispatch import dispatch_or_fail
-from backend.app.schemas import JobPublic, JobsPublic, JobStatus, Message, TrainingCreate
-from backend.app.validation import JobRequestError, validate_training
+from robaudit.backend.app import crud
+from robaudit.backend.app.api.deps import CeleryDep, ReadAccess, SessionDep, SettingsDep, WriteAccess
+from robaudit.backend.app.dispatch import dispatch_or_fail
+from robaudit.backend.app.schemas import JobPublic, JobsPublic, JobStatus, Message, TrainingCreate
+from robaudit.backend.app.validation import JobRequestError, validate_training
 
 router = APIRouter(prefix="/trainings", tags=["trainings"])
 
