@@ -10,7 +10,10 @@ from __future__ import annotations
 import base64
 import csv
 import io
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -28,9 +31,63 @@ def decode_bits(text: str, n: int) -> np.ndarray:
     return np.unpackbits(packed, bitorder="little")[:n].astype(bool)
 
 
+# Two eps values written with :.6g are the same eps when they agree to this relative tolerance.
+EPS_RTOL = 1e-9
+
+
+def same_eps(a: float, b: float) -> bool:
+    return abs(a - b) <= EPS_RTOL * max(1.0, abs(b))
+
+
+def within_eps(attack_eps: float, eps: float) -> bool:
+    """An attack run at ``attack_eps`` counts towards the worst case at ``eps`` (its ball is inside)."""
+    return attack_eps <= eps * (1 + EPS_RTOL)
+
+
 def bit_key(attack: str, eps: float, steps: int | None = None, restarts: int = 1) -> str:
     """The stable name of one per-sample bitset: ``attack@eps=0.3/steps=20/restarts=1``."""
     return f"{attack}@eps={eps:.6g}/steps={'-' if steps is None else steps}/restarts={restarts}"
+
+
+@dataclass(frozen=True)
+class BitKey:
+    attack: str
+    eps: float
+    steps: int | None       # None for attacks without a step count (and for worst-case keys)
+    restarts: int | None    # None where the key has none (worst-case keys)
+    scope: int | None       # worst-case keys over the first m points: ``worst-case@eps=0.3/first=200``
+
+
+_BIT_KEY = re.compile(r"^(?P<attack>[^@/]+)@eps=(?P<eps>[^/]+)(?:/steps=(?P<steps>[^/]+))?"
+                      r"(?:/restarts=(?P<restarts>\d+))?(?:/first=(?P<first>\d+))?$")
+
+
+def parse_bit_key(key: str) -> BitKey | None:
+    """The parts of a bitset name made by ``bit_key`` (or a worst-case key); None if it is not one."""
+    m = _BIT_KEY.match(key)
+    if m is None:
+        return None
+    try:
+        steps = m["steps"]
+        return BitKey(attack=m["attack"], eps=float(m["eps"]),
+                      steps=None if steps in (None, "-") else int(steps),
+                      restarts=int(m["restarts"]) if m["restarts"] else None, scope=int(m["first"]) if m["first"] else None)
+    except ValueError:
+        return None
+
+
+def find_row(results: Mapping[str, Any], attack: str, eps: float, steps: int | None = None,
+             restarts: int = 1) -> dict[str, Any] | None:
+    """The summary row of ``attack`` at ``eps`` (and ``steps``/``restarts`` when given), if it ran."""
+    for row in results.get("summary", []):
+        if row.get("attack") != attack or not same_eps(float(row.get("eps", -1.0)), eps):
+            continue
+        if steps is not None and row.get("steps") != steps:
+            continue
+        if (row.get("restarts") or 1) != restarts:
+            continue
+        return dict(row)
+    return None
 
 
 def worst_case(bitsets: Iterable[tuple[float, np.ndarray]], clean: np.ndarray, eps: float) -> np.ndarray:
@@ -42,7 +99,7 @@ def worst_case(bitsets: Iterable[tuple[float, np.ndarray]], clean: np.ndarray, e
     """
     robust = np.asarray(clean, dtype=bool).copy()
     for attack_eps, bits in bitsets:
-        if attack_eps <= eps * (1 + 1e-9):
+        if within_eps(attack_eps, eps):
             robust &= np.asarray(bits, dtype=bool)
     return robust
 
