@@ -12,7 +12,7 @@ import json
 import pickle
 import struct
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,7 @@ class CheckpointMetadata:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CheckpointMetadata:
-        known = {f for f in cls.__dataclass_fields__}
+        known = {f.name for f in fields(cls)}
         missing = [k for k in ("arch", "num_classes", "in_channels", "mean", "std") if k not in data]
         if missing:
             raise CheckpointError(f"robaudit metadata is missing field(s): {', '.join(missing)}")

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, in_planes: int, out_planes: int, stride: int, drop_rate: float = 0.0):
+    def __init__(self, in_planes: int, out_planes: int, stride: int, drop_rate: float = 0.0) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_planes)
         self.conv1 = nn.Conv2d(in_planes, out_planes, 3, stride, 1, bias=False)
@@ -21,28 +22,32 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(out_planes, out_planes, 3, 1, 1, bias=False)
         self.drop_rate = drop_rate
         self.equal_in_out = in_planes == out_planes
-        self.shortcut = None if self.equal_in_out else nn.Conv2d(in_planes, out_planes, 1, stride, bias=False)
+        self.shortcut: nn.Conv2d | None = (
+            None if self.equal_in_out else nn.Conv2d(in_planes, out_planes, 1, stride, bias=False))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = F.relu(self.bn1(x))
         out = self.conv1(pre)
         out = F.relu(self.bn2(out))
         if self.drop_rate > 0:
             out = F.dropout(out, p=self.drop_rate, training=self.training)
         out = self.conv2(out)
-        return out + (x if self.equal_in_out else self.shortcut(pre))
+        # No shortcut layer exactly when the width is unchanged (equal_in_out).
+        shortcut = x if self.shortcut is None else self.shortcut(pre)
+        result: torch.Tensor = out + shortcut
+        return result
 
 
 class WideResNet(nn.Module):
     def __init__(self, depth: int = 28, widen_factor: int = 10, num_classes: int = 10,
-                 in_channels: int = 3, drop_rate: float = 0.0):
+                 in_channels: int = 3, drop_rate: float = 0.0) -> None:
         super().__init__()
         if (depth - 4) % 6 != 0:
             raise ValueError(f"WideResNet depth must be 6n+4 (e.g. 16, 22, 28, 34), got {depth}")
         n = (depth - 4) // 6
         widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
-        blocks = []
+        blocks: list[nn.Module] = []
         for group, stride in zip(range(3), (1, 2, 2)):
             for i in range(n):
                 blocks.append(BasicBlock(widths[group] if i == 0 else widths[group + 1],
@@ -52,7 +57,7 @@ class WideResNet(nn.Module):
         self.fc = nn.Linear(widths[3], num_classes)
         self._init_weights()
 
-    def _init_weights(self):
+    def _init_weights(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
@@ -63,8 +68,9 @@ class WideResNet(nn.Module):
             elif isinstance(m, nn.Linear):
                 m.bias.data.zero_()
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.blocks(self.conv1(x))
         out = F.relu(self.bn(out))
         out = F.adaptive_avg_pool2d(out, 1).flatten(1)
-        return self.fc(out)
+        logits: torch.Tensor = self.fc(out)
+        return logits
