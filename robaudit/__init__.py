@@ -8,6 +8,7 @@ Public Python API (see README, "Python API"):
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,7 +20,7 @@ __version__ = "0.1.0"
 
 
 def load_model(path: str | Path, *, device: str | torch.device = "cpu", arch: str | None = None,
-               dataset: str | None = None, arch_kwargs: dict | None = None) -> nn.Module:
+               dataset: str | None = None, arch_kwargs: dict[str, Any] | None = None) -> nn.Module:
     """Load a checkpoint as an ``nn.Module`` in eval mode that takes inputs in [0, 1] and returns logits.
 
     Files without robaudit metadata (a plain ``.pt`` state_dict) need ``arch`` and ``dataset``.

@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
@@ -50,7 +51,7 @@ def dataset_info(name: str) -> DatasetInfo:
         raise RobauditError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}") from None
 
 
-def class_interleaved_order(labels: np.ndarray) -> np.ndarray:
+def class_interleaved_order(labels: npt.NDArray[np.integer]) -> npt.NDArray[np.intp]:
     """Indices that deal the examples out class by class: the 1st of each class, then the 2nd, ...
 
     The bundled file stores each split sorted by class, so "the first 500 test
@@ -110,16 +111,19 @@ def load_arrays(name: str, split: str = "test", data_dir: str | Path | None = No
     return _torchvision(name, split, Path(data_dir or "./data").expanduser(), download)
 
 
-class AugmentedDataset(Dataset):
+Batch = tuple[torch.Tensor, torch.Tensor]   # (images, labels)
+
+
+class AugmentedDataset(Dataset[Batch]):
     """Random crop (zero padding 4) and horizontal flip, as in the paper's CIFAR training."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> None:
         self.x, self.y, self.generator = x, y, generator
 
     def __len__(self) -> int:
         return len(self.y)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> Batch:
         img = self.x[i]
         size = img.shape[-1]
         padded = torch.nn.functional.pad(img, (4, 4, 4, 4))
@@ -130,11 +134,12 @@ class AugmentedDataset(Dataset):
         return img, self.y[i]
 
 
-def train_loader(name: str, batch_size: int, *, data_dir=None, download=False, seed: int = 0,
-                 limit: int | None = None) -> DataLoader:
+def train_loader(name: str, batch_size: int, *, data_dir: str | Path | None = None, download: bool = False,
+                 seed: int = 0, limit: int | None = None) -> DataLoader[tuple[torch.Tensor, ...]]:
     x, y = load_arrays(name, "train", data_dir, download)
     if limit is not None:
         x, y = x[:limit], y[:limit]
     generator = torch.Generator().manual_seed(seed)
-    ds = AugmentedDataset(x, y, generator) if DATASETS[name].augment else TensorDataset(x, y)
+    ds: Dataset[tuple[torch.Tensor, ...]] = (
+        AugmentedDataset(x, y, generator) if DATASETS[name].augment else TensorDataset(x, y))
     return DataLoader(ds, batch_size=batch_size, shuffle=True, generator=generator, drop_last=False)

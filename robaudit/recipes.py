@@ -1,7 +1,7 @@
 """Named recipes: a full training configuration plus the evaluation protocol that goes with it.
 
 ``cifar10-paper`` is Feature Scattering exactly as the official code trains and evaluates it
-(../shared/research/feature_scatter.md sections 1.6 and 2): WRN-28-10, inputs normalised to
+(docs/references.md, sections 1 and 2): WRN-28-10, inputs normalised to
 [-1, 1] (mean = std = 0.5, inside the model), eps = 8/255, one attack step of size eps, label
 smoothing 0.5, SGD 0.1 / 0.9 / 2e-4, batch 60, 200 epochs, lr x 0.1 at epochs 60 and 90, crop +
 flip; evaluated on all 10,000 test images with the repo's protocol (RS-FGSM, PGD-20 and CW-20

@@ -10,19 +10,27 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
+
+
+class StopRule(TypedDict):
+    """When Sinkhorn stops: after ``max_iter`` iterations, or once u moves less than ``tol`` in L1."""
+    max_iter: int
+    tol: float
+
 
 # The official settings: entropic regularisation 0.01, at most 100 iterations,
 # stop once the dual potential u moves less than 0.1 in L1 (checked after every
 # iteration, so at least one iteration always runs).
 REG = 0.01
-EARLY_STOP = {"max_iter": 100, "tol": 0.1}
+EARLY_STOP: StopRule = {"max_iter": 100, "tol": 0.1}
 # "converge": same recursion, run until u stops moving. Used to compare with POT
 # and to study how much the early stop changes the attack.
-CONVERGE = {"max_iter": 2000, "tol": 1e-6}
-SINKHORN_MODES = {"early-stop": EARLY_STOP, "converge": CONVERGE}
+CONVERGE: StopRule = {"max_iter": 2000, "tol": 1e-6}
+SINKHORN_MODES: dict[str, StopRule] = {"early-stop": EARLY_STOP, "converge": CONVERGE}
 
 
 @dataclass
@@ -65,12 +73,13 @@ def sinkhorn(cost: torch.Tensor, reg: float = REG, max_iter: int = EARLY_STOP["m
     u = cost.new_zeros(m)
     v = cost.new_zeros(n)
 
-    def scaled(u, v):
+    def scaled(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return (-cost + u[:, None] + v[None, :]) / reg
 
     change = float("inf")
     iterations = 0
-    for iterations in range(1, max_iter + 1):
+    while iterations < max_iter:
+        iterations += 1
         u_prev = u
         u = reg * (log_mu - torch.logsumexp(scaled(u, v), dim=1)) + u
         v = reg * (log_nu - torch.logsumexp(scaled(u, v), dim=0)) + v

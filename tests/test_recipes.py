@@ -36,7 +36,7 @@ def test_recipe_carries_the_papers_settings():
         get_recipe("cifar10-papr")
 
 
-def test_recipe_trains_one_step_on_cifar_format_data(tmp_path, skip_cifar_checksums, capsys):  # noqa: F811
+def test_recipe_trains_one_step_on_cifar_format_data(tmp_path, skip_cifar_checksums, capsys):
     write_cifar10(tmp_path / "data")
     out = tmp_path / "run"
     # The paper's recipe with only the size turned down: a depth-10, width-1 WRN, 8 images, one batch.
