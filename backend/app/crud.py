@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
 import uuid
 from collections.abc import Iterable
 from datetime import timedelta
@@ -32,6 +31,7 @@ from robaudit.backend.app.models import (
     WorkerSeen,
     utcnow,
 )
+from robaudit.evaluation.results import parse_bit_key
 
 
 def _upsert(session: Session, model, values: dict[str, Any], keys: list[str], update_cols: Iterable[str]) -> None:
@@ -318,24 +318,6 @@ def store_results(*, session: Session, job_id: int, results: dict[str, Any]) -> 
                 ["job_id", "attack", "eps", "steps", "restarts"], ["n", "bits"])
 
 
-_BIT_KEY = re.compile(r"^(?P<attack>[^@]+)@eps=(?P<eps>[^/]+)(?:/steps=(?P<steps>[^/]+))?"
-                      r"(?:/restarts=(?P<restarts>\d+))?$")
-
-
-def parse_bit_key(key: str) -> dict[str, Any] | None:
-    """``pgd@eps=0.3/steps=20/restarts=1`` (robaudit.evaluation.results.bit_key), or
-    ``worst-case@eps=0.3``, -> its parts (steps/restarts 0 when absent)."""
-    m = _BIT_KEY.match(key)
-    if not m:
-        return None
-    try:
-        steps = m["steps"]
-        return {"attack": m["attack"][:64], "eps": float(m["eps"]),
-                "steps": 0 if steps in (None, "-") else int(steps), "restarts": int(m["restarts"] or 0)}
-    except ValueError:
-        return None
-
-
 def iter_bitsets(results: dict[str, Any]):
     """Rows (attack, eps, steps, restarts, n, bits) from the results JSON's per_sample section.
 
@@ -355,9 +337,13 @@ def iter_bitsets(results: dict[str, Any]):
         bitsets = {k: v for k, v in per_sample.items() if "@" in k}
     for key, text in bitsets.items():
         parts = parse_bit_key(key)
-        if parts is None or not isinstance(text, str):
+        # Worst-case keys over a subset (".../first=m") cover other points; they stay in the JSON.
+        if parts is None or parts.scope is not None or not isinstance(text, str):
             continue
-        yield {**parts, "n": n, "bits": base64.b64decode(text)}
+        # The table's key columns are NOT NULL: an attack without steps, or a key without
+        # restarts, is stored as 0.
+        yield {"attack": parts.attack[:64], "eps": parts.eps, "steps": parts.steps or 0,
+               "restarts": parts.restarts or 0, "n": n, "bits": base64.b64decode(text)}
 
 
 def get_results(*, session: Session, job_id: int) -> dict[str, Any] | None:
@@ -414,85 +400,6 @@ def report_public(report: Report) -> dict[str, Any]:
     return {"id": report.id, "title": report.title, "url": f"/reports/{report.id}",
             "share_url": f"/share/{report.share_token}", "evaluation_ids": [i.job_id for i in report.items],
             "created_at": report.created_at, "kind": report.kind}
-
-
-def checkpoint_summary(*, session: Session, checkpoint: Checkpoint | None) -> dict[str, Any] | None:
-    """Checkpoint metadata for reports: method, label smoothing, training history."""
-    if checkpoint is None:
-        return None
-    meta = checkpoint.meta or {}
-    hp = meta.get("hyperparameters") or {}
-    history: list[Any] = []
-    if checkpoint.training_job_id:
-        job = session.get(Job, checkpoint.training_job_id)
-        history = list(job.metrics or []) if job else []
-    if not history:
-        metrics = meta.get("metrics") or {}
-        history = list(metrics.get("history") or []) if isinstance(metrics, dict) else []
-    return {"id": checkpoint.id, "name": checkpoint.name, "sha256": checkpoint.sha256, "arch": checkpoint.arch,
-            "dataset": checkpoint.dataset, "method": checkpoint.method or meta.get("method"),
-            "label_smoothing": hp.get("label_smoothing"), "eps": hp.get("eps"), "epochs": hp.get("epochs"),
-            "hyperparameters": hp, "metrics": meta.get("metrics") or {}, "history": history,
-            "source": checkpoint.source, "training_job_id": checkpoint.training_job_id,
-            "created_at": checkpoint.created_at.isoformat()}
-
-
-def get_report_payload(*, session: Session, report: Report) -> dict[str, Any]:
-    """{"report": {...}, "evaluations": [{id, status, checkpoint, results}]}; what pages and exports render."""
-    evaluations = []
-    for item in report.items:
-        job = session.get(Job, item.job_id)
-        if job is None:
-            continue
-        evaluations.append({
-            "id": job.id, "name": job.name, "status": job.status, "config": job.config or {},
-            "summary": job.summary or {}, "error": job.error,
-            "checkpoint": checkpoint_summary(session=session, checkpoint=job.checkpoint),
-            "results": get_results(session=session, job_id=job.id) if job.status == "succeeded" else None,
-        })
-    payload = {"report": {"id": report.id, "title": report.title, "created_at": report.created_at.isoformat(),
-                          "url": f"/reports/{report.id}", "kind": report.kind},
-               "evaluations": evaluations}
-    if report.kind == "label-smoothing-study":
-        payload["study"] = study_analysis(evaluations)
-    return payload
-
-
-def study_analysis(evaluations: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """robaudit.study.analyze over a study report's models: one entry per checkpoint, all its results.
-
-    Computed from the stored numbers every time the report is read, so the conclusion can never
-    disagree with the tables next to it.
-    """
-    from robaudit.study import StudyModel, analyze
-
-    models: dict[int, StudyModel] = {}
-    eps = None
-    for ev in evaluations:
-        ckpt, results = ev.get("checkpoint"), ev.get("results")
-        if ckpt is None or results is None:
-            continue
-        eps = eps if eps is not None else (results.get("config", {}).get("eps") or [None])[0]
-        model = models.get(ckpt["id"])
-        if model is None:
-            method = ckpt.get("method") or "unknown"
-            hp = ckpt.get("hyperparameters") or {}
-            delta = ckpt.get("label_smoothing") if method == "feature-scatter" else None
-            model = models[ckpt["id"]] = StudyModel(
-                name=ckpt.get("name") or f"checkpoint {ckpt['id']}", method=method, delta=delta,
-                history=list(ckpt.get("history") or []), lr_milestones=list(hp.get("lr_milestones") or []))
-        model.results.append(results)
-    if not models or eps is None:
-        return None
-    return analyze(list(models.values()), float(eps))
-
-
-def get_report_payload_by_token(session: Session, token: str) -> dict[str, Any] | None:
-    """The share page's lookup: the payload of the one report this token unlocks, or None."""
-    if not token or len(token) > 64:
-        return None
-    report = session.scalar(select(Report).where(Report.share_token == token))
-    return get_report_payload(session=session, report=report) if report else None
 
 
 # Workers ------------------------------------------------------------------------------

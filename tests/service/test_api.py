@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from robaudit.backend.app import crud
+from robaudit.backend.app import crud, reports
 from robaudit.backend.app.core.db import session_factory
 from robaudit.backend.app.main import create_app
 from robaudit.backend.app.models import Job
@@ -177,7 +177,7 @@ def test_reports_round_trip(client, settings, checkpoint_id):
     assert client.get("/api/v1/reports/nope0000").status_code == 404
     assert client.get("/api/v1/reports").json()["count"] == 2
     with session_factory(settings)() as s:
-        assert crud.get_report_payload_by_token(s, token) == payload
+        assert reports.get_report_payload_by_token(s, token) == payload
 
 
 def test_health_reports_database_broker_and_no_workers(client):

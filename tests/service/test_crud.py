@@ -8,7 +8,7 @@ from datetime import timedelta
 import numpy as np
 from sqlalchemy import func, inspect, select
 
-from robaudit.backend.app import crud
+from robaudit.backend.app import crud, reports
 from robaudit.backend.app.core.db import get_engine, run_migrations, session_factory
 from robaudit.backend.app.models import EvalBatch, EvaluationResult, Job, utcnow
 
@@ -147,6 +147,33 @@ def test_results_and_bitsets_are_upserted_without_duplicates(any_db_settings):
         assert decoded.tolist() == pgd
 
 
+def test_bit_keys_map_to_stored_rows_as_before():
+    """results.parse_bit_key's fields -> the NOT NULL key columns of sample_bitsets: steps 0 for
+    "-" or none, restarts 0 when absent; subset worst-case keys (/first=m) and non-keys are skipped."""
+    bits = _bits([1, 0, 1])
+    keys = {"pgd@eps=0.3/steps=20/restarts=2": (0.3, 20, 2),
+            "fgsm@eps=0.1/steps=-/restarts=1": (0.1, 0, 1),
+            "square@eps=0.3/restarts=1": (0.3, 0, 1),
+            "worst-case@eps=0.3": (0.3, 0, 0),
+            "pgd@eps=1e-05/steps=7": (1e-05, 7, 0)}
+    skipped = ["worst-case@eps=0.3/first=200", "pgd@eps=abc/steps=20/restarts=1", "pgd@eps=0.3/steps=x",
+               "no-at-sign", "pgd@eps=0.3/steps=20/restarts=1/extra=1"]
+    long_name = "a" * 80 + "@eps=0.3/steps=1/restarts=1"
+    results = {"per_sample": {"n": 3, "clean": bits,
+                              "bits": {**{k: bits for k in [*keys, *skipped, long_name]}, "pgd@eps=0.2": 123}}}
+    rows = list(crud.iter_bitsets(results))
+    assert rows[0] == {"attack": "clean", "eps": 0.0, "steps": 0, "restarts": 0, "n": 3,
+                       "bits": base64.b64decode(bits)}
+    got = {(r["attack"], r["eps"], r["steps"], r["restarts"]) for r in rows[1:]}
+    want = {(key.split("@")[0], *parts) for key, parts in keys.items()} | {("a" * 64, 0.3, 1, 1)}
+    assert got == want and len(rows) == 1 + len(want)
+    assert all(r["n"] == 3 and r["bits"] == base64.b64decode(bits) for r in rows)
+    # Older results JSON kept the bitsets directly in per_sample, next to n and clean.
+    flat = {"n": 3, "per_sample": {"clean": bits, "pgd@eps=0.3/steps=20/restarts=1": bits}}
+    assert [(r["attack"], r["steps"], r["restarts"]) for r in crud.iter_bitsets(flat)] == [
+        ("clean", 0, 0), ("pgd", 20, 1)]
+
+
 def test_eval_store_is_unique_per_job_and_long_keys_work(any_db_settings):
     key = "batch/" + "x" * 900   # engine keys are fingerprints; longer than any VARCHAR we would pick
     with _session(any_db_settings) as s:
@@ -171,16 +198,16 @@ def test_report_payload_and_share_token_lookup(any_db_settings):
         assert len(report.id) == 8 and report.id.isalnum()
         public = crud.report_public(report)
         assert public["url"] == f"/reports/{report.id}" and public["share_url"].startswith("/share/")
-        payload = crud.get_report_payload_by_token(s, report.share_token)
+        payload = reports.get_report_payload_by_token(s, report.share_token)
         assert payload["report"]["id"] == report.id and payload["report"]["title"] == "cmp"
         assert [e["id"] for e in payload["evaluations"]] == [b.id, a.id]
         first, second = payload["evaluations"]
         assert first["results"] is None and second["results"] == {"clean_accuracy": 0.5}
         assert second["checkpoint"]["method"] == "feature-scatter"
         assert second["checkpoint"]["label_smoothing"] == 0.5
-        assert crud.get_report_payload_by_token(s, other.share_token)["report"]["id"] == other.id
-        assert crud.get_report_payload_by_token(s, "nope") is None
-        assert crud.get_report_payload_by_token(s, "") is None
+        assert reports.get_report_payload_by_token(s, other.share_token)["report"]["id"] == other.id
+        assert reports.get_report_payload_by_token(s, "nope") is None
+        assert reports.get_report_payload_by_token(s, "") is None
 
 
 def _finished_eval(s, ckpt_id: int, pgd20: float, aa: float) -> int:
@@ -207,10 +234,10 @@ def test_study_report_payload_carries_analysis_computed_from_stored_results(any_
             ids.append(_finished_eval(s, ckpt.id, pgd20, aa))
         study = crud.create_report(session=s, title="study", evaluation_ids=ids, kind="label-smoothing-study")
         plain = crud.create_report(session=s, title="plain", evaluation_ids=ids)
-        payload = crud.get_report_payload(session=s, report=study)
+        payload = reports.get_report_payload(session=s, report=study)
         assert payload["report"]["kind"] == "label-smoothing-study"
         answers = {c["question"]: c["answer"] for c in payload["study"]["conclusions"]}
         assert answers["Does PGD robustness rise with label smoothing?"] == "Yes"
         assert answers["Does the worst-case robustness (AutoAttack) rise with it too?"] == "No"
         assert [r["delta"] for r in payload["study"]["ours"]] == [0.0, 0.5]
-        assert "study" not in crud.get_report_payload(session=s, report=plain)
+        assert "study" not in reports.get_report_payload(session=s, report=plain)

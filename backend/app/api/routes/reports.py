@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
-from robaudit.backend.app import crud
+from robaudit.backend.app import crud, reports
 from robaudit.backend.app.api.deps import ReadAccess, SessionDep, WriteAccess
 from robaudit.backend.app.schemas import Message, ReportCreate, ReportPublic, ReportsPublic
 
@@ -39,7 +39,7 @@ def _payload(session, report_id: str) -> dict[str, Any]:
     report = crud.get_report(session=session, report_id=report_id)
     if report is None:
         raise HTTPException(404, detail=f"no report {report_id}")
-    return crud.get_report_payload(session=session, report=report)
+    return reports.get_report_payload(session=session, report=report)
 
 
 @router.get("/{report_id}", dependencies=[ReadAccess], responses={404: {"model": Message}})
