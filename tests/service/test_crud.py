@@ -160,7 +160,7 @@ def test_bit_keys_map_to_stored_rows_as_before():
                "no-at-sign", "pgd@eps=0.3/steps=20/restarts=1/extra=1"]
     long_name = "a" * 80 + "@eps=0.3/steps=1/restarts=1"
     results = {"per_sample": {"n": 3, "clean": bits,
-                              "bits": {**{k: bits for k in [*keys, *skipped, long_name]}, "pgd@eps=0.2": 123}}}
+                              "bits": {**dict.fromkeys([*keys, *skipped, long_name], bits), "pgd@eps=0.2": 123}}}
     rows = list(crud.iter_bitsets(results))
     assert rows[0] == {"attack": "clean", "eps": 0.0, "steps": 0, "restarts": 0, "n": 3,
                        "bits": base64.b64decode(bits)}

@@ -2,43 +2,38 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi import APIRouter, HTTPException, Path, status
 
 from robaudit.backend.app import crud
 from robaudit.backend.app.api.deps import CeleryDep, ReadAccess, SessionDep, SettingsDep, WriteAccess
+from robaudit.backend.app.api.job_routes import MAX_ID, Limit, Skip, find_job, job_page
 from robaudit.backend.app.dispatch import dispatch_or_fail, revoke
 from robaudit.backend.app.schemas import JobKind, JobPublic, JobsPublic, JobStatus, Message
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
-JobId = Path(ge=1, le=2**31 - 1)
+JobId = Path(ge=1, le=MAX_ID)
 
 
 @router.get("", response_model=JobsPublic, dependencies=[ReadAccess])
 def list_jobs(session: SessionDep, kind: JobKind | None = None, status: JobStatus | None = None,
-              skip: int = Query(0, ge=0, le=10**9), limit: int = Query(100, ge=1, le=1000)) -> Any:
+              skip: int = Skip, limit: int = Limit) -> Any:
     """List trainings and evaluations together, newest first."""
-    rows, count = crud.list_jobs(session=session, kind=kind, status=status, skip=skip, limit=limit)
-    return {"data": [crud.job_public(j) for j in rows], "count": count}
+    return job_page(session, kind=kind, status=status, skip=skip, limit=limit)
 
 
 @router.get("/{job_id}", response_model=JobPublic, dependencies=[ReadAccess], responses={404: {"model": Message}})
 def read_job(session: SessionDep, job_id: int = JobId) -> Any:
     """Get a job of either kind."""
-    job = crud.get_job(session=session, job_id=job_id)
-    if job is None:
-        raise HTTPException(404, detail=f"no job {job_id}")
-    return crud.job_public(job)
+    return crud.job_public(find_job(session, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, status_code=status.HTTP_202_ACCEPTED,
              dependencies=[WriteAccess], responses={404: {"model": Message}, 409: {"model": Message}})
 def cancel_job(session: SessionDep, settings: SettingsDep, celery: CeleryDep, job_id: int = JobId) -> Any:
     """Cancel a job: a queued one at once, a running one at its next batch or epoch."""
-    if crud.get_job(session=session, job_id=job_id) is None:
-        raise HTTPException(404, detail=f"no job {job_id}")
+    job = find_job(session, job_id)
     outcome, task_id = crud.request_cancel(session=session, job_id=job_id)
-    job = crud.get_job(session=session, job_id=job_id)
     session.refresh(job)
     if outcome == "finished":
         raise HTTPException(409, detail=f"job {job_id} is already {job.status}")
@@ -51,9 +46,7 @@ def cancel_job(session: SessionDep, settings: SettingsDep, celery: CeleryDep, jo
                                                     503: {"model": Message}})
 def retry_job(session: SessionDep, settings: SettingsDep, celery: CeleryDep, job_id: int = JobId) -> Any:
     """Queue a failed or cancelled job again; it resumes from its stored state."""
-    job = crud.get_job(session=session, job_id=job_id)
-    if job is None:
-        raise HTTPException(404, detail=f"no job {job_id}")
+    job = find_job(session, job_id)
     task_id = crud.prepare_retry(session=session, job_id=job_id)
     session.refresh(job)
     if task_id is None:
