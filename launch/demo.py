@@ -14,18 +14,15 @@ PGD/CW-100, restarts, curves, noise), the expensive part, on --n-examples test d
 from __future__ import annotations
 
 import argparse
-import os
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 
-from robaudit.backend.app.core.config import Settings
+from robaudit.launch.client import FINISHED, Display, api_client, pct
+from robaudit.launch.service import EmbeddedService, drive_embedded
 
-FINISHED = ("succeeded", "failed", "cancelled")
 MNIST10K_TEST_DIGITS = 2000
 DEFAULT_AUDIT_EXAMPLES = 200   # AutoAttack (first 200 in the audit preset) then covers every point
 
@@ -74,32 +71,8 @@ def _describe(job: dict | None) -> str:
     if status != "running":
         return status
     p = job["progress"]
-    pct = f"{100 * p['fraction']:.0f}%" if p["fraction"] is not None else "starting"
-    return f"{job['kind'][:5]} {pct} ETA {_fmt_eta(p['eta_seconds'])}"
-
-
-class Display:
-    """One status line, rewritten in place on a terminal, printed every 15 s otherwise."""
-
-    def __init__(self, stream=sys.stdout):
-        self.stream, self.tty = stream, stream.isatty()
-        self.last = 0.0
-        self.started = time.monotonic()
-
-    def update(self, text: str) -> None:
-        elapsed = int(time.monotonic() - self.started)
-        line = f"[{elapsed // 60:02d}:{elapsed % 60:02d}] {text}"
-        if self.tty:
-            self.stream.write("\r\033[K" + line[:os.get_terminal_size().columns - 1])
-            self.stream.flush()
-        elif time.monotonic() - self.last >= 15:
-            print(line, file=self.stream, flush=True)
-            self.last = time.monotonic()
-
-    def say(self, text: str) -> None:
-        if self.tty:
-            self.stream.write("\r\033[K")
-        print(text, file=self.stream, flush=True)
+    done = f"{100 * p['fraction']:.0f}%" if p["fraction"] is not None else "starting"
+    return f"{job['kind'][:5]} {done} ETA {_fmt_eta(p['eta_seconds'])}"
 
 
 def _interrupt(signum, frame):
@@ -107,30 +80,23 @@ def _interrupt(signum, frame):
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from robaudit.backend.service import EmbeddedService
-
-    # Ctrl-C and `kill` (or `docker stop`) both end in the cleanup below, even when the shell
+    # Ctrl-C and `kill` (or `docker stop`) both end in the cleanup, even when the shell
     # that started us ignored SIGINT (a background job).
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
+    out = Display()
+    return drive_embedded(out, lambda service: _demo(args, service, out), data_dir=args.data_dir, port=args.port,
+                          worker_name="demo@localhost")
 
-    data_dir = Path(args.data_dir or os.environ.get("ROBAUDIT_DATA_DIR") or "./var")
-    settings = Settings.from_env(data_dir=data_dir)
+
+def _demo(args: argparse.Namespace, service: EmbeddedService, out: Display) -> int | None:
+    """Train, check and audit the three models, save the report; an exit code only with --exit."""
     n_examples = args.n_examples or (16 if args.quick else DEFAULT_AUDIT_EXAMPLES)
     check_examples = 64 if args.quick else MNIST10K_TEST_DIGITS
     preset = "quick" if args.quick else "audit"
-    service = EmbeddedService(settings, host="127.0.0.1", port=args.port, worker_name="demo@localhost",
-                              log_level="warning")
-    settings.ensure_dirs()
-    log = (settings.data_dir / "worker.log").open("ab")
-    out = Display()
-    try:
-        service.start_background(log_file=log)
-        token = settings.api_token or settings.token_file.read_text().strip()
-        client = httpx.Client(base_url=f"{service.url}/api/v1", headers={"Authorization": f"Bearer {token}"},
-                              timeout=60.0)
+    with api_client(service.url, service.token, timeout=60.0) as client:
         out.say(f"robaudit demo: service on {service.url} (API docs {service.url}/docs, worker log "
-                f"{settings.data_dir / 'worker.log'})")
+                f"{service.worker_log})")
         todo = plans(args)
         for plan in todo:
             resp = client.post("/trainings", json={"method": plan.method, "dataset": "mnist10k", "arch": "smallcnn",
@@ -147,32 +113,20 @@ def run_demo(args: argparse.Namespace) -> int:
                                                                   if p.evaluation_id is not None]})
         report.raise_for_status()
         report = report.json()
-        out.say("")
-        out.say(f"eps = 0.3; clean and PGD-20 on {check_examples} test digits, the audit on the first {n_examples}")
-        out.say(f"{'model':<20} {'clean':>7} {'PGD-20':>7} {'worst case':>11}  verdict")
-        for plan in todo:
-            c, s = plan.check.get("summary", {}), plan.result.get("summary", {})
-            worst = (s.get("worst_case") or [{}])[-1].get("robust_accuracy")
-            error = plan.check.get("error") or plan.result.get("error")
-            out.say(f"{plan.label:<20} {_pct(c.get('clean_accuracy')):>7} {_pct(c.get('pgd20_accuracy')):>7} "
-                    f"{_pct(worst):>11}  {s.get('verdict') or '-'}" + (f"   {error}" if error else ""))
-        out.say(f"\nreport: {service.url}{report['url']}")
-        out.say(f"read-only share link: {service.url}{report['share_url']}")
-        if args.exit:
-            return 1 if failed else 0
-        out.say("serving until Ctrl-C ...")
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        out.say("\nstopping ...")
-        return 130
-    finally:
-        service.stop()
-        log.close()
-
-
-def _pct(value) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
+    out.say("")
+    out.say(f"eps = 0.3; clean and PGD-20 on {check_examples} test digits, the audit on the first {n_examples}")
+    out.say(f"{'model':<20} {'clean':>7} {'PGD-20':>7} {'worst case':>11}  verdict")
+    for plan in todo:
+        c, s = plan.check.get("summary", {}), plan.result.get("summary", {})
+        worst = (s.get("worst_case") or [{}])[-1].get("robust_accuracy")
+        error = plan.check.get("error") or plan.result.get("error")
+        out.say(f"{plan.label:<20} {pct(c.get('clean_accuracy')):>7} {pct(c.get('pgd20_accuracy')):>7} "
+                f"{pct(worst):>11}  {s.get('verdict') or '-'}" + (f"   {error}" if error else ""))
+    out.say(f"\nreport: {service.url}{report['url']}")
+    out.say(f"read-only share link: {service.url}{report['share_url']}")
+    if args.exit:
+        return 1 if failed else 0
+    return None
 
 
 def _outcome(job: dict | None) -> dict | None:
@@ -200,7 +154,7 @@ def _drive(client: httpx.Client, todo: list[Plan], preset: str, n_examples: int,
                     plan.checkpoint_id = training["output_checkpoint_id"]
                     final = training["summary"].get("final", {})
                     out.say(f"{plan.label}: trained ({len(training['metrics'])} epochs, clean "
-                            f"{_pct(final.get('clean_acc'))}, checkpoint {plan.checkpoint_id}); queued its checks")
+                            f"{pct(final.get('clean_acc'))}, checkpoint {plan.checkpoint_id}); queued its checks")
                     # The worker takes jobs in order: the cheap whole-test-set check comes back first.
                     resp = client.post("/evaluations", json={"checkpoint_id": plan.checkpoint_id, "attacks": ["pgd"],
                                                              "eps": [0.3], "steps": [20], "n_examples": check_examples,
@@ -217,13 +171,13 @@ def _drive(client: httpx.Client, todo: list[Plan], preset: str, n_examples: int,
                 plan.check, s = outcome, outcome["summary"]
                 failed |= check["status"] != "succeeded"
                 out.say(f"{plan.label}: {check['status']} on {check_examples} test digits: clean "
-                        f"{_pct(s.get('clean_accuracy'))}, PGD-20 {_pct(s.get('pgd20_accuracy'))}")
+                        f"{pct(s.get('clean_accuracy'))}, PGD-20 {pct(s.get('pgd20_accuracy'))}")
             evaluation = jobs.get(plan.evaluation_id) if plan.evaluation_id and plan.evaluation_id > 0 else None
             if not plan.result and (outcome := _outcome(evaluation)):
                 plan.result, s = outcome, outcome["summary"]
                 failed |= evaluation["status"] != "succeeded"
-                out.say(f"{plan.label}: audit {evaluation['status']} (clean {_pct(s.get('clean_accuracy'))}, "
-                        f"PGD-20 {_pct(s.get('pgd20_accuracy'))}, verdict {s.get('verdict')})")
+                out.say(f"{plan.label}: audit {evaluation['status']} (clean {pct(s.get('clean_accuracy'))}, "
+                        f"PGD-20 {pct(s.get('pgd20_accuracy'))}, verdict {s.get('verdict')})")
             current = evaluation if check and check["status"] in FINISHED else check
             parts.append(f"{plan.label}: {_describe(current or training)}")
         if all(p.result and p.check for p in todo):

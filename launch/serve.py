@@ -8,20 +8,15 @@ API token. REDIS_URL and DATABASE_URL switch it to a Redis + PostgreSQL deployme
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
+import signal
 
-from robaudit.backend.app.core.config import Settings
+from robaudit.launch.service import EmbeddedService, announce, settings_for
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import signal
-
-    from robaudit.backend.service import EmbeddedService, announce
-
     signal.signal(signal.SIGINT, signal.default_int_handler)   # even if our shell ignored it (uvicorn takes over)
 
-    settings = Settings.from_env(data_dir=Path(args.data_dir or os.environ.get("ROBAUDIT_DATA_DIR") or "./var"))
+    settings = settings_for(args.data_dir)
     service = EmbeddedService(settings, host=args.host, port=args.port, worker=not args.no_worker)
     announce(settings, service.url)
     try:

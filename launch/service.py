@@ -1,7 +1,7 @@
 """The embedded service: the API (uvicorn) plus one `celery worker` subprocess, stopped together.
 
-Used by `robaudit serve` (API in the foreground) and `robaudit demo` (API in a thread
-while the demo drives it over HTTP).
+Used by `robaudit serve` (API in the foreground) and by `robaudit demo` and `robaudit study`
+(API in a thread while the command drives it over HTTP: ``drive_embedded``).
 """
 from __future__ import annotations
 
@@ -11,11 +11,21 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import uvicorn
 
 from robaudit.backend.app.core.config import Settings
-from robaudit.worker.cli import celery_argv, worker_env
+from robaudit.backend.app.main import create_app
+from robaudit.launch.client import Display
+from robaudit.launch.worker import celery_argv, worker_env
+from robaudit.worker.procs import EXIT_WITH_ENV
+
+
+def settings_for(data_dir: str | None) -> Settings:
+    """Settings from the environment, data in ``data_dir`` (default $ROBAUDIT_DATA_DIR, else ./var)."""
+    return Settings.from_env(data_dir=Path(data_dir or os.environ.get("ROBAUDIT_DATA_DIR") or "./var"))
 
 
 class EmbeddedService:
@@ -31,9 +41,16 @@ class EmbeddedService:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def build_server(self) -> uvicorn.Server:
-        from robaudit.backend.app.main import create_app
+    @property
+    def token(self) -> str:
+        """The API token (after start: a generated one is in the data folder by then)."""
+        return self.settings.api_token or self.settings.token_file.read_text().strip()
 
+    @property
+    def worker_log(self) -> Path:
+        return self.settings.data_dir / "worker.log"
+
+    def build_server(self) -> uvicorn.Server:
         app = create_app(self.settings)   # migrations applied, token resolved (printed if new)
         config = uvicorn.Config(app, host=self.host, port=self.port, log_level=self.log_level,
                                 timeout_graceful_shutdown=5)
@@ -47,7 +64,7 @@ class EmbeddedService:
         self.worker = subprocess.Popen(celery_argv(self.settings, hostname=self.worker_name,
                                                    loglevel="WARNING" if log_file is None else "INFO"),
                                        env={**worker_env(self.settings, self.worker_name),
-                                            "ROBAUDIT_EXIT_WITH_PID": str(os.getpid())},
+                                            EXIT_WITH_ENV: str(os.getpid())},
                                        start_new_session=True, stdout=log_file, stderr=log_file)
 
     def stop_worker(self, timeout: float = 15.0) -> None:
@@ -101,3 +118,38 @@ def announce(settings: Settings, url: str) -> None:
     token_hint = ("ROBAUDIT_API_TOKEN" if settings.api_token else f"the file {settings.token_file}")
     print(f"robaudit: API on {url}/api/v1 (docs: {url}/docs); write requests need the token in {token_hint}",
           file=sys.stderr, flush=True)
+
+
+def until_interrupted(out: Display, work: Callable[[], int | None]) -> int:
+    """Run ``work``; unless it returns an exit code, keep serving until Ctrl-C. Ctrl-C ends with 130."""
+    try:
+        code = work()
+        if code is not None:
+            return code
+        out.say("serving until Ctrl-C ...")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        out.say("\nstopping ...")
+        return 130
+
+
+def drive_embedded(out: Display, drive: Callable[[EmbeddedService], int | None], *, data_dir: str | None,
+                   port: int, worker_name: str) -> int:
+    """What `demo` and `study` share: start the embedded service in the background (its worker
+    logging to worker.log in the data folder), run ``drive(service)`` against it over HTTP, then
+    serve until Ctrl-C unless ``drive`` returned an exit code. The API and the worker stop on every
+    way out."""
+    settings = settings_for(data_dir)
+    settings.ensure_dirs()
+    service = EmbeddedService(settings, host="127.0.0.1", port=port, worker_name=worker_name, log_level="warning")
+    with service.worker_log.open("ab") as log:
+
+        def start_and_drive() -> int | None:
+            service.start_background(log_file=log)
+            return drive(service)
+
+        try:
+            return until_interrupted(out, start_and_drive)
+        finally:
+            service.stop()

@@ -24,9 +24,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import torch
 
-from robaudit.backend.app.core.config import Settings
-from robaudit.backend.demo import FINISHED, Display, _pct
+from robaudit.launch.client import FINISHED, Display, api_client, pct
+from robaudit.launch.service import EmbeddedService, drive_embedded, until_interrupted
+from robaudit.recipes import get_recipe
 
 STUDY_KIND = "label-smoothing-study"
 
@@ -56,8 +58,6 @@ def parse_deltas(text: str) -> list[float]:
 def build_arms(args) -> tuple[list[Arm], dict]:
     """The study's models and the shared budget. A recipe (--preset) fixes dataset, arch and schedule."""
     if args.preset:
-        from robaudit.recipes import get_recipe
-
         recipe = get_recipe(args.preset)
         base = {k: v for k, v in recipe.train.items() if k not in ("method", "label_smoothing", "sinkhorn")}
         evaluation = dict(recipe.evaluate)
@@ -87,8 +87,6 @@ def build_arms(args) -> tuple[list[Arm], dict]:
 
 
 def _machine() -> dict:
-    import torch
-
     cpu = platform.processor() or ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -103,8 +101,6 @@ def _machine() -> dict:
 
 
 def run_study(args: argparse.Namespace) -> int:
-    from robaudit.backend.service import EmbeddedService
-
     arms, shared = build_arms(args)
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     unknown = [p for p in presets if p not in ("quick", "paper", "audit")]
@@ -112,25 +108,24 @@ def run_study(args: argparse.Namespace) -> int:
         raise SystemExit(f"robaudit: error: --presets takes quick, paper and/or audit, got {args.presets!r}")
     started = time.time()
     out = Display()
-    service = None
-    log = None
     if args.api_url:
-        base_url = args.api_url.rstrip("/")
         token = args.token or os.environ.get("ROBAUDIT_API_TOKEN")
         if not token:
             raise SystemExit("robaudit: error: --api-url needs --token or ROBAUDIT_API_TOKEN")
-    else:
-        settings = Settings.from_env(data_dir=Path(args.data_dir_service or os.environ.get("ROBAUDIT_DATA_DIR")
-                                                   or "./var"))
-        settings.ensure_dirs()
-        service = EmbeddedService(settings, host="127.0.0.1", port=args.port, worker_name="study@localhost",
-                                  log_level="warning")
-        log = (settings.data_dir / "worker.log").open("ab")
-        service.start_background(log_file=log)
-        base_url = service.url
-        token = settings.api_token or settings.token_file.read_text().strip()
-    client = httpx.Client(base_url=f"{base_url}/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=120)
-    try:
+        base_url = args.api_url.rstrip("/")
+        return until_interrupted(out, lambda: _study(args, arms, shared, presets, started, base_url, token, out))
+
+    def against(service: EmbeddedService) -> int | None:
+        return _study(args, arms, shared, presets, started, service.url, service.token, out)
+
+    return drive_embedded(out, against, data_dir=args.data_dir_service, port=args.port,
+                          worker_name="study@localhost")
+
+
+def _study(args: argparse.Namespace, arms: list[Arm], shared: dict, presets: list[str], started: float,
+           base_url: str, token: str, out: Display) -> int | None:
+    """Train and evaluate every arm, save and print the report; an exit code with --exit or --api-url."""
+    with api_client(base_url, token, timeout=120) as client:
         ev = shared["evaluate"]
         out.say(f"robaudit study: {len(arms)} models on {shared['train']['dataset']} ({shared['train']['arch']}), "
                 f"each evaluated with the {' and '.join(presets)} preset(s) on {ev['n_examples']} test images; "
@@ -154,21 +149,10 @@ def run_study(args: argparse.Namespace) -> int:
         if args.out:
             _export(client, report, args, shared, arms, started)
             out.say(f"exported to {args.out}/ (report.html, report.csv, report.json, run.json)")
-        failed = any(arm.error for arm in arms)
-        if args.exit or args.api_url:
-            return 1 if failed else 0
-        out.say("serving until Ctrl-C ...")
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        out.say("\nstopping ...")
-        return 130
-    finally:
-        client.close()
-        if service is not None:
-            service.stop()
-        if log is not None:
-            log.close()
+    failed = any(arm.error for arm in arms)
+    if args.exit or args.api_url:
+        return 1 if failed else 0
+    return None
 
 
 def _check(resp: httpx.Response, doing: str) -> None:
@@ -194,8 +178,8 @@ def _drive(client: httpx.Client, arms: list[Arm], evaluation: dict, presets: lis
                     continue
                 arm.checkpoint_id = training["output_checkpoint_id"]
                 final = training["summary"].get("final", {})
-                out.say(f"{arm.label}: trained (clean {_pct(final.get('clean_acc'))}, PGD-20 "
-                        f"{_pct(final.get('pgd20_acc'))} on the monitor subset); queued {' + '.join(presets)}")
+                out.say(f"{arm.label}: trained (clean {pct(final.get('clean_acc'))}, PGD-20 "
+                        f"{pct(final.get('pgd20_acc'))} on the monitor subset); queued {' + '.join(presets)}")
                 for preset in presets:
                     body = {"checkpoint_id": arm.checkpoint_id, "preset": preset,
                             **{k: v for k, v in evaluation.items() if k not in ("preset",)},
@@ -235,8 +219,8 @@ def _print_conclusions(study: dict, out: Display) -> None:
         for r in rows:
             name = f"{r['method']}" + (f" δ={r['delta']:g}" if r.get("delta") is not None and
                                       r["method"] == "feature-scatter" else "")
-            out.say(f"{name:<26} {_pct(r.get('clean')):>7} {_pct(r.get('pgd20')):>7} {_pct(r.get('pgd100')):>8} "
-                    f"{_pct(r.get('cw100')):>7} {_pct(r.get('autoattack')):>7} {_pct(r.get('worst_case')):>7}")
+            out.say(f"{name:<26} {pct(r.get('clean')):>7} {pct(r.get('pgd20')):>7} {pct(r.get('pgd100')):>8} "
+                    f"{pct(r.get('cw100')):>7} {pct(r.get('autoattack')):>7} {pct(r.get('worst_case')):>7}")
     for c in study.get("conclusions", []):
         out.say(f"- {c['question']} {c['text']}")
 

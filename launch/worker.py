@@ -1,8 +1,9 @@
 """`robaudit worker`: join a deployment (Redis broker + PostgreSQL), possibly on another host.
 
-Runs `celery -A worker.celery_app worker -P prefork -c 1 --max-tasks-per-child 1` in
+Runs `celery -A robaudit.worker.celery_app worker -P prefork -c 1 --max-tasks-per-child 1` in
 a fresh process (exec), so the worker's parent never inherits this CLI's imports (the
-`robaudit` command itself loads torch) and never initialises CUDA.
+`robaudit` command itself loads torch) and never initialises CUDA. ``celery_argv`` and
+``worker_env`` are also how `robaudit serve` starts its embedded worker.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 from robaudit.backend.app.core.config import Settings
+from robaudit.backend.app.core.db import wait_for_db
 
 
 def celery_argv(settings: Settings, *, concurrency: int = 1, queues: list[str] | None = None,
@@ -58,8 +60,6 @@ def run_worker(args: argparse.Namespace) -> int:
         print("robaudit worker: --api-url needs the API token in ROBAUDIT_API_TOKEN", file=sys.stderr)
         return 2
     settings.ensure_dirs()
-    from robaudit.backend.app.core.db import wait_for_db
-
     wait_for_db(settings)
     hostname = args.hostname or f"robaudit@{socket.gethostname()}"
     queues = args.queues.split(",") if args.queues else None

@@ -4,6 +4,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# A worker started with this variable set to a pid shuts down when that process is gone (robaudit.worker.tasks);
+# the embedded service sets it to its own pid.
+EXIT_WITH_ENV = "ROBAUDIT_EXIT_WITH_PID"
+
 
 def pid_alive(pid: int) -> bool:
     """True if ``pid`` is a running process; a zombie (killed, not yet reaped) counts as dead."""

@@ -1,4 +1,5 @@
-"""What a task does with a job id, in the worker child process. Imports torch and the science.
+"""What a task does with a job id, in the worker child process. Imports torch and the science, so
+only the task body imports this module (robaudit.worker.tasks), never the prefork parent.
 
 Claim the job row (fencing stale deliveries and capping attempts), run it with
 throttled progress and cooperative cancellation, store its outputs idempotently,
@@ -18,12 +19,22 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import torch
+
+import robaudit
 from robaudit.backend.app import crud
 from robaudit.backend.app.checkpoint_store import place, sha256_file
 from robaudit.backend.app.core.config import Settings
 from robaudit.backend.app.core.db import session_factory
 from robaudit.backend.app.models import Checkpoint, Job
+from robaudit.data import DATASETS
+from robaudit.errors import Cancelled, RobauditError
+from robaudit.evaluation import build_spec, evaluate
+from robaudit.models.checkpoint import CheckpointError, CheckpointMetadata, load_checkpoint
+from robaudit.models.validate import validate_file
+from robaudit.training import TrainConfig, train
 from robaudit.worker.procs import pid_alive
+from robaudit.worker.transfer import TransferError, ensure_local, upload
 
 log = logging.getLogger("robaudit.worker")
 
@@ -95,11 +106,7 @@ def run_job(settings: Settings, job_id: int, task_id: str, worker_name: str | No
             return verdict
         kind, config = job.kind, dict(job.config or {})
 
-    from robaudit.errors import Cancelled
-
     if settings.torch_threads:
-        import torch
-
         torch.set_num_threads(settings.torch_threads)
     with JobContext(settings, job_id, task_id) as ctx:
         try:
@@ -125,18 +132,12 @@ def run_job(settings: Settings, job_id: int, task_id: str, worker_name: str | No
 
 
 def _user_message(exc: BaseException) -> str:
-    from robaudit.errors import RobauditError
-    from robaudit.models.checkpoint import CheckpointError
-    from robaudit.worker.transfer import TransferError
-
     if isinstance(exc, (RobauditError, CheckpointError, TransferError)):
         return str(exc)
     return f"{type(exc).__name__}: {str(exc)[:1000]}"
 
 
 def _device(settings: Settings) -> str:
-    import torch
-
     if settings.device != "auto":
         return settings.device
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -144,8 +145,6 @@ def _device(settings: Settings) -> str:
 
 # Training -----------------------------------------------------------------------------
 def _run_training(settings: Settings, ctx: JobContext, job_id: int, config: dict[str, Any]) -> str:
-    from robaudit.training import TrainConfig, train
-
     cfg = TrainConfig.from_dict(config["train_config"])
     cfg.device = _device(settings)
     cfg.data_dir = str(settings.datasets_dir) if settings.datasets_dir else None
@@ -174,13 +173,9 @@ def register_output(settings: Settings, path: Path, *, job_id: int, name: str) -
     """Register a trained checkpoint: through the API when this worker is remote, else in place."""
     Session = session_factory(settings)
     if settings.api_url:
-        from robaudit.worker.transfer import upload
-
         checkpoint_id = int(upload(settings, path, name=name)["id"])
     else:
-        from robaudit.worker.validate import validate_file
-
-        checked = validate_file(path)
+        checked = validate_file(path, datasets=DATASETS)
         if not checked["ok"]:
             raise RuntimeError(f"trained checkpoint failed validation: {checked['error']}")
         sha = sha256_file(path)
@@ -218,9 +213,6 @@ class SqlStore:
 
 
 def _load_model(settings: Settings, checkpoint: Checkpoint, device: str):
-    from robaudit.models.checkpoint import CheckpointMetadata, load_checkpoint
-    from robaudit.worker.transfer import ensure_local
-
     path = ensure_local(settings, checkpoint.sha256, checkpoint.ext)
     fallback = None if checkpoint.embedded_metadata else CheckpointMetadata.from_dict(checkpoint.meta)
     model, _ = load_checkpoint(path, metadata=fallback, device=device)
@@ -228,9 +220,6 @@ def _load_model(settings: Settings, checkpoint: Checkpoint, device: str):
 
 
 def _run_evaluation(settings: Settings, ctx: JobContext, job_id: int, config: dict[str, Any]) -> str:
-    import robaudit
-    from robaudit.evaluation import build_spec, evaluate
-
     device = _device(settings)
     with ctx.Session() as s:
         job = s.get(Job, job_id)

@@ -1,4 +1,4 @@
-"""The one task, plus worker lifecycle hooks. Imports no torch: see worker.celery_app."""
+"""The one task, plus worker lifecycle hooks. Imports no torch: see robaudit.worker.celery_app."""
 from __future__ import annotations
 
 import logging
@@ -9,18 +9,20 @@ import threading
 from celery import signals
 
 from robaudit.backend.app import crud
+from robaudit.backend.app.core.celery_app import TASK_NAME
 from robaudit.backend.app.core.db import session_factory
-from robaudit.worker.celery_app import TASK_NAME, app
-from robaudit.worker.procs import pid_alive
+from robaudit.worker.celery_app import app
+from robaudit.worker.procs import EXIT_WITH_ENV, pid_alive
 
 log = logging.getLogger("robaudit.worker")
-EXIT_WITH_ENV = "ROBAUDIT_EXIT_WITH_PID"   # set by EmbeddedService
 
 
 @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
 def run_job(self, job_id: int) -> str:
     """Run job `job_id` (training or evaluation). The message carries nothing else."""
-    from robaudit.worker.runner import run_job as run  # torch and the science load here, in the child
+    # Deliberately here: the runner imports torch and the science, which must load in the pool child,
+    # never in the prefork parent.
+    from robaudit.worker.runner import run_job as run
 
     return run(self.app.robaudit_settings, int(job_id), self.request.id, worker_name=self.request.hostname)
 

@@ -8,8 +8,8 @@ from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from robaudit.backend.app import crud
+from robaudit.backend.app.core.celery_app import TASK_NAME
 from robaudit.backend.app.core.config import Settings
-from robaudit.worker.celery_app import TASK_NAME
 
 log = logging.getLogger("robaudit.api")
 
@@ -19,10 +19,11 @@ def dispatch(celery: Celery, settings: Settings, *, job_id: int, task_id: str, q
     celery.send_task(TASK_NAME, args=[job_id], task_id=task_id, queue=queue or settings.queue)
 
 
-def dispatch_or_fail(celery: Celery, settings: Settings, session: Session, *, job_id: int, task_id: str) -> str | None:
+def dispatch_or_fail(celery: Celery, settings: Settings, session: Session, *, job_id: int, task_id: str,
+                     queue: str | None = None) -> str | None:
     """Dispatch; on a broker error mark the job failed and return the error message."""
     try:
-        dispatch(celery, settings, job_id=job_id, task_id=task_id)
+        dispatch(celery, settings, job_id=job_id, task_id=task_id, queue=queue)
         return None
     except Exception as exc:  # broker down or unreachable
         message = f"could not queue the job: broker unavailable ({type(exc).__name__}: {str(exc)[:200]})"
@@ -45,8 +46,7 @@ def requeue_stale_jobs(celery: Celery, settings: Settings, Session: sessionmaker
         stale = crud.requeue_stale(session=s, stale_after_s=settings.stale_after_s)
         for job_id, task_id, queue in stale:
             log.warning("job %s: worker stopped sending heartbeats; requeued as task %s", job_id, task_id)
-            if dispatch_or_fail(celery, settings, s, job_id=job_id, task_id=task_id):
-                continue
+            dispatch_or_fail(celery, settings, s, job_id=job_id, task_id=task_id, queue=queue)
     return [job_id for job_id, _, _ in stale]
 
 

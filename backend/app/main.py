@@ -8,13 +8,13 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from robaudit.backend.app.api.main import api_router
+from robaudit.backend.app.core.celery_app import make_celery
 from robaudit.backend.app.core.config import API_V1_STR, Settings
 from robaudit.backend.app.core.db import run_migrations, session_factory
 from robaudit.backend.app.core.security import resolve_api_token
 from robaudit.backend.app.dispatch import Janitor
 from robaudit.frontend.routes import mount_static
 from robaudit.frontend.routes import router as pages_router
-from robaudit.worker.celery_app import make_celery
 
 
 def custom_generate_unique_id(route: APIRoute) -> str:
@@ -64,5 +64,5 @@ def create_app(settings: Settings | None = None, *, janitor: bool = True) -> Fas
 
 
 def app_from_env() -> FastAPI:
-    """For `uvicorn --factory backend.app.main:app_from_env` (the docker-compose api service)."""
+    """For `uvicorn --factory robaudit.backend.app.main:app_from_env` (the docker-compose api service)."""
     return create_app(Settings.from_env())

@@ -13,9 +13,19 @@ from pathlib import Path
 from urllib.parse import quote
 
 import httpx
+import psycopg
 import pytest
+import redis
+import torch
 
+from robaudit.backend.app import crud
+from robaudit.backend.app.core import db as dbmod
 from robaudit.backend.app.core.config import Settings
+from robaudit.backend.app.core.db import session_factory
+from robaudit.data import dataset_info
+from robaudit.launch.service import EmbeddedService
+from robaudit.launch.worker import celery_argv, worker_env
+from robaudit.models import CheckpointMetadata, build_model, save_checkpoint
 
 TOKEN = "robaudit-test-token"
 PG_URL = os.environ.get("ROBAUDIT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -39,8 +49,6 @@ def _pg_admin_url() -> str:
 @pytest.fixture
 def pg_url():
     """A DATABASE_URL on PostgreSQL whose search_path is a fresh schema, dropped afterwards."""
-    import psycopg
-
     schema = f"robaudit_t_{SESSION_TAG}_{uuid.uuid4().hex[:6]}"
     try:
         with psycopg.connect(_pg_admin_url(), autocommit=True, connect_timeout=5) as conn:
@@ -49,8 +57,6 @@ def pg_url():
         _service_missing("PostgreSQL", exc)
     sep = "&" if "?" in PG_URL else "?"
     yield f"{PG_URL}{sep}options={quote(f'-csearch_path={schema}')}"
-    from robaudit.backend.app.core import db as dbmod
-
     for key, engine in list(dbmod._engines.items()):
         if schema in key[0]:
             engine.dispose()
@@ -61,8 +67,6 @@ def pg_url():
 
 @pytest.fixture
 def redis_url():
-    import redis
-
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
     except Exception as exc:
@@ -98,11 +102,6 @@ def auth() -> dict[str, str]:
 
 def save_smallcnn(path: Path, *, seed: int = 0, dataset: str = "mnist10k", metadata: bool = True) -> Path:
     """A randomly initialised SmallCNN as a robaudit checkpoint (or a bare .pt state_dict)."""
-    import torch
-
-    from robaudit.data import dataset_info
-    from robaudit.models import CheckpointMetadata, build_model, save_checkpoint
-
     info = dataset_info(dataset)
     torch.manual_seed(seed)
     model = build_model("smallcnn", num_classes=info.num_classes, in_channels=info.in_channels,
@@ -131,8 +130,6 @@ class WorkerProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> WorkerProcess:
-        from robaudit.worker.cli import celery_argv, worker_env
-
         self.settings.ensure_dirs()
         self.log = self.log_path.open("ab")
         self.proc = subprocess.Popen(celery_argv(self.settings, hostname=self.name),
@@ -141,9 +138,6 @@ class WorkerProcess:
         return self
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        from robaudit.backend.app import crud
-        from robaudit.backend.app.core.db import session_factory
-
         Session = session_factory(self.settings)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -181,8 +175,6 @@ class LiveAPI:
     """The real app under uvicorn on a free port, in a thread of the test process."""
 
     def __init__(self, settings: Settings):
-        from robaudit.backend.service import EmbeddedService
-
         self.service = EmbeddedService(settings, port=free_port(), worker=False, log_level="warning")
 
     def __enter__(self) -> httpx.Client:

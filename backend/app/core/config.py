@@ -86,7 +86,8 @@ class Settings:
             progress_interval_s=_env_float("ROBAUDIT_PROGRESS_INTERVAL", 1.0),
             api_url=(os.environ.get("ROBAUDIT_API_URL") or "").rstrip("/") or None,
             device=os.environ.get("ROBAUDIT_DEVICE") or "auto",
-            torch_threads=int(os.environ["ROBAUDIT_TORCH_THREADS"]) if os.environ.get("ROBAUDIT_TORCH_THREADS") else None,
+            torch_threads=(int(os.environ["ROBAUDIT_TORCH_THREADS"]) if os.environ.get("ROBAUDIT_TORCH_THREADS")
+                           else None),
             datasets_dir=Path(os.environ["ROBAUDIT_DATASETS_DIR"]) if os.environ.get("ROBAUDIT_DATASETS_DIR") else None,
             cors_origins=tuple(o.strip() for o in os.environ.get("ROBAUDIT_CORS_ORIGINS", "").split(",") if o.strip()),
         )
