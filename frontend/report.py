@@ -16,7 +16,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from robaudit.frontend import figures as F
+from robaudit.frontend import results_view as R
 from robaudit.frontend.templating import STATIC_DIR, environment, plotly_js_path
 from robaudit.frontend.views import EvaluationView, StudyView, report_view
 
@@ -86,7 +86,7 @@ def _csv_safe(v: Any) -> Any:
 
 
 def _num(v: Any) -> Any:
-    f = F.to_float(v)
+    f = R.to_float(v)
     if f is None:
         return ""
     return int(f) if f == int(f) and abs(f) < 1e12 and not isinstance(v, float) else round(f, 8)
@@ -106,20 +106,20 @@ def _rows_for(report: Mapping[str, Any], ev: EvaluationView) -> list[dict[str, A
     clean = ev.clean_accuracy
     if clean is not None:
         rows.append({**common, **blank, "measure": "clean", "accuracy": _num(clean),
-                     "accuracy_pct": _num(F.percent(clean)), "n": _num(F._int_or_none(
+                     "accuracy_pct": _num(R.percent(clean)), "n": _num(R.int_or_none(
                          (ev.results or {}).get("n") or ((ev.results or {}).get("config") or {}).get("n_examples")))})
     for r in ev.summary_rows:
-        eps = F.to_float(r.get("eps"))
+        eps = R.to_float(r.get("eps"))
         rows.append({**common, "measure": "attack", "attack": r.get("attack", ""), "eps": _num(eps),
                      "eps_x255": round(eps * 255, 4) if eps is not None else "",
                      "steps": _num(r.get("steps")), "restarts": _num(r.get("restarts")), "alpha": _num(r.get("alpha")),
-                     "accuracy": _num(r.get("robust_accuracy")), "accuracy_pct": _num(F.percent(r.get("robust_accuracy"))),
+                     "accuracy": _num(r.get("robust_accuracy")), "accuracy_pct": _num(R.percent(r.get("robust_accuracy"))),
                      "n": _num(r.get("n"))})
     for r in ev.worst_case:
-        eps = F.to_float(r.get("eps"))
+        eps = R.to_float(r.get("eps"))
         rows.append({**common, **blank, "measure": "worst_case", "attack": "worst case (all attacks, per point)",
                      "eps": _num(eps), "eps_x255": round(eps * 255, 4) if eps is not None else "",
-                     "accuracy": _num(r.get("robust_accuracy")), "accuracy_pct": _num(F.percent(r.get("robust_accuracy"))),
+                     "accuracy": _num(r.get("robust_accuracy")), "accuracy_pct": _num(R.percent(r.get("robust_accuracy"))),
                      "n": _num(r.get("n"))})
     if not rows:
         rows.append({**common, **blank, "measure": "none", "accuracy": "", "accuracy_pct": ""})
@@ -141,11 +141,11 @@ def _study_rows(report: Mapping[str, Any], study: StudyView) -> list[dict[str, A
                   "model": r.get("name", ""), "method": r.get("method") or "",
                   "label_smoothing": _num(r.get("delta")), "verdict": r.get("verdict") or ""}
         for key, label in STUDY_MEASURES:
-            value = F.to_float(r.get(key))
+            value = R.to_float(r.get(key))
             if value is not None:
                 rows.append({**common, **({} if key == "clean" else at), "measure": "study", "attack": label,
-                             "accuracy": _num(value), "accuracy_pct": _num(F.percent(value)), "n": _num(r.get(f"{key}_n"))})
-        gap = F.to_float(r.get("gap_pgd20_strongest_pp"))
+                             "accuracy": _num(value), "accuracy_pct": _num(R.percent(value)), "n": _num(r.get(f"{key}_n"))})
+        gap = R.to_float(r.get("gap_pgd20_strongest_pp"))
         if gap is not None:
             against = "AutoAttack" if r.get("gap_against") == "autoattack" else "worst case"
             where = "same points" if r.get("gap_points") == "same" else "headline numbers"

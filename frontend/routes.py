@@ -23,10 +23,16 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTex
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from robaudit.data import DATASETS
+from robaudit.evaluation import ATTACKS, PRESETS
 from robaudit.frontend import figures as F
 from robaudit.frontend.report import export_payload, render_report_html, report_csv
+from robaudit.frontend.results_view import Model
 from robaudit.frontend.templating import STATIC_DIR, environment, plotly_js_path
-from robaudit.frontend.views import evaluation_view, report_view
+from robaudit.frontend.views import Chart, evaluation_view, report_view
+from robaudit.models.registry import ALIASES, ARCHITECTURES
+from robaudit.sinkhorn import SINKHORN_MODES
+from robaudit.training import METHODS
 
 API_PREFIX = "/api/v1"
 TOKEN_COOKIE = "robaudit_token"
@@ -100,29 +106,11 @@ def problem(answer: ApiAnswer, *, active: str, what: str) -> HTMLResponse:
 
 @lru_cache(maxsize=1)
 def form_options() -> dict[str, Any]:
-    """Choices for the forms, from the science package's own registries (imported once)."""
-    from robaudit.data import DATASETS
-    from robaudit.models.registry import ALIASES, ARCHITECTURES
-
-    try:
-        from robaudit.training import METHODS
-        methods = list(METHODS)
-    except ImportError:
-        methods = ["standard", "pgd-at", "fast-at", "trades", "feature-scatter"]
-    try:
-        from robaudit.evaluation import ATTACKS, PRESETS
-        presets, attacks = list(PRESETS), list(ATTACKS)
-    except ImportError:
-        presets, attacks = ["quick", "paper", "audit"], []
-    try:
-        from robaudit.sinkhorn import SINKHORN_MODES
-        sinkhorn = list(SINKHORN_MODES)
-    except ImportError:
-        sinkhorn = []
+    """Choices for the forms, from the science package's own registries."""
     datasets = [{"name": d.name, "default_eps": d.default_eps, "num_classes": d.num_classes,
                  "in_channels": d.in_channels, "size": d.size} for d in DATASETS.values()]
-    return {"architectures": [*ARCHITECTURES, *ALIASES], "datasets": datasets, "methods": methods,
-            "presets": presets, "attacks": attacks, "sinkhorn_modes": sinkhorn}
+    return {"architectures": [*ARCHITECTURES, *ALIASES], "datasets": datasets, "methods": list(METHODS),
+            "presets": list(PRESETS), "attacks": list(ATTACKS), "sinkhorn_modes": list(SINKHORN_MODES)}
 
 
 # --------------------------------------------------------------------------- static assets
@@ -178,13 +166,11 @@ async def job_page(request: Request, job_id: int) -> Response:
     return render("job.html", active="jobs", page_title=f"Training {job_id}", job=job.data, training_chart=chart)
 
 
-async def _training_chart(request: Request, job: dict[str, Any]):
-    from robaudit.frontend.views import Chart
-
+async def _training_chart(request: Request, job: dict[str, Any]) -> Chart:
     label = job.get("name") or f"training {job.get('id')}"
     cfg = (job.get("config") or {}).get("train_config") or {}
-    model = F.Model(label=label, checkpoint={"history": job.get("metrics") or [], "method": cfg.get("method"),
-                                             "hyperparameters": cfg})
+    model = Model(label=label, checkpoint={"history": job.get("metrics") or [], "method": cfg.get("method"),
+                                           "hyperparameters": cfg})
     fig = F.training_curves(model)
     return Chart(id="training-curves", title="Training curves", figure=fig,
                  caption="Clean and PGD-20 test accuracy after each epoch; dotted lines mark learning-rate changes.",

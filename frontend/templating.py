@@ -11,7 +11,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
-from robaudit.frontend import figures as F
+from robaudit.frontend import results_view as R
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -34,7 +34,7 @@ def script_json(value: Any) -> Markup:
 
 
 def pct(v: Any, digits: int = 1) -> str:
-    p = F.percent(v)
+    p = R.percent(v)
     return "–" if p is None else f"{p:.{digits}f} %"
 
 
@@ -49,7 +49,7 @@ def fmt_dt(v: Any) -> str:
 
 
 def fmt_num(v: Any, digits: int = 4) -> str:
-    f = F.to_float(v)
+    f = R.to_float(v)
     if f is None:
         return "–" if v in (None, "") else str(v)
     if f == int(f) and abs(f) < 1e9:
@@ -58,7 +58,7 @@ def fmt_num(v: Any, digits: int = 4) -> str:
 
 
 def fmt_bytes(v: Any) -> str:
-    f = F.to_float(v)
+    f = R.to_float(v)
     if f is None:
         return "–"
     for unit in ("B", "KB", "MB", "GB"):
@@ -80,8 +80,8 @@ def environment() -> Environment:
     env.filters.update({
         "script_json": script_json,
         "pct": pct,
-        "eps": F.eps_text,
-        "eps_short": F.eps_short,
+        "eps": R.eps_text,
+        "eps_short": R.eps_short,
         "dt": fmt_dt,
         "num": fmt_num,
         "bytes": fmt_bytes,

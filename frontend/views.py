@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from robaudit.frontend import figures as F
+from robaudit.frontend import results_view as R
 
 STATUS_ORDER = {"fail": 0, "warn": 1, "pass": 2, "skipped": 3}
 STATUS_ICON = {"pass": "✔", "warn": "⚠", "fail": "✖", "skipped": "–"}
@@ -94,40 +95,40 @@ class EvaluationView:
     status: str
     checkpoint: Mapping[str, Any]
     results: Mapping[str, Any] | None
-    model: F.Model
+    model: R.Model
     error: str | None = None
 
     @property
     def arch(self) -> str | None:
-        return F.checkpoint_field(self.checkpoint, "arch")
+        return R.checkpoint_field(self.checkpoint, "arch")
 
     @property
     def dataset(self) -> str | None:
-        return F.checkpoint_field(self.checkpoint, "dataset") or _cfg(self.results, "dataset")
+        return R.checkpoint_field(self.checkpoint, "dataset") or _cfg(self.results, "dataset")
 
     @property
     def method(self) -> str | None:
-        return F._method(self.checkpoint)
+        return R.method_of(self.checkpoint)
 
     @property
     def label_smoothing(self) -> float | None:
-        return F.label_smoothing_of(self.checkpoint)
+        return R.label_smoothing_of(self.checkpoint)
 
     @property
     def checkpoint_name(self) -> str | None:
-        return F.checkpoint_field(self.checkpoint, "name")
+        return R.checkpoint_field(self.checkpoint, "name")
 
     @property
     def clean_accuracy(self) -> float | None:
-        return F.clean_accuracy(self.results)
+        return R.clean_accuracy(self.results)
 
     @property
     def headline_eps(self) -> float | None:
-        return F.headline_eps(self.results)
+        return R.headline_eps(self.results)
 
     @property
-    def ladder(self) -> list[tuple[F.Rung, dict[str, Any]]]:
-        return F.ladder(self.results)
+    def ladder(self) -> list[tuple[R.Rung, dict[str, Any]]]:
+        return R.ladder(self.results)
 
     @property
     def headline(self) -> dict[str, Any]:
@@ -135,7 +136,7 @@ class EvaluationView:
         lad = self.ladder
         attacks = [(g, r) for g, r in lad if g.family not in ("clean", "worst")]
         worst = next((r for g, r in lad if g.family == "worst"), None)
-        strongest = min(attacks, key=lambda gr: F.to_float(gr[1].get("robust_accuracy")) or 0.0) if attacks else None
+        strongest = min(attacks, key=lambda gr: R.to_float(gr[1].get("robust_accuracy")) or 0.0) if attacks else None
         aa = next((r for g, r in attacks if g.family == "autoattack"), None)
         pgd = [(g, r) for g, r in attacks if g.family == "pgd" and not g.restarts]
         pgd20 = next((r for g, r in pgd if g.steps == 20), None) or (pgd[0][1] if pgd else None)
@@ -154,13 +155,13 @@ class EvaluationView:
         for r in (self.results or {}).get("summary") or []:
             if not isinstance(r, Mapping):
                 continue
-            rung = F.rung_of(r)
-            rows.append({**r, "_label": rung.label, "_order": (F.to_float(r.get("eps")) or 0, rung.order)})
+            rung = R.rung_of(r)
+            rows.append({**r, "_label": rung.label, "_order": (R.to_float(r.get("eps")) or 0, rung.order)})
         return sorted(rows, key=lambda r: r["_order"])
 
     @property
     def worst_case(self) -> list[dict[str, Any]]:
-        return F.worst_case_rows(self.results)
+        return R.worst_case_rows(self.results)
 
     @property
     def diagnostics(self) -> Diagnostics | None:
@@ -176,7 +177,7 @@ class EvaluationView:
             if isinstance(v, Mapping) or v in ([], (), None, ""):
                 continue   # thresholds and unused options: too long or empty for this list
             if k in ("attacks", "eps", "eps_curve", "large_eps") and isinstance(v, list):
-                v = ", ".join(_fmt_value(x) if k == "attacks" else F.eps_short(x) for x in v)
+                v = ", ".join(_fmt_value(x) if k == "attacks" else R.eps_short(x) for x in v)
             out.append((str(k), _fmt_value(v)))
         return out
 
@@ -215,7 +216,7 @@ def study_of(payload: Mapping[str, Any]) -> StudyView | None:
     ours = [r for r in study.get("ours") or [] if isinstance(r, Mapping)]
     ls = seed.get("label_smoothing") if isinstance(seed.get("label_smoothing"), Mapping) else None
     attacks = seed.get("attacks") if isinstance(seed.get("attacks"), Mapping) else None
-    return StudyView(eps=F.to_float(study.get("eps")), conclusions=conclusions, ours=ours,
+    return StudyView(eps=R.to_float(study.get("eps")), conclusions=conclusions, ours=ours,
                      published_deltas=ls, published_attacks=attacks)
 
 
@@ -260,7 +261,7 @@ def _fmt_value(v: Any) -> str:
 
 
 def _fmt_seconds(v: Any) -> str:
-    f = F.to_float(v)
+    f = R.to_float(v)
     if f is None:
         return _fmt_value(v)
     if f < 90:
@@ -319,9 +320,9 @@ def _labels(evaluations: Sequence[Mapping[str, Any]]) -> list[str]:
     base = []
     for ev in evaluations:
         ck = ev.get("checkpoint") if isinstance(ev.get("checkpoint"), Mapping) else {}
-        name = F.checkpoint_field(ck, "name")
+        name = R.checkpoint_field(ck, "name")
         if not name:
-            parts = [F._method(ck), F.checkpoint_field(ck, "arch")]
+            parts = [R.method_of(ck), R.checkpoint_field(ck, "arch")]
             name = " ".join(str(p) for p in parts if p) or f"evaluation {ev.get('id')}"
         base.append(str(name))
     out = []
@@ -339,7 +340,7 @@ def evaluation_views(evaluations: Sequence[Mapping[str, Any]]) -> list[Evaluatio
         views.append(EvaluationView(
             id=ev.get("id"), label=label, status=str(ev.get("status") or ("succeeded" if results else "unknown")),
             checkpoint=ck, results=results, error=ev.get("error"),
-            model=F.Model(label=label, results=results, checkpoint=ck, key=str(ev.get("id")))))
+            model=R.Model(label=label, results=results, checkpoint=ck, key=str(ev.get("id")))))
     return views
 
 
