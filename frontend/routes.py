@@ -3,8 +3,8 @@
 Pages read data through the service's own REST API, called in-process (``api_get``), so they see
 exactly what the API allows: when the server requires the token for reads
 (``ROBAUDIT_READS_REQUIRE_TOKEN``), a page forwards the browser's token and otherwise shows a
-"set your token" message. The share page is the one exception: it is unlocked by its token alone
-and renders only that report, through ``crud.get_report_payload_by_token``.
+"set your token" message. The share page reads ``/shared/{token}``, which needs no API token: the
+share token unlocks that one report, and the API leaves out what a link holder may not see.
 
 Wire-up (backend/app/main.py): ``app.include_router(pages_router)`` and ``mount_static(app)``.
 """
@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from robaudit.data import DATASETS
 from robaudit.evaluation import ATTACKS, PRESETS
 from robaudit.frontend import figures as F
-from robaudit.frontend.report import export_payload, render_report_html, report_csv
+from robaudit.frontend.report import render_report_html, report_csv
 from robaudit.frontend.results_view import Model
 from robaudit.frontend.templating import STATIC_DIR, environment, plotly_js_path
 from robaudit.frontend.views import Chart, evaluation_view, report_view
@@ -303,20 +303,13 @@ async def report_page(request: Request, report_id: str) -> HTMLResponse:
 
 # --------------------------------------------------------------------------- the share page
 
-def _share_payload(request: Request, token: str) -> dict[str, Any] | None:
+async def _shared_report(request: Request, token: str) -> dict[str, Any] | None:
+    """The share link's view of its report (GET /shared/{token}), or None when the token unlocks none."""
+    # Checked before the call as well: the token becomes part of the API path.
     if not SHARE_TOKEN_RE.fullmatch(token):
         return None
-    from robaudit.backend.app.crud import get_report_payload_by_token
-
-    with request.app.state.Session() as session:
-        return get_report_payload_by_token(session, token)
-
-
-def _shared(payload: dict[str, Any]) -> dict[str, Any]:
-    """What a share-link holder may see: the report without its internal id or page URL."""
-    out = export_payload(payload)
-    out["report"] = {k: v for k, v in (out.get("report") or {}).items() if k not in ("id", "url", "share_url")}
-    return out
+    answer = await api_get(request, f"/shared/{token}")
+    return answer.data if answer.ok else None   # 404: no report is shared under this token
 
 
 def _not_shared() -> HTMLResponse:
@@ -326,10 +319,10 @@ def _not_shared() -> HTMLResponse:
 @router.get("/share/{token}", response_class=HTMLResponse)
 async def share_page(request: Request, token: str) -> HTMLResponse:
     """A read-only report for whoever holds the link: no navigation, no API calls, no token."""
-    payload = await run_in_threadpool(_share_payload, request, token)
-    if payload is None:
+    shared = await _shared_report(request, token)
+    if shared is None:
         return _not_shared()
-    view = report_view(_shared(payload))
+    view = report_view(shared)
     response = render("share.html", page_title=view.title, view=view, token=token)
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["X-Robots-Tag"] = "noindex"
@@ -337,16 +330,16 @@ async def share_page(request: Request, token: str) -> HTMLResponse:
 
 
 @router.get("/share/{token}/export")
-async def share_export(request: Request, token: str, format: str = Query("html", pattern="^(html|csv|json)$")) -> Response:
+async def share_export(request: Request, token: str,
+                       format: str = Query("html", pattern="^(html|csv|json)$")) -> Response:
     """The shared report as a file (same exports as the API's, reachable with the share token only)."""
-    payload = await run_in_threadpool(_share_payload, request, token)
-    if payload is None:
+    shared = await _shared_report(request, token)
+    if shared is None:
         return _not_shared()
-    shared = _shared(payload)
     headers = {"Content-Disposition": f'attachment; filename="shared-report.{format}"',
                "Referrer-Policy": "no-referrer"}
     if format == "json":
-        return JSONResponse(json.loads(json.dumps(shared, default=str)), headers=headers)
+        return JSONResponse(shared, headers=headers)
     if format == "csv":
         return PlainTextResponse(await run_in_threadpool(report_csv, shared), media_type="text/csv", headers=headers)
     return HTMLResponse(await run_in_threadpool(render_report_html, shared), headers=headers)

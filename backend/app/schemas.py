@@ -153,6 +153,36 @@ class ReportsPublic(BaseModel):
     count: int
 
 
+# The share link's view of a report -----------------------------------------------------
+class SharedReportInfo(BaseModel):
+    title: str
+    created_at: str = Field(description="ISO 8601.")
+    kind: str
+
+
+class SharedEvaluation(BaseModel):
+    id: int
+    name: str | None
+    status: JobStatus
+    config: dict[str, Any]
+    summary: dict[str, Any] = Field(description="Headline numbers, e.g. clean and robust accuracy.")
+    error: str | None
+    checkpoint: dict[str, Any] | None = Field(
+        description="The evaluated checkpoint: arch, dataset, method, hyperparameters, training history.")
+    results: dict[str, Any] | None = Field(
+        description="The results JSON (docs/results-schema.md) without per-sample data; null until the "
+                    "evaluation has succeeded.")
+
+
+class SharedReport(BaseModel):
+    """A report's aggregated numbers, as its exports carry them; no report id, URLs or per-sample data."""
+    report: SharedReportInfo
+    evaluations: list[SharedEvaluation]
+    study: dict[str, Any] | None = Field(
+        default=None, description="label-smoothing-study reports only: the study's tables and conclusions "
+                                  "(null when no evaluation has results yet).")
+
+
 # Health -------------------------------------------------------------------------------
 class ComponentHealth(BaseModel):
     ok: bool

@@ -180,6 +180,50 @@ def test_reports_round_trip(client, settings, checkpoint_id):
         assert reports.get_report_payload_by_token(s, token) == payload
 
 
+def test_shared_report_needs_only_its_share_token(tmp_path, auth):
+    """GET /shared/{token}: no API token even when reads need one; that report only, without its id,
+    URLs or per-sample data; unknown tokens 404, malformed ones 422."""
+    settings = make_settings(tmp_path / "data", reads_require_token=True)
+    results = {"clean_accuracy": 0.5, "n": 2, "summary": [], "per_sample": {"n": 2, "clean": "Aw=="}}
+    app = create_app(settings, janitor=False)   # applies the migrations
+    with app.state.Session() as s:
+        ckpt, _ = crud.create_checkpoint(session=s, sha256="c" * 64, name="m", filename="m.safetensors",
+                                         ext="safetensors", size_bytes=1, meta=MNIST_META, embedded_metadata=True)
+        done = crud.create_job(session=s, kind="evaluation", config={}, checkpoint_id=ckpt.id)
+        crud.claim_job(session=s, job_id=done.id, task_id=done.task_id, hostname="h", pid=1, stale_after_s=60)
+        crud.store_results(session=s, job_id=done.id, results=results)
+        crud.finish_job(session=s, job_id=done.id, task_id=done.task_id, status="succeeded")
+        queued = crud.create_job(session=s, kind="evaluation", config={}, checkpoint_id=ckpt.id)
+        mine = crud.create_report(session=s, title="mine", evaluation_ids=[done.id, queued.id])
+        other = crud.create_report(session=s, title="other", evaluation_ids=[queued.id], kind="label-smoothing-study")
+        ids = {"mine": mine.id, "mine_token": mine.share_token, "other_token": other.share_token,
+               "done": done.id, "queued": queued.id}
+    with TestClient(app) as anon:
+        assert anon.get(f"/api/v1/reports/{ids['mine']}").status_code == 401
+        r = anon.get(f"/api/v1/shared/{ids['mine_token']}")
+        assert r.status_code == 200
+        shared = r.json()
+        assert set(shared) == {"report", "evaluations"}                 # a comparison: no study section
+        assert set(shared["report"]) == {"title", "created_at", "kind"} and shared["report"]["title"] == "mine"
+        assert ids["mine"] not in r.text and "/reports/" not in r.text and "/share/" not in r.text
+        assert [e["id"] for e in shared["evaluations"]] == [ids["done"], ids["queued"]]
+        first, second = shared["evaluations"]
+        assert first["results"] == {k: v for k, v in results.items() if k != "per_sample"}
+        assert second["status"] == "queued" and second["results"] is None
+        assert first["checkpoint"]["method"] == "standard"
+        other_shared = anon.get(f"/api/v1/shared/{ids['other_token']}").json()
+        assert other_shared["report"]["title"] == "other" and other_shared["study"] is None
+        assert [e["id"] for e in other_shared["evaluations"]] == [ids["queued"]]
+        unknown = anon.get("/api/v1/shared/" + "A" * 32)
+        assert unknown.status_code == 404 and unknown.json() == {"detail": "no report is shared under this token"}
+        for malformed in ("short", "x" * 65, "bad.token.with.dots", ids["mine_token"][:-1] + "!"):
+            assert anon.get(f"/api/v1/shared/{malformed}").status_code == 422, malformed
+    with TestClient(app, headers=auth) as client:
+        full = client.get(f"/api/v1/reports/{ids['mine']}").json()
+        assert full["evaluations"][0]["results"]["per_sample"] == results["per_sample"]
+        assert client.get(f"/api/v1/shared/{ids['mine_token']}").json() == shared
+
+
 def test_health_reports_database_broker_and_no_workers(client):
     health = client.get("/api/v1/health").json()
     assert health["database"]["ok"] and health["broker"]["ok"]

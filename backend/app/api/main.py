@@ -1,6 +1,6 @@
 from fastapi import APIRouter
 
-from robaudit.backend.app.api.routes import checkpoints, evaluations, health, jobs, reports, trainings
+from robaudit.backend.app.api.routes import checkpoints, evaluations, health, jobs, reports, shared, trainings
 
 api_router = APIRouter()
 api_router.include_router(checkpoints.router)
@@ -8,4 +8,5 @@ api_router.include_router(trainings.router)
 api_router.include_router(evaluations.router)
 api_router.include_router(jobs.router)
 api_router.include_router(reports.router)
+api_router.include_router(shared.router)
 api_router.include_router(health.router)
