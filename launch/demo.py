@@ -167,13 +167,13 @@ def _drive(client: httpx.Client, todo: list[Plan], preset: str, n_examples: int,
                     resp.raise_for_status()
                     plan.evaluation_id = resp.json()["id"]
             check = jobs.get(plan.check_id) if plan.check_id and plan.check_id > 0 else None
-            if not plan.check and (outcome := _outcome(check)):
+            if not plan.check and check is not None and (outcome := _outcome(check)):
                 plan.check, s = outcome, outcome["summary"]
                 failed |= check["status"] != "succeeded"
                 out.say(f"{plan.label}: {check['status']} on {check_examples} test digits: clean "
                         f"{pct(s.get('clean_accuracy'))}, PGD-20 {pct(s.get('pgd20_accuracy'))}")
             evaluation = jobs.get(plan.evaluation_id) if plan.evaluation_id and plan.evaluation_id > 0 else None
-            if not plan.result and (outcome := _outcome(evaluation)):
+            if not plan.result and evaluation is not None and (outcome := _outcome(evaluation)):
                 plan.result, s = outcome, outcome["summary"]
                 failed |= evaluation["status"] != "succeeded"
                 out.say(f"{plan.label}: audit {evaluation['status']} (clean {pct(s.get('clean_accuracy'))}, "

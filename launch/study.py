@@ -193,8 +193,8 @@ def _drive(client: httpx.Client, arms: list[Arm], evaluation: dict, presets: lis
                     if job["status"] != "succeeded" and not arm.error:
                         arm.error = f"{preset} evaluation {job['status']}: {job['error']}"
                         out.say(f"{arm.label}: {arm.error}")
-            running = [jobs.get(i) for i in [arm.training_id, *arm.evaluation_ids.values()]]
-            running = [j for j in running if j and j["status"] == "running"]
+            mine = [jobs.get(i) for i in [arm.training_id, *arm.evaluation_ids.values()]]
+            running = [j for j in mine if j and j["status"] == "running"]
             if running:
                 p = running[0]["progress"]
                 frac = f"{100 * p['fraction']:.0f}%" if p.get("fraction") is not None else "…"

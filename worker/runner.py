@@ -101,7 +101,7 @@ def run_job(settings: Settings, job_id: int, task_id: str, worker_name: str | No
         job, verdict = crud.claim_job(session=s, job_id=job_id, task_id=task_id,
                                       hostname=worker_name or hostname(),
                                       pid=os.getpid(), stale_after_s=settings.stale_after_s, pid_alive=pid_alive)
-        if verdict != "run":
+        if verdict != "run" or job is None:
             log.info("job %s: not run (%s)", job_id, verdict)
             return verdict
         kind, config = job.kind, dict(job.config or {})
@@ -190,8 +190,8 @@ def register_output(settings: Settings, path: Path, *, job_id: int, name: str) -
                                             source="training", training_job_id=job_id)
             checkpoint_id = row.id
     with Session() as s:  # link both ways (an upload through the API does not know the job)
-        row = s.get(Checkpoint, checkpoint_id)
-        row.source, row.training_job_id = "training", job_id
+        linked = s.get_one(Checkpoint, checkpoint_id)
+        linked.source, linked.training_job_id = "training", job_id
         s.commit()
     return checkpoint_id
 
@@ -222,8 +222,10 @@ def _load_model(settings: Settings, checkpoint: Checkpoint, device: str):
 def _run_evaluation(settings: Settings, ctx: JobContext, job_id: int, config: dict[str, Any]) -> str:
     device = _device(settings)
     with ctx.Session() as s:
-        job = s.get(Job, job_id)
+        job = s.get_one(Job, job_id)
         target = job.checkpoint
+        if target is None:
+            raise RuntimeError(f"evaluation job {job_id} names no checkpoint")
         surrogate = s.get(Checkpoint, job.surrogate_id) if job.surrogate_id else None
     ctx.progress(force=True, stage="loading model and data")
     model = _load_model(settings, target, device)

@@ -17,7 +17,8 @@ from robaudit.worker.procs import EXIT_WITH_ENV, pid_alive
 log = logging.getLogger("robaudit.worker")
 
 
-@app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
+# celery ships no type hints: its decorator is untyped.
+@app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
 def run_job(self, job_id: int) -> str:
     """Run job `job_id` (training or evaluation). The message carries nothing else."""
     # Deliberately here: the runner imports torch and the science, which must load in the pool child,

@@ -11,7 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import free_port
+from robaudit.backend.app import crud
+from robaudit.backend.app.core.db import run_migrations, session_factory
+
+from .conftest import free_port, make_settings
 
 pytestmark = pytest.mark.services
 ROBAUDIT = [sys.executable, "-m", "robaudit.cli"]
@@ -99,21 +102,16 @@ def test_demo_quick_trains_audits_and_reports(tmp_path):
                          text=True, timeout=400)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     lines = out.stdout.splitlines()
-    table = lines[lines.index(next(l for l in lines if l.startswith("model"))) + 1:][:3]
+    table = lines[lines.index(next(line for line in lines if line.startswith("model"))) + 1:][:3]
     assert [row.split()[0] for row in table] == ["standard", "PGD-AT", "Feature"]
     assert all(row.count("%") == 3 for row in table)   # clean and PGD-20 on the check's digits, worst case
-    assert any("clean and PGD-20 on 64 test digits, the audit on the first 16" in l for l in lines)
-    report_line = next(l for l in lines if l.startswith("report: "))
+    assert any("clean and PGD-20 on 64 test digits, the audit on the first 16" in line for line in lines)
+    report_line = next(line for line in lines if line.startswith("report: "))
     assert f"http://127.0.0.1:{port}/reports/" in report_line
-    assert any(l.startswith("read-only share link: ") for l in lines)
+    assert any(line.startswith("read-only share link: ") for line in lines)
 
 
 def test_worker_command_joins_redis_postgres_and_refuses_without_them(tmp_path, pg_url, redis_url):
-    from robaudit.backend.app import crud
-    from robaudit.backend.app.core.db import run_migrations, session_factory
-
-    from .conftest import make_settings
-
     refused = subprocess.run([*ROBAUDIT, "worker"], env=_env(tmp_path), capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "REDIS_URL is not set" in refused.stderr
 

@@ -7,10 +7,14 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+import torch.nn.functional as F
 from sqlalchemy import func, select
 
+import robaudit
 from robaudit.backend.app.core.db import session_factory
 from robaudit.backend.app.models import EvalBatch, EvaluationResult, Job, SampleBitset
+from robaudit.models import CheckpointMetadata, build_model, save_checkpoint
 
 from .conftest import LiveAPI, WorkerProcess, make_settings, upload, wait_job
 
@@ -20,12 +24,6 @@ pytestmark = pytest.mark.services
 @pytest.fixture(scope="module")
 def trained_checkpoint(tmp_path_factory):
     """A SmallCNN trained for a few seconds (most test points correct), so attacks have correct points to work on."""
-    import torch
-    import torch.nn.functional as F
-
-    import robaudit
-    from robaudit.models import CheckpointMetadata, build_model, save_checkpoint
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)   # much faster than 2 OpenMP threads on a busy 2-core machine
     try:

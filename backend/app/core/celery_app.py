@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 from kombu.transport import sqlalchemy as sqla_transport
 
 from robaudit.backend.app.core.config import Settings

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 API_V1_STR = "/api/v1"
 DEFAULT_QUEUE = "robaudit"
@@ -68,7 +69,7 @@ class Settings:
     def from_env(cls, **overrides) -> Settings:
         data_dir = Path(os.environ.get("ROBAUDIT_DATA_DIR") or "./var")
         soft = os.environ.get("ROBAUDIT_TASK_SOFT_TIME_LIMIT")
-        values = dict(
+        values: dict[str, Any] = dict(
             data_dir=data_dir,
             database_url=os.environ.get("DATABASE_URL") or None,
             redis_url=os.environ.get("REDIS_URL") or None,

@@ -9,6 +9,8 @@ import threading
 import time
 from pathlib import Path
 
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -55,9 +57,7 @@ def session_factory(settings: Settings) -> sessionmaker[Session]:
     return sessionmaker(bind=get_engine(settings), expire_on_commit=False)
 
 
-def alembic_config(url: str):
-    from alembic.config import Config
-
+def alembic_config(url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     # ConfigParser interpolation: escape % in URLs (e.g. options=-csearch_path%3D...).
@@ -68,8 +68,6 @@ def alembic_config(url: str):
 
 def run_migrations(settings: Settings) -> None:
     """alembic upgrade head; on PostgreSQL under an advisory lock so replicas can start together."""
-    from alembic import command
-
     engine = get_engine(settings)
     cfg = alembic_config(settings.sqlalchemy_url)
     with engine.begin() as conn:
