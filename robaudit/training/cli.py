@@ -5,6 +5,9 @@ import argparse
 import json
 import sys
 from dataclasses import fields
+from typing import Any, TextIO
+
+from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs: types-tqdm is not a dev dependency
 
 from robaudit.data import DATASETS
 from robaudit.recipes import RECIPES, get_recipe
@@ -23,7 +26,7 @@ def _milestones(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated epochs like 60,90, got {text!r}") from None
 
 
-def _json_object(text: str) -> dict:
+def _json_object(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -33,7 +36,7 @@ def _json_object(text: str) -> dict:
     return value
 
 
-def register(subparsers) -> argparse.ArgumentParser:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "train", help="adversarially train a model (Feature Scattering and baselines)",
         description="Train a model. Unset options take per-dataset / per-method defaults "
@@ -87,11 +90,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict({**base, **given})
 
 
-def _fmt(value) -> str:
+def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def epoch_line(entry: dict) -> str:
+def epoch_line(entry: dict[str, Any]) -> str:
     return (f"epoch {entry['epoch']}: lr {entry['lr']:g}  loss {entry['loss']:.4f}  "
             f"train acc {_fmt(entry['train_acc'])}  clean acc {_fmt(entry['clean_acc'])}  "
             f"PGD-20 acc {_fmt(entry['pgd20_acc'])} (n={entry['eval_examples']})  "
@@ -101,14 +104,12 @@ def epoch_line(entry: dict) -> str:
 class ProgressBar:
     """One tqdm bar per epoch on stderr, and one metrics line per finished epoch."""
 
-    def __init__(self, lines_to):
-        self.bar = None
+    def __init__(self, lines_to: TextIO) -> None:
+        self.bar: tqdm | None = None
         self.lines_to = lines_to
         self.printed = 0
 
     def __call__(self, p: TrainProgress) -> None:
-        from tqdm import tqdm
-
         if self.bar is None:
             if self.printed == 0 and p.history and p.batch == 1:
                 print(f"resuming after epoch {len(p.history)}", file=self.lines_to, flush=True)

@@ -144,7 +144,7 @@ RESUMABLE_CHANGES = (*RUN_ONLY_FIELDS, "epochs", "lr_milestones", "eval_examples
 
 def _check_not_applicable(config: TrainConfig, method: str) -> None:
     # An option the method ignores is almost always a typo'd method: say so instead of ignoring it.
-    unused = []
+    unused: list[str] = []
     if method == "standard":
         unused += [name for name in ("alpha", "steps") if getattr(config, name) is not None]
     if method != "trades" and config.trades_beta is not None:

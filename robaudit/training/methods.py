@@ -11,7 +11,9 @@ train_fgsm.py), TRADES and Feature Scattering in eval mode (their official code)
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -30,7 +32,7 @@ class StepResult:
 def _update(optimizer: torch.optim.Optimizer, loss: torch.Tensor, logits: torch.Tensor,
             y: torch.Tensor) -> StepResult:
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    torch.autograd.backward(loss)   # what loss.backward() calls; Tensor.backward is unannotated in torch
     optimizer.step()
     correct = (logits.detach().argmax(1) == y).sum().item()
     return StepResult(loss.item(), int(correct), len(y))
@@ -87,11 +89,17 @@ def feature_scatter_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: 
     return _update(optimizer, smoothed_cross_entropy(logits, y, label_smoothing), logits, y)
 
 
-# name -> (step function, the TrainConfig fields it takes as keyword arguments)
-METHODS: dict[str, tuple] = {
-    "standard": (standard_step, ("label_smoothing",)),
-    "pgd-at": (pgd_at_step, ("eps", "alpha", "steps", "label_smoothing")),
-    "fast-at": (fast_at_step, ("eps", "alpha", "steps", "label_smoothing")),
-    "trades": (trades_step, ("eps", "alpha", "steps", "trades_beta", "label_smoothing")),
-    "feature-scatter": (feature_scatter_step, ("eps", "alpha", "steps", "label_smoothing", "sinkhorn")),
+class Method(NamedTuple):
+    # Each step takes (model, optimizer, x, y) plus its own keyword-only hyperparameters,
+    # so the signatures differ beyond the first four arguments.
+    step: Callable[..., StepResult]
+    options: tuple[str, ...]   # the TrainConfig fields passed to ``step`` as keyword arguments
+
+
+METHODS: dict[str, Method] = {
+    "standard": Method(standard_step, ("label_smoothing",)),
+    "pgd-at": Method(pgd_at_step, ("eps", "alpha", "steps", "label_smoothing")),
+    "fast-at": Method(fast_at_step, ("eps", "alpha", "steps", "label_smoothing")),
+    "trades": Method(trades_step, ("eps", "alpha", "steps", "trades_beta", "label_smoothing")),
+    "feature-scatter": Method(feature_scatter_step, ("eps", "alpha", "steps", "label_smoothing", "sinkhorn")),
 }

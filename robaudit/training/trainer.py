@@ -20,7 +20,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 import torch
@@ -61,27 +61,54 @@ class TrainResult:
     out_dir: Path = field(default_factory=Path)
 
 
+class NumpyRngState(TypedDict):
+    keys: torch.Tensor      # the MT19937 key, stored as int64 (weights_only loads no numpy arrays)
+    pos: int
+    has_gauss: int
+    cached_gaussian: float
+
+
+class RngState(TypedDict):
+    python: tuple[Any, ...]   # random.getstate(), passed back to random.setstate() unchanged
+    numpy: NumpyRngState
+    torch: torch.Tensor
+    cuda: NotRequired[list[torch.Tensor]]
+
+
+class TrainState(TypedDict):
+    """What state.pt holds after each finished epoch."""
+    config: dict[str, Any]
+    epoch: int
+    model: dict[str, Any]
+    optimizer: dict[str, Any]
+    history: list[dict[str, Any]]
+    rng: RngState
+    data_rng: torch.Tensor
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def _rng_state() -> dict[str, Any]:
+def _rng_state() -> RngState:
     # Only types torch.load(weights_only=True) accepts: tensors, ints, floats, tuples, dicts.
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
+    np_state = np.random.get_state(legacy=True)   # the default, spelled out: numpy's stubs assume legacy=False
+    assert isinstance(np_state, tuple)   # a dict only for a non-MT19937 generator, which np.random never has
+    _, keys, pos, has_gauss, cached = np_state
+    state: RngState = {
         "python": random.getstate(),
         "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]  # unannotated in torch
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def _set_rng_state(state: RngState) -> None:
     random.setstate(state["python"])
     np_state = state["numpy"]
     np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
@@ -91,13 +118,13 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
     os.replace(tmp, path)
 
 
-def _save_state(path: Path, state: dict[str, Any]) -> None:
+def _save_state(path: Path, state: TrainState) -> None:
     _atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
@@ -109,10 +136,14 @@ def _write_history(out_dir: Path, config: TrainConfig, history: list[dict[str, A
 def load_state(path: Path) -> dict[str, Any]:
     """state.pt as plain data; never unpickles code."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise RobauditError(f"cannot resume from {path}: {reason}; delete it to start over") from None
+    if not isinstance(state, dict):
+        raise RobauditError(f"cannot resume from {path}: it holds a {type(state).__name__}, not a training "
+                            "state; delete it to start over")
+    return state
 
 
 def _check_resumable(stored: dict[str, Any], config: TrainConfig, path: Path) -> None:
@@ -160,6 +191,9 @@ def train(config: TrainConfig, out_dir: str | Path, *,
     """
     started = time.perf_counter()
     config = config.resolved()
+    # resolved() fills every default; tell the type checker which ones the loop relies on.
+    assert config.lr is not None and config.lr_milestones is not None
+    assert config.eps is not None and config.device is not None
     out_dir = Path(out_dir)
     device = config.device
 
