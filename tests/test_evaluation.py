@@ -201,8 +201,8 @@ def test_resume_after_cancel_recomputes_nothing(tmp_path):
 
 @pytest.fixture
 def poll_every_forward(monkeypatch):
-    import robaudit.evaluation.engine as engine
-    monkeypatch.setattr(engine, "AA_POLL_SECONDS", 0.0)
+    import robaudit.evaluation.runners.autoattack as autoattack_runner
+    monkeypatch.setattr(autoattack_runner, "AA_POLL_SECONDS", 0.0)
 
 
 def test_autoattack_stage_resume(tmp_path, poll_every_forward):

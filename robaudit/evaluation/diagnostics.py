@@ -12,15 +12,14 @@ evaluation with other thresholds without running an attack.
 """
 from __future__ import annotations
 
-import base64
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from robaudit.attacks.registry import is_white_box
 from robaudit.errors import RobauditError
+from robaudit.evaluation.results import decode_bits, parse_bit_key, same_eps, within_eps
 
-WHITE_BOX = ("fgsm", "rs-fgsm", "pgd", "cw", "apgd-ce", "apgd-t", "fab-t", "autoattack:apgd-ce",
-             "autoattack:apgd-t", "autoattack:fab-t", "pgd-steps-curve", "cw-steps-curve", "pgd-eps-curve")
 VERDICT_MASKING = "gradient masking suspected"
 VERDICT_CLEAN = "no sign of gradient masking"
 
@@ -121,7 +120,7 @@ class _View:
     def rows_at(self, eps: float, *attacks: str, n: int | None = None) -> list[dict]:
         """Rows at eps for these attacks that cover ``n`` points (default: all points)."""
         n = self.n if n is None else n
-        return [r for r in self.rows if _same(r["eps"], eps) and r["attack"] in attacks and r["n"] == n]
+        return [r for r in self.rows if same_eps(r["eps"], eps) and r["attack"] in attacks and r["n"] == n]
 
     def row_bits(self, row: dict) -> np.ndarray:
         return self.bits[row["key"]] if row["n"] == self.n else self.subset[row["key"]]
@@ -131,27 +130,10 @@ class _View:
         m = self.n if m is None else m
         robust = self.clean[:m].copy()
         for key, bits in [*self.bits.items(), *self.subset.items()]:
-            attack, key_eps = _parse_key(key)
-            if attack in WHITE_BOX and key_eps is not None and key_eps <= eps * (1 + 1e-9) and len(bits) >= m:
+            parsed = parse_bit_key(key)
+            if parsed and is_white_box(parsed.attack) and within_eps(parsed.eps, eps) and len(bits) >= m:
                 robust &= bits[:m]
         return robust
-
-
-def decode_bits(text: str, n: int) -> np.ndarray:
-    packed = np.frombuffer(base64.b64decode(text), dtype=np.uint8)
-    return np.unpackbits(packed, bitorder="little")[:n].astype(bool)
-
-
-def _parse_key(key: str) -> tuple[str, float | None]:
-    attack, _, rest = key.partition("@eps=")
-    try:
-        return attack, float(rest.split("/")[0])
-    except ValueError:
-        return attack, None
-
-
-def _same(a: float, b: float) -> bool:
-    return abs(a - b) <= 1e-9 * max(1.0, abs(b))
 
 
 def _pp(value: float) -> float:
@@ -272,8 +254,8 @@ def c3_iterative_vs_single(v: _View, t: Thresholds) -> dict:
 
 def c4_convergence(v: _View, t: Thresholds) -> dict:
     name = "More steps do not help (attack converged)"
-    curves = [c for c in v.results["curves"].get("steps", []) if _same(c["eps"], v.primary)]
-    losses = [c for c in v.results["curves"].get("loss", []) if _same(c["eps"], v.primary)]
+    curves = [c for c in v.results["curves"].get("steps", []) if same_eps(c["eps"], v.primary)]
+    losses = [c for c in v.results["curves"].get("loss", []) if same_eps(c["eps"], v.primary)]
     usable = [c for c in curves if c["max_steps"] >= 2]
     if not usable:
         return _skip("C4", name, "needs a PGD or CW run of at least 2 steps")
@@ -356,7 +338,7 @@ def c6_square(v: _View, t: Thresholds) -> dict:
     name = "White-box beats black-box (Square)"
     evidence, status, message, ran = {}, "pass", "", False
     for eps in v.main_eps:
-        sizes = sorted({r["n"] for r in v.rows if _same(r["eps"], eps) and r["attack"] in ("square", "autoattack")})
+        sizes = sorted({r["n"] for r in v.rows if same_eps(r["eps"], eps) and r["attack"] in ("square", "autoattack")})
         for m in sizes:
             ran = True
             only, _, acc_white = _only_fooled_by(v, eps, ("square", "autoattack"), n=m)
@@ -412,7 +394,7 @@ def c8_noise(v: _View, t: Thresholds) -> dict:
 
 def c9_loss_direction(v: _View, t: Thresholds) -> dict:
     name = "The attack loss rises; no silent success"
-    traces = [c for c in v.results["curves"].get("loss", []) if _same(c["eps"], v.primary)]
+    traces = [c for c in v.results["curves"].get("loss", []) if same_eps(c["eps"], v.primary)]
     if not traces:
         return _skip("C9", name, "no per-iteration loss was recorded (needs a PGD or CW run)")
     evidence, status, reasons = {}, "pass", []
@@ -536,8 +518,8 @@ def c14_reported_vs_strongest(v: _View, t: Thresholds) -> dict:
     evidence, status, message, ran, largest = {}, "pass", "", False, -float("inf")
     for eps in v.main_eps:
         pgd_rows = [r for r in v.rows_at(eps, "pgd") if r["restarts"] == 1]
-        others = [r for r in v.rows if _same(r["eps"], eps) and r["attack"] != "pgd"]
-        worst_rows = [w for w in v.results.get("worst_case", []) if _same(w["eps"], eps)]
+        others = [r for r in v.rows if same_eps(r["eps"], eps) and r["attack"] != "pgd"]
+        worst_rows = [w for w in v.results.get("worst_case", []) if same_eps(w["eps"], eps)]
         if not pgd_rows or not others or not worst_rows:
             continue
         ran = True

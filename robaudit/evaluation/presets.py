@@ -21,16 +21,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from robaudit.attacks.registry import ATTACKS
 from robaudit.data import DATASETS, dataset_info
 from robaudit.errors import RobauditError
 from robaudit.evaluation.diagnostics import Thresholds
+from robaudit.evaluation.runners.pgd import STEPS_CURVE_GRID
 
-ATTACKS = ("fgsm", "rs-fgsm", "pgd", "cw", "apgd-ce", "apgd-t", "fab-t", "square", "autoattack",
-           "transfer", "noise")
-ITERATIVE = ("pgd", "cw")
-AUTOATTACK_SINGLE = ("apgd-ce", "apgd-t", "fab-t", "square")
+# ATTACKS (the registry, name -> entry) is what --attacks accepts, including attacks registered later.
 PRESETS = ("quick", "paper", "audit")
-STEPS_CURVE_GRID = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 EPS_CURVE_FRACTIONS = (0.25, 0.5, 0.75, 1.0, 1.25)
 LARGE_EPS = (0.5, 1.0)
 # AutoAttack costs ~3 s of one CPU core per robust MNIST digit on a PGD-AT SmallCNN (APGD-T 0.7 s,

@@ -10,23 +10,28 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 RESULTS_SCHEMA_VERSION = 1
 SUMMARY_COLUMNS = ("attack", "eps", "steps", "restarts", "alpha", "robust_accuracy", "n")
 
 
-def encode_bits(bits: np.ndarray) -> str:
-    bits = np.asarray(bits, dtype=bool)
-    return base64.b64encode(np.packbits(bits, bitorder="little").tobytes()).decode("ascii")
+Bits = npt.NDArray[np.bool_]
 
 
-def decode_bits(text: str, n: int) -> np.ndarray:
+def encode_bits(bits: npt.ArrayLike) -> str:
+    packed = np.packbits(np.asarray(bits, dtype=bool), bitorder="little")
+    return base64.b64encode(packed.tobytes()).decode("ascii")
+
+
+def decode_bits(text: str, n: int) -> Bits:
     packed = np.frombuffer(base64.b64decode(text), dtype=np.uint8)
     return np.unpackbits(packed, bitorder="little")[:n].astype(bool)
 
@@ -47,6 +52,14 @@ def within_eps(attack_eps: float, eps: float) -> bool:
 def bit_key(attack: str, eps: float, steps: int | None = None, restarts: int = 1) -> str:
     """The stable name of one per-sample bitset: ``attack@eps=0.3/steps=20/restarts=1``."""
     return f"{attack}@eps={eps:.6g}/steps={'-' if steps is None else steps}/restarts={restarts}"
+
+
+WORST_CASE = "worst-case"
+
+
+def worst_case_key(eps: float, first: int | None = None) -> str:
+    """The name of a worst-case bitset: ``worst-case@eps=0.3``, or over the first m points ``.../first=200``."""
+    return f"{WORST_CASE}@eps={eps:.6g}" + ("" if first is None else f"/first={first}")
 
 
 @dataclass(frozen=True)
@@ -71,26 +84,28 @@ def parse_bit_key(key: str) -> BitKey | None:
         steps = m["steps"]
         return BitKey(attack=m["attack"], eps=float(m["eps"]),
                       steps=None if steps in (None, "-") else int(steps),
-                      restarts=int(m["restarts"]) if m["restarts"] else None, scope=int(m["first"]) if m["first"] else None)
+                      restarts=int(m["restarts"]) if m["restarts"] else None,
+                      scope=int(m["first"]) if m["first"] else None)
     except ValueError:
         return None
+
+
+def find_rows(results: Mapping[str, Any], attack: str, eps: float, steps: int | None = None,
+              restarts: int = 1) -> list[dict[str, Any]]:
+    """Every summary row of ``attack`` at ``eps`` (and ``steps`` when given) with ``restarts`` restarts."""
+    return [dict(row) for row in results.get("summary", [])
+            if row.get("attack") == attack and same_eps(float(row.get("eps", -1.0)), eps)
+            and (steps is None or row.get("steps") == steps) and (row.get("restarts") or 1) == restarts]
 
 
 def find_row(results: Mapping[str, Any], attack: str, eps: float, steps: int | None = None,
              restarts: int = 1) -> dict[str, Any] | None:
     """The summary row of ``attack`` at ``eps`` (and ``steps``/``restarts`` when given), if it ran."""
-    for row in results.get("summary", []):
-        if row.get("attack") != attack or not same_eps(float(row.get("eps", -1.0)), eps):
-            continue
-        if steps is not None and row.get("steps") != steps:
-            continue
-        if (row.get("restarts") or 1) != restarts:
-            continue
-        return dict(row)
-    return None
+    rows = find_rows(results, attack, eps, steps, restarts)
+    return rows[0] if rows else None
 
 
-def worst_case(bitsets: Iterable[tuple[float, np.ndarray]], clean: np.ndarray, eps: float) -> np.ndarray:
+def worst_case(bitsets: Iterable[tuple[float, npt.ArrayLike]], clean: npt.ArrayLike, eps: float) -> Bits:
     """Robust at ``eps``: correct on the clean point and not fooled by any attack run at any eps' <= eps.
 
     A perturbation inside a smaller ball is inside the larger one, so a point fooled at a smaller eps
@@ -104,12 +119,12 @@ def worst_case(bitsets: Iterable[tuple[float, np.ndarray]], clean: np.ndarray, e
     return robust
 
 
-def accuracy(bits: np.ndarray) -> float:
-    bits = np.asarray(bits, dtype=bool)
-    return float(bits.mean()) if bits.size else float("nan")
+def accuracy(bits: npt.ArrayLike) -> float:
+    array = np.asarray(bits, dtype=bool)
+    return float(array.mean()) if array.size else float("nan")
 
 
-def results_to_csv(results: dict, path=None) -> str:
+def results_to_csv(results: Mapping[str, Any], path: str | os.PathLike[str] | None = None) -> str:
     """The summary rows, then one worst-case row per eps, as CSV text (also written to ``path`` if given)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -129,7 +144,7 @@ def results_to_csv(results: dict, path=None) -> str:
     return text
 
 
-def _fmt(value) -> str:
+def _fmt(value: object) -> str:
     if value is None:
         return ""
     if isinstance(value, float):

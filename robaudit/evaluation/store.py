@@ -2,7 +2,9 @@
 
 The contract (docs/architecture.md): anything with ``get(key) -> dict | None`` and
 ``put(key, dict)``. Keys are stable strings built from a fingerprint of the model and data plus the
-job's parameters and batch bounds; values are JSON-safe dicts.
+job's parameters and batch bounds; values are JSON-safe dicts. A store that is a folder on disk
+(``DirectoryBacked``) also holds AutoAttack's own resume state; any other store gets it copied in
+through get/put.
 """
 from __future__ import annotations
 
@@ -12,27 +14,37 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
+
+Record = dict[str, Any]   # one stored value: a JSON-safe dict
 
 
 class Store(Protocol):
-    def get(self, key: str) -> dict | None: ...
+    def get(self, key: str) -> Record | None: ...
 
-    def put(self, key: str, value: dict) -> None: ...
+    def put(self, key: str, value: Record) -> None: ...
+
+
+@runtime_checkable
+class DirectoryBacked(Store, Protocol):
+    """A store that lives in a folder, where AutoAttack's state files can be written directly."""
+
+    @property
+    def path(self) -> Path: ...
 
 
 class MemoryStore:
     """A dict; what evaluate() uses when no store is given."""
 
-    def __init__(self):
-        self.data: dict[str, dict] = {}
+    def __init__(self) -> None:
+        self.data: dict[str, Record] = {}
 
-    def get(self, key: str) -> dict | None:
+    def get(self, key: str) -> Record | None:
         value = self.data.get(key)
-        return None if value is None else json.loads(json.dumps(value))
+        return None if value is None else _json_copy(value)
 
-    def put(self, key: str, value: dict) -> None:
-        self.data[key] = json.loads(json.dumps(value))
+    def put(self, key: str, value: Record) -> None:
+        self.data[key] = _json_copy(value)
 
 
 class DirectoryStore:
@@ -42,25 +54,32 @@ class DirectoryStore:
     a file. AutoAttack's own resume state lives in ``path / "autoattack"``.
     """
 
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._path = Path(path)
+        self._path.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def path(self) -> Path:
+        return self._path
 
     def _file(self, key: str) -> Path:
         slug = re.sub(r"[^A-Za-z0-9=.,_-]+", "_", key)[-80:].strip("_")
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-        return self.path / f"{slug}.{digest}.json"
+        return self._path / f"{slug}.{digest}.json"
 
-    def get(self, key: str) -> dict | None:
+    def get(self, key: str) -> Record | None:
         try:
             record = json.loads(self._file(key).read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
-        return record.get("value") if record.get("key") == key else None
+        if not isinstance(record, dict) or record.get("key") != key:
+            return None
+        value = record.get("value")
+        return value if isinstance(value, dict) else None
 
-    def put(self, key: str, value: dict) -> None:
+    def put(self, key: str, value: Record) -> None:
         target = self._file(key)
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".tmp-", suffix=".json")
+        fd, tmp = tempfile.mkstemp(dir=self._path, prefix=".tmp-", suffix=".json")
         try:
             with os.fdopen(fd, "w") as fh:
                 json.dump({"key": key, "value": value}, fh, separators=(",", ":"))
@@ -70,3 +89,9 @@ class DirectoryStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def _json_copy(value: Record) -> Record:
+    """What a JSON store would give back: no shared references, tuples become lists."""
+    copied: Record = json.loads(json.dumps(value))
+    return copied

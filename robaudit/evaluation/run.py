@@ -1,0 +1,75 @@
+"""What an attack runner works with: the model and points, the spec, batching, progress and the results.
+
+A runner attacks only clean-correct points (``Run.attack``); its per-batch records hold the
+absolute indices of the points it attacked and one value per point, which ``per_point`` spreads back
+over all n points.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from robaudit.evaluation.aggregate import Aggregate, PerPoint
+from robaudit.evaluation.batches import Batch, Batches
+from robaudit.evaluation.presets import EvalSpec
+from robaudit.evaluation.results import Bits
+from robaudit.evaluation.runners.pgd import PGDRun
+from robaudit.evaluation.progress import Progress
+from robaudit.evaluation.store import Record
+
+# attack(index, start, end) -> the per-point fields of one batch's record, for the points ``index``
+PointAttack = Callable[[torch.Tensor, int, int], Record]
+
+
+@dataclass
+class Run:
+    model: nn.Module
+    surrogate: nn.Module | None
+    spec: EvalSpec
+    x: torch.Tensor
+    y: torch.Tensor
+    device: torch.device
+    batches: Batches
+    progress: Progress
+    out: Aggregate
+    clean: Bits = field(default_factory=lambda: np.zeros(0, dtype=bool))   # set by the clean pass
+    num_classes: int = 0
+    pgd_runs: dict[tuple[float, str], PGDRun] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.x)
+
+    def points(self, start: int, end: int, mask: Bits | None = None) -> npt.NDArray[np.intp]:
+        """Indices (absolute) in [start, end) that are clean-correct and, if given, in ``mask``."""
+        keep = self.clean[start:end].copy()
+        if mask is not None:
+            keep &= mask[start:end]
+        return start + np.nonzero(keep)[0]
+
+    def attack(self, job: str, units_per_point: float, attack: PointAttack, empty: Record, *,
+               mask: Bits | None = None, limit: int | None = None) -> list[Batch]:
+        """Run ``attack`` on the clean-correct points (in ``mask``) of each batch; a batch with none stores ``empty``."""
+
+        def compute(start: int, end: int) -> Record:
+            index = self.points(start, end, mask)
+            if len(index) == 0:
+                return {"index": [], **empty}
+            return {"index": index.tolist(), **attack(torch.as_tensor(index, device=self.device), start, end)}
+
+        return self.batches.run(job, compute, units_per_point, limit=limit)
+
+    def per_point(self, records: list[Batch], name: str, fill: int) -> PerPoint:
+        """One value per point from the records' ``name`` field; ``fill`` for points not attacked."""
+        values = np.full(self.n, fill, dtype=np.int64)
+        for _, _, record in records:
+            if record["index"]:
+                values[np.asarray(record["index"])] = np.asarray(record[name], dtype=np.int64)
+        return values
+
+    def note(self, text: str) -> None:
+        self.out.notes.append(text)

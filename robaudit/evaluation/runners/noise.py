@@ -1,0 +1,28 @@
+"""Random noise: uniform draws in the eps-ball (a black-box baseline the white-box attacks must beat)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from robaudit.attacks.noise import random_noise
+from robaudit.evaluation.results import bit_key
+from robaudit.evaluation.store import Record
+
+if TYPE_CHECKING:
+    from robaudit.attacks.registry import AttackInfo
+    from robaudit.evaluation.run import Run
+
+
+def run_noise(run: Run, attack: AttackInfo, eps: float) -> None:
+    draws = run.spec.noise_draws
+
+    def draw(index: torch.Tensor, start: int, end: int) -> Record:
+        first = random_noise(run.model, run.x[index], run.y[index], eps=eps, draws=draws,
+                             generator=run.batches.generator(f"noise/eps={eps:.6g}", start, end))
+        return {"first": first.tolist()}
+
+    records = run.attack(f"noise/eps={eps:.6g}/draws={draws}", attack.cost.per_point(run.spec), draw, {"first": []})
+    first = run.per_point(records, "first", draws)
+    run.out.add_row(attack.name, eps, run.clean & (first >= draws), draws=draws,
+                    bits_key=bit_key(attack.name, eps, None), note=f"{draws} uniform draws in the eps-ball")

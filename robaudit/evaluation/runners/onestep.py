@@ -1,0 +1,28 @@
+"""FGSM and RS-FGSM: one signed step of size eps, from the clean image or from a random start."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from robaudit.attacks.pgd import pgd
+from robaudit.evaluation.aggregate import fooled_by
+from robaudit.evaluation.store import Record
+
+if TYPE_CHECKING:
+    from robaudit.attacks.registry import AttackInfo
+    from robaudit.evaluation.run import Run
+
+
+def run_one_step(run: Run, attack: AttackInfo, eps: float, *, random_start: bool) -> None:
+    job = f"fgsm/eps={eps:.6g}/rs={int(random_start)}"
+
+    def one_step(index: torch.Tensor, start: int, end: int) -> Record:
+        result = pgd(run.model, run.x[index], run.y[index], eps=eps, steps=1, alpha=eps, random_start=random_start,
+                     generator=run.batches.generator(f"fgsm-start/eps={eps:.6g}", start, end))
+        return {"first": result.first_fooled[0].tolist()}
+
+    records = run.attack(job, attack.cost.per_point(run.spec), one_step, {"first": []})
+    first = run.per_point(records, "first", -1)
+    run.out.add_row(attack.name, eps, run.clean & ~fooled_by(first, 1), steps=1, alpha=eps, loss="ce",
+                    random_start=random_start)

@@ -1,0 +1,34 @@
+"""Transfer: PGD crafted on the surrogate model, scored once on the audited one."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from robaudit.attacks.common import default_alpha
+from robaudit.attacks.transfer import transfer
+from robaudit.errors import RobauditError
+from robaudit.evaluation.store import Record
+
+if TYPE_CHECKING:
+    from robaudit.attacks.registry import AttackInfo
+    from robaudit.evaluation.run import Run
+
+
+def run_transfer(run: Run, attack: AttackInfo, eps: float) -> None:
+    surrogate = run.surrogate
+    if surrogate is None:
+        raise RobauditError("the spec includes a transfer attack but no surrogate model was given")
+    k = run.spec.transfer_steps
+    alpha = default_alpha(eps, k)
+
+    def craft(index: torch.Tensor, start: int, end: int) -> Record:
+        fooled = transfer(run.model, surrogate, run.x[index], run.y[index], eps=eps, steps=k, alpha=alpha,
+                          generator=run.batches.generator(f"transfer-start/eps={eps:.6g}", start, end))
+        return {"fooled": fooled.int().tolist()}
+
+    job = f"transfer/eps={eps:.6g}/steps={k}/alpha={alpha:.6g}"
+    records = run.attack(job, attack.cost.per_point(run.spec), craft, {"fooled": []})
+    fooled = run.per_point(records, "fooled", 0).astype(bool)
+    run.out.add_row(attack.name, eps, run.clean & ~fooled, steps=k, alpha=alpha, loss="ce", random_start=True,
+                    note="PGD crafted on the surrogate, scored on the target")

@@ -1,0 +1,60 @@
+"""What runs in which order and what it costs: the stages at each eps and the estimate of the work.
+
+The schedule at each eps is the registry's attacks that the spec asks for, in their ``run_order``,
+with PGD's follow-up curves (restarts, eps curve, large eps) in their own slots among them. Work is
+counted in units of about one forward+backward of one image; every cost comes from one table, the
+registry entries' ``cost`` (and the follow-ups' own ``units``), so the estimate before the run and
+the progress during it cannot drift apart.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from robaudit.attacks.registry import ATTACKS, AttackInfo
+from robaudit.evaluation.runners.pgd_curves import FOLLOW_UPS, FollowUp
+
+if TYPE_CHECKING:
+    from robaudit.evaluation.presets import EvalSpec
+    from robaudit.evaluation.run import Run
+
+# Units per point of the two passes every evaluation makes before any attack.
+CLEAN_UNITS = 0.3      # one forward without gradients
+PROBE_UNITS = 4.0      # gradient probes: CE and DLR gradients at the clean point and at a random start
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the schedule at one eps: an attack from the registry or a PGD follow-up curve."""
+
+    name: str
+    run: Callable[[Run, float], None]
+
+
+def _attack_stage(info: AttackInfo, eps: float) -> Stage:
+    return Stage(f"{info.name} eps={eps:g}", lambda run, e: info.runner(run, info, e))
+
+
+def _follow_up_stage(follow_up: FollowUp, eps: float) -> Stage:
+    return Stage(follow_up.label(eps), follow_up.runner)
+
+
+def plan(spec: EvalSpec) -> list[tuple[float, Stage]]:
+    """(eps, stage) in the order they run."""
+    steps: list[tuple[float, Stage]] = []
+    for eps in spec.eps:
+        slots: list[tuple[float, Stage]] = [
+            (info.run_order, _attack_stage(info, eps)) for info in ATTACKS.values() if info.name in spec.attacks]
+        slots += [(f.run_order, _follow_up_stage(f, eps)) for f in FOLLOW_UPS if eps == spec.primary_eps and f.wanted(spec)]
+        steps += [(eps, stage) for _, stage in sorted(slots, key=lambda slot: slot[0])]
+    return steps
+
+
+def estimate_units(spec: EvalSpec, n: int) -> float:
+    """Work units of the whole evaluation before it starts (AutoAttack's share is re-planned as it runs)."""
+    units = CLEAN_UNITS * n + (PROBE_UNITS * n if spec.diagnostics else 0.0)
+    per_eps = sum(info.cost.units(spec, n) for info in ATTACKS.values() if info.name in spec.attacks)
+    units += per_eps * len(spec.eps)
+    units += sum(f.units(spec, n) for f in FOLLOW_UPS if f.wanted(spec))
+    return max(units, 1.0)
