@@ -92,6 +92,11 @@ def _num(v: Any) -> Any:
     return int(f) if f == int(f) and abs(f) < 1e12 and not isinstance(v, float) else round(f, 8)
 
 
+def _accuracy(v: Any) -> dict[str, Any]:
+    """An accuracy's two columns: the fraction and the percentage."""
+    return {"accuracy": _num(v), "accuracy_pct": _num(R.percent(v))}
+
+
 def _rows_for(report: Mapping[str, Any], ev: EvaluationView) -> list[dict[str, Any]]:
     diag = ev.diagnostics
     common = {
@@ -105,22 +110,19 @@ def _rows_for(report: Mapping[str, Any], ev: EvaluationView) -> list[dict[str, A
     rows = []
     clean = ev.clean_accuracy
     if clean is not None:
-        rows.append({**common, **blank, "measure": "clean", "accuracy": _num(clean),
-                     "accuracy_pct": _num(R.percent(clean)), "n": _num(R.int_or_none(
-                         (ev.results or {}).get("n") or ((ev.results or {}).get("config") or {}).get("n_examples")))})
+        n = (ev.results or {}).get("n") or R.section(ev.results, "config").get("n_examples")
+        rows.append({**common, **blank, "measure": "clean", **_accuracy(clean), "n": _num(R.int_or_none(n))})
     for r in ev.summary_rows:
         eps = R.to_float(r.get("eps"))
         rows.append({**common, "measure": "attack", "attack": r.get("attack", ""), "eps": _num(eps),
                      "eps_x255": round(eps * 255, 4) if eps is not None else "",
                      "steps": _num(r.get("steps")), "restarts": _num(r.get("restarts")), "alpha": _num(r.get("alpha")),
-                     "accuracy": _num(r.get("robust_accuracy")), "accuracy_pct": _num(R.percent(r.get("robust_accuracy"))),
-                     "n": _num(r.get("n"))})
+                     **_accuracy(r.get("robust_accuracy")), "n": _num(r.get("n"))})
     for r in ev.worst_case:
         eps = R.to_float(r.get("eps"))
         rows.append({**common, **blank, "measure": "worst_case", "attack": "worst case (all attacks, per point)",
                      "eps": _num(eps), "eps_x255": round(eps * 255, 4) if eps is not None else "",
-                     "accuracy": _num(r.get("robust_accuracy")), "accuracy_pct": _num(R.percent(r.get("robust_accuracy"))),
-                     "n": _num(r.get("n"))})
+                     **_accuracy(r.get("robust_accuracy")), "n": _num(r.get("n"))})
     if not rows:
         rows.append({**common, **blank, "measure": "none", "accuracy": "", "accuracy_pct": ""})
     return rows
@@ -144,7 +146,7 @@ def _study_rows(report: Mapping[str, Any], study: StudyView) -> list[dict[str, A
             value = R.to_float(r.get(key))
             if value is not None:
                 rows.append({**common, **({} if key == "clean" else at), "measure": "study", "attack": label,
-                             "accuracy": _num(value), "accuracy_pct": _num(R.percent(value)), "n": _num(r.get(f"{key}_n"))})
+                             **_accuracy(value), "n": _num(r.get(f"{key}_n"))})
         gap = R.to_float(r.get("gap_pgd20_strongest_pp"))
         if gap is not None:
             against = "AutoAttack" if r.get("gap_against") == "autoattack" else "worst case"
@@ -158,7 +160,7 @@ def _study_rows(report: Mapping[str, Any], study: StudyView) -> list[dict[str, A
 def report_csv(payload: Mapping[str, Any]) -> str:
     """Every number of the report as one long table: one row per (evaluation, measurement), then a
     study report's own table (measures "study" and "study_gap")."""
-    report = payload.get("report") if isinstance(payload.get("report"), Mapping) else {}
+    report = R.section(payload, "report")
     view = report_view(export_payload(payload))
     rows = [row for ev in view.evaluations for row in _rows_for(report, ev)]
     if view.study:

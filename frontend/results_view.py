@@ -154,9 +154,10 @@ def clean_accuracy(results: Mapping[str, Any] | None) -> float | None:
     return to_float((results or {}).get("clean_accuracy"))
 
 
-def _config(results: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    cfg = (results or {}).get("config")
-    return cfg if isinstance(cfg, Mapping) else {}
+def section(payload: Mapping[str, Any] | None, key: str) -> Mapping[str, Any]:
+    """``payload[key]`` when it is a mapping, else an empty one (sections may be missing or null)."""
+    value = (payload or {}).get(key)
+    return value if isinstance(value, Mapping) else {}
 
 
 def worst_case_rows(results: Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -190,7 +191,7 @@ def headline_eps(results: Mapping[str, Any] | None) -> float | None:
     grid = eps_values(results)
     if not grid:
         return None
-    config = _config(results)
+    config = section(results, "config")
     wanted = [config.get(k) for k in ("headline_eps", "primary_eps", "default_eps")]
     if isinstance(config.get("eps"), list) and config["eps"]:
         wanted.append(config["eps"][0])   # the engine's primary ε: the first one asked for
@@ -236,7 +237,8 @@ def ladder(results: Mapping[str, Any] | None, eps: float | None = None, *,
     out: list[tuple[Rung, dict[str, Any]]] = []
     clean = clean_accuracy(results)
     if clean is not None:
-        out.append((Rung(CLEAN), {"robust_accuracy": clean, "eps": 0.0, "n": _config(results).get("n_examples")}))
+        n = section(results, "config").get("n_examples")
+        out.append((Rung(CLEAN), {"robust_accuracy": clean, "eps": 0.0, "n": n}))
     if eps is None:
         return out
     rows: dict[Rung, dict[str, Any]] = {}

@@ -104,7 +104,7 @@ class EvaluationView:
 
     @property
     def dataset(self) -> str | None:
-        return R.checkpoint_field(self.checkpoint, "dataset") or _cfg(self.results, "dataset")
+        return R.checkpoint_field(self.checkpoint, "dataset") or R.section(self.results, "config").get("dataset")
 
     @property
     def method(self) -> str | None:
@@ -169,11 +169,8 @@ class EvaluationView:
 
     @property
     def config_items(self) -> list[tuple[str, str]]:
-        cfg = (self.results or {}).get("config")
-        if not isinstance(cfg, Mapping):
-            return []
         out = []
-        for k, v in cfg.items():
+        for k, v in R.section(self.results, "config").items():
             if isinstance(v, Mapping) or v in ([], (), None, ""):
                 continue   # thresholds and unused options: too long or empty for this list
             if k in ("attacks", "eps", "eps_curve", "large_eps") and isinstance(v, list):
@@ -195,23 +192,24 @@ class StudyView:
     """A study report's own section (``payload["study"]``, from robaudit.study.analyze): the published
     numbers next to ours, and the conclusions computed from them."""
     eps: float | None
-    conclusions: list[dict[str, Any]]
-    ours: list[dict[str, Any]]
+    conclusions: list[Mapping[str, Any]]
+    ours: list[Mapping[str, Any]]
     published_deltas: Mapping[str, Any] | None
     published_attacks: Mapping[str, Any] | None
 
     @property
     def published_attack_rows(self) -> list[tuple[str, Any]]:
         rows = (self.published_attacks or {}).get("rows") or {}
-        names = {"clean": "clean", "pgd20": "PGD-20", "pgd100": "PGD-100", "cw100": "CW-100", "autoattack": "AutoAttack"}
-        return [(names.get(k, k), v) for k, v in rows.items()] if isinstance(rows, Mapping) else []
+        names = {"clean": "clean", "pgd20": "PGD-20", "pgd100": "PGD-100", "cw100": "CW-100",
+                 "autoattack": "AutoAttack"}
+        return [(names.get(str(k), str(k)), v) for k, v in rows.items()] if isinstance(rows, Mapping) else []
 
 
 def study_of(payload: Mapping[str, Any]) -> StudyView | None:
     study = payload.get("study")
     if not isinstance(study, Mapping):
         return None
-    seed = study.get("seed") if isinstance(study.get("seed"), Mapping) else {}
+    seed = R.section(study, "seed")
     conclusions = [c for c in study.get("conclusions") or [] if isinstance(c, Mapping)]
     ours = [r for r in study.get("ours") or [] if isinstance(r, Mapping)]
     ls = seed.get("label_smoothing") if isinstance(seed.get("label_smoothing"), Mapping) else None
@@ -237,11 +235,6 @@ class ReportView:
     @property
     def all_charts(self) -> list[Chart]:
         return [*self.charts, *self.training_charts]
-
-
-def _cfg(results: Mapping[str, Any] | None, key: str) -> Any:
-    cfg = (results or {}).get("config")
-    return cfg.get(key) if isinstance(cfg, Mapping) else None
 
 
 def _pretty_key(k: Any) -> str:
@@ -319,7 +312,7 @@ def _labels(evaluations: Sequence[Mapping[str, Any]]) -> list[str]:
     """Checkpoint names, made unique with the evaluation id when two evaluations share one."""
     base = []
     for ev in evaluations:
-        ck = ev.get("checkpoint") if isinstance(ev.get("checkpoint"), Mapping) else {}
+        ck = R.section(ev, "checkpoint")
         name = R.checkpoint_field(ck, "name")
         if not name:
             parts = [R.method_of(ck), R.checkpoint_field(ck, "arch")]
@@ -335,7 +328,7 @@ def evaluation_views(evaluations: Sequence[Mapping[str, Any]]) -> list[Evaluatio
     evs = [e for e in evaluations if isinstance(e, Mapping)]
     views = []
     for ev, label in zip(evs, _labels(evs)):
-        ck = ev.get("checkpoint") if isinstance(ev.get("checkpoint"), Mapping) else {}
+        ck = R.section(ev, "checkpoint")
         results = ev.get("results") if isinstance(ev.get("results"), Mapping) else None
         views.append(EvaluationView(
             id=ev.get("id"), label=label, status=str(ev.get("status") or ("succeeded" if results else "unknown")),
@@ -395,7 +388,7 @@ def training_charts(views: Sequence[EvaluationView], prefix: str = "chart") -> l
 
 
 def report_view(payload: Mapping[str, Any], prefix: str = "chart") -> ReportView:
-    report = payload.get("report") if isinstance(payload.get("report"), Mapping) else {}
+    report = R.section(payload, "report")
     views = evaluation_views(payload.get("evaluations") or [])
     study = study_of(payload)
     reference = study.published_deltas if study else None

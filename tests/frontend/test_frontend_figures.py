@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 import pytest
 from frontend_fixtures import payload  # noqa: F401 (fixture)
 
+from robaudit.attacks.registry import ATTACKS
 from robaudit.frontend import figures as F
 from robaudit.frontend import results_view as R
 from robaudit.frontend.views import evaluation_views
@@ -36,6 +37,15 @@ def trace(fig: dict, name: str) -> dict:
 ])
 def test_attack_names_of_the_engine_map_to_families(name, family):
     assert R.rung_of({"attack": name}).family == family
+
+
+def test_rung_labels_and_ladder_order_are_the_registry_s():
+    rungs = [R.rung_of({"attack": name}) for name in ATTACKS]
+    assert [g.label for g in rungs] == [a.label for a in ATTACKS.values()]
+    ladder_order = [g.raw for g in sorted(rungs, key=lambda g: g.order)]
+    assert ladder_order == sorted(ATTACKS, key=lambda name: ATTACKS[name].order)
+    assert R.rung_of({"attack": "autoattack:apgd-t"}).label == "AutoAttack after APGD-T"
+    assert R.rung_of({"attack": "cw", "steps": 100, "restarts": 5}).label == "CW-100×5"
 
 
 def test_eps_is_shown_as_x_over_255_only_when_it_is_one():
