@@ -11,10 +11,11 @@ import hashlib
 import uuid
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import Update, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -45,6 +46,12 @@ def _upsert(session: Session, model, values: dict[str, Any], keys: list[str], up
     else:
         stmt = stmt.on_conflict_do_nothing(index_elements=keys)
     session.execute(stmt)
+
+
+def _changed(session: Session, stmt: Update) -> int:
+    """Run a compare-and-set UPDATE; returns how many rows it changed (0: the condition did not hold)."""
+    result = cast(CursorResult[Any], session.execute(stmt))   # an UPDATE's result is a CursorResult
+    return result.rowcount
 
 
 def new_task_id() -> str:
@@ -125,9 +132,8 @@ def list_jobs(*, session: Session, kind: str | None = None, status: str | None =
         conds.append(Job.kind == kind)
     if status:
         conds.append(Job.status == status)
-    where = and_(*conds) if conds else True
-    count = session.scalar(select(func.count()).select_from(Job).where(where)) or 0
-    rows = session.scalars(select(Job).where(where).order_by(Job.id.desc()).offset(skip).limit(limit)).unique()
+    count = session.scalar(select(func.count()).select_from(Job).where(*conds)) or 0
+    rows = session.scalars(select(Job).where(*conds).order_by(Job.id.desc()).offset(skip).limit(limit)).unique()
     return list(rows), count
 
 
@@ -156,16 +162,17 @@ def request_cancel(*, session: Session, job_id: int) -> tuple[str, str | None]:
     Returns (outcome, task_id to revoke or None); outcome is "cancelled", "requested" or "finished".
     """
     now = utcnow()
-    res = session.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
-                          .values(status="cancelled", cancel_requested=True, finished_at=now,
-                                  eta_seconds=None))
-    if res.rowcount:
+    changed = _changed(session, update(Job).where(Job.id == job_id, Job.status == "queued")
+                                .values(status="cancelled", cancel_requested=True, finished_at=now,
+                                          eta_seconds=None))
+    if changed:
         session.commit()
-        return "cancelled", session.get(Job, job_id).task_id
-    res = session.execute(update(Job).where(Job.id == job_id, Job.status == "running")
-                          .values(cancel_requested=True))
+        job = session.get(Job, job_id)
+        return "cancelled", job.task_id if job else None
+    changed = _changed(session, update(Job).where(Job.id == job_id, Job.status == "running")
+                                .values(cancel_requested=True))
     session.commit()
-    return ("requested", None) if res.rowcount else ("finished", None)
+    return ("requested", None) if changed else ("finished", None)
 
 
 def prepare_retry(*, session: Session, job_id: int) -> str | None:
@@ -174,12 +181,12 @@ def prepare_retry(*, session: Session, job_id: int) -> str | None:
     Returns the new task id, or None if the job is not in a retryable state.
     """
     task_id = new_task_id()
-    res = session.execute(update(Job).where(Job.id == job_id, Job.status.in_(("failed", "cancelled")))
-                          .values(status="queued", task_id=task_id, attempt=0, cancel_requested=False,
-                                  error=None, finished_at=None, worker_hostname=None, worker_pid=None,
-                                  eta_seconds=None))
+    changed = _changed(session, update(Job).where(Job.id == job_id, Job.status.in_(("failed", "cancelled")))
+                                .values(status="queued", task_id=task_id, attempt=0, cancel_requested=False,
+                                          error=None, finished_at=None, worker_hostname=None, worker_pid=None,
+                                          eta_seconds=None))
     session.commit()
-    return task_id if res.rowcount else None
+    return task_id if changed else None
 
 
 def mark_dispatch_failed(*, session: Session, job_id: int, error: str) -> None:
@@ -261,11 +268,11 @@ def finish_job(*, session: Session, job_id: int, task_id: str, status: str, erro
         values["output_checkpoint_id"] = output_checkpoint_id
     if metrics is not None:
         values["metrics"] = metrics
-    res = session.execute(update(Job).where(Job.id == job_id, Job.task_id == task_id,
-                                            Job.status.in_(("queued", "running"))).values(**values))
+    changed = _changed(session, update(Job).where(Job.id == job_id, Job.task_id == task_id,
+                                                  Job.status.in_(("queued", "running"))).values(**values))
     if commit:
         session.commit()
-    return bool(res.rowcount)
+    return bool(changed)
 
 
 def requeue_stale(*, session: Session, stale_after_s: float) -> list[tuple[int, str, str | None]]:
@@ -280,11 +287,11 @@ def requeue_stale(*, session: Session, stale_after_s: float) -> list[tuple[int, 
     out = []
     for job_id, old_task, queue in stale:
         new = new_task_id()
-        res = session.execute(update(Job).where(Job.id == job_id, Job.status == "running",
-                                                Job.task_id == old_task, Job.heartbeat_at < cutoff)
-                              .values(status="queued", task_id=new, stage="requeued: worker lost",
-                                      error=f"worker {old_task} stopped sending heartbeats"))
-        if res.rowcount:
+        changed = _changed(session, update(Job).where(Job.id == job_id, Job.status == "running",
+                                                      Job.task_id == old_task, Job.heartbeat_at < cutoff)
+                                    .values(status="queued", task_id=new, stage="requeued: worker lost",
+                                            error=f"worker {old_task} stopped sending heartbeats"))
+        if changed:
             out.append((job_id, new, queue))
     session.commit()
     return out
@@ -300,9 +307,10 @@ def requeue_orphans(*, session: Session, hostname: str, pid_alive) -> list[tuple
         if pid is not None and pid_alive(pid):
             continue
         new = new_task_id()
-        res = session.execute(update(Job).where(Job.id == job_id, Job.status == "running", Job.task_id == old_task)
-                              .values(status="queued", task_id=new, stage="requeued: worker restarted"))
-        if res.rowcount:
+        changed = _changed(session, update(Job).where(Job.id == job_id, Job.status == "running",
+                                                      Job.task_id == old_task)
+                                    .values(status="queued", task_id=new, stage="requeued: worker restarted"))
+        if changed:
             out.append((job_id, new, queue))
     session.commit()
     return out

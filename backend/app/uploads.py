@@ -87,7 +87,7 @@ async def receive_upload(request: Request, settings: Settings) -> Upload:
                 raise bad_request(state.error)
             if state.file_started and fh is None:
                 fh = await anyio.to_thread.run_sync((workdir / safe_filename(state.filename)).open, "wb")
-            if state.pending:
+            if state.pending and fh is not None:   # file bytes only arrive once the file part began
                 data, state.pending = b"".join(state.pending), []
                 state.file_size += len(data)
                 if state.file_size > limit_file:

@@ -5,10 +5,12 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from sqlalchemy.orm import Session
 
 from robaudit.backend.app import crud, reports
 from robaudit.backend.app.api.deps import ReadAccess, SessionDep, WriteAccess
 from robaudit.backend.app.schemas import Message, ReportCreate, ReportPublic, ReportsPublic
+from robaudit.frontend import report as rendering
 
 router = APIRouter(prefix="/reports", tags=["reports"])
 
@@ -35,7 +37,7 @@ def list_reports(session: SessionDep, skip: int = Query(0, ge=0, le=10**9),
     return {"data": [crud.report_public(r) for r in rows], "count": count}
 
 
-def _payload(session, report_id: str) -> dict[str, Any]:
+def _payload(session: Session, report_id: str) -> dict[str, Any]:
     report = crud.get_report(session=session, report_id=report_id)
     if report is None:
         raise HTTPException(404, detail=f"no report {report_id}")
@@ -50,22 +52,15 @@ def read_report(session: SessionDep, report_id: str = ReportId) -> Any:
 
 @router.get("/{report_id}/export", dependencies=[ReadAccess],
             responses={200: {"content": {"text/html": {}, "text/csv": {}, "application/json": {}}},
-                       404: {"model": Message}, 501: {"model": Message}})
+                       404: {"model": Message}})
 def export_report(session: SessionDep, report_id: str = ReportId,
                   format: Literal["html", "csv", "json"] = Query("html")) -> Any:
     """Download a report as self-contained HTML, CSV or JSON."""
     payload = jsonable_encoder(_payload(session, report_id))
     disposition = {"Content-Disposition": f'attachment; filename="report-{report_id}.{format}"'}
-    try:
-        from robaudit.frontend import report as rendering  # the frontend package renders; imported only when asked
-    except ImportError as exc:
-        if format != "json":
-            raise HTTPException(501, detail=f"report rendering is not available ({exc}); use format=json") from None
-        rendering = None
     if format == "json":
         # Exports carry aggregated numbers only: the per-sample bitsets stay on the server.
-        body = rendering.export_payload(payload) if rendering is not None else payload
-        return JSONResponse(jsonable_encoder(body), headers=disposition)
+        return JSONResponse(jsonable_encoder(rendering.export_payload(payload)), headers=disposition)
     if format == "csv":
         return PlainTextResponse(rendering.report_csv(payload), media_type="text/csv", headers=disposition)
     return HTMLResponse(rendering.render_report_html(payload), headers=disposition)
