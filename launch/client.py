@@ -9,7 +9,9 @@ from typing import TextIO
 
 import httpx
 
-FINISHED = ("succeeded", "failed", "cancelled")
+from robaudit.backend.app.models import FINISHED
+
+__all__ = ["FINISHED", "Display", "api_client", "pct"]
 
 
 def api_client(base_url: str, token: str, *, timeout: float) -> httpx.Client:

@@ -66,7 +66,7 @@ def _exit_with(pid: int) -> None:
         if _presence_stop.wait(1.0):
             return
     log.warning("the process that started this worker (pid %s) is gone; shutting down", pid)
-    os.kill(os.getpid(), signal.SIGQUIT)   # cold shutdown, as EmbeddedService.stop_worker does
+    os.kill(os.getpid(), signal.SIGQUIT)   # cold shutdown, as robaudit.launch.service stops its worker
 
 
 @signals.worker_ready.connect
