@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 from helpers_training import mnist_metadata, mnist_model
 
@@ -134,3 +135,35 @@ def test_train_then_evaluate_without_service_extras(tmp_path):
     data = json.loads(results.read_text())
     assert data["n"] == 16 and data["dataset"] == "mnist10k"
     assert {row["attack"] for row in data["summary"]} >= {"fgsm", "pgd", "cw"}
+
+
+class FakeEntryPoint:
+    """A service command whose launcher imports ``missing`` only when the command runs."""
+
+    def __init__(self, name: str, missing: str) -> None:
+        self.name, self.missing = name, missing
+
+    def load(self):
+        def register(sub):
+            def run(args):
+                raise ModuleNotFoundError(f"No module named {self.missing!r}", name=self.missing)
+            sub.add_parser(self.name).set_defaults(func=run)
+        return register
+
+
+def test_extras_missing_when_a_service_command_runs_is_one_line_too(monkeypatch, capsys):
+    import robaudit.cli
+
+    monkeypatch.setattr(robaudit.cli, "entry_points", lambda group: [FakeEntryPoint("fake-serve", "uvicorn")])
+    assert robaudit.cli.main(["fake-serve"]) == 2
+    assert capsys.readouterr().err == ("robaudit: error: `robaudit fake-serve` needs the service extras "
+                                       "(uvicorn is not installed): pip install 'robaudit[service]'\n")
+
+
+def test_a_missing_robaudit_module_is_a_bug_not_missing_extras(monkeypatch):
+    import robaudit.cli
+
+    monkeypatch.setattr(robaudit.cli, "entry_points",
+                        lambda group: [FakeEntryPoint("fake-serve", "robaudit.launch.gone")])
+    with pytest.raises(ModuleNotFoundError, match="robaudit.launch.gone"):
+        robaudit.cli.main(["fake-serve"])

@@ -226,7 +226,8 @@ def test_checkpoint_carries_full_metadata_and_loads(tmp_path):
     assert meta.method == "feature-scatter" and meta.epoch == 1
     assert meta.robaudit_version == robaudit.__version__
     hp = meta.hyperparameters
-    assert (hp["eps"], hp["alpha"], hp["steps"], hp["label_smoothing"], hp["sinkhorn"]) == (0.3, 0.3, 1, 0.5, "converge")
+    assert (hp["eps"], hp["alpha"], hp["steps"], hp["label_smoothing"], hp["sinkhorn"]) == (
+        0.3, 0.3, 1, 0.5, "converge")
     assert {"lr", "momentum", "weight_decay", "lr_milestones", "batch_size", "seed", "n_train"} <= set(hp)
     assert "device" not in hp and "data_dir" not in hp
     assert meta.metrics["history"] == result.history and meta.metrics["final"] == result.history[-1]
@@ -356,7 +357,8 @@ def test_train_command_prints_epoch_lines_and_json(tmp_path, capsys):
 def test_train_command_missing_data_is_one_line_user_error(tmp_path):
     from robaudit.errors import DatasetUnavailable
 
-    args = parse_train(["--dataset", "cifar10", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")])
+    args = parse_train(["--dataset", "cifar10", "--data-dir", str(tmp_path / "nowhere"),
+                        "--out", str(tmp_path / "run")])
     with pytest.raises(DatasetUnavailable) as info:
         args.func(args)
     assert "\n" not in str(info.value) and str(tmp_path / "nowhere") in str(info.value)
