@@ -13,18 +13,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from robaudit.attacks.registry import AA_STAGE, ATTACKS, CLEAN, PSEUDO_FAMILIES, WORST, family_of
+from robaudit.attacks.registry import AA_STAGE, ATTACKS, CLEAN, PSEUDO_FAMILIES, WORST, AttackInfo, family_of
 from robaudit.evaluation.results import same_eps
 
 # A steps curve whose last segment still drops by more than this many
 # percentage points (and by more than one test point) is flagged as not converged.
 STILL_FALLING_PP = 0.5
-
-# Per chart family: its label and ladder position. Attacks of one family share both, so the
-# registry's entry for any of them speaks for the family.
-_FAMILY_LABELS = {a.family: a.label for a in ATTACKS.values()} | {f: lo[0] for f, lo in PSEUDO_FAMILIES.items()}
-_FAMILY_ORDER = {a.family: a.order for a in ATTACKS.values()} | {f: lo[1] for f, lo in PSEUDO_FAMILIES.items()}
-_STEPPED_FAMILIES = {a.family for a in ATTACKS.values() if a.stepped}
 
 # Families left out of the ladder and the ε chart (listed in the tables only).
 DETAIL_FAMILIES = {AA_STAGE}
@@ -32,6 +26,34 @@ DETAIL_FAMILIES = {AA_STAGE}
 # The step counts the ladder shows per attack family (PGD-20, PGD-100, CW-100, ...); an attack run
 # at other step counts only (a quick preset's PGD-10, say) shows its largest step count instead.
 LADDER_STEPS = {"pgd": (20, 100), "cw": (100,), "apgd-ce": (100,), "apgd-dlr": (100,)}
+
+
+# --------------------------------------------------------------------------- attack families
+
+# Looked up in the registry on each use, not copied at import: attacks may be registered later.
+def _family_entry(family: str) -> AttackInfo | None:
+    """The registry entry that speaks for a chart family (its attacks share label, order and steps)."""
+    return next((a for a in ATTACKS.values() if a.family == family), None)
+
+
+def family_label(family: str) -> str | None:
+    if family in PSEUDO_FAMILIES:
+        return PSEUDO_FAMILIES[family][0]
+    entry = _family_entry(family)
+    return entry.label if entry else None
+
+
+def family_order(family: str) -> int:
+    """The family's position in the attack ladder (unknown families after the attacks, before the worst case)."""
+    if family in PSEUDO_FAMILIES:
+        return PSEUDO_FAMILIES[family][1]
+    entry = _family_entry(family)
+    return entry.order if entry else 50
+
+
+def is_stepped(family: str) -> bool:
+    entry = _family_entry(family)
+    return entry is not None and entry.stepped
 
 
 # --------------------------------------------------------------------------- data model
@@ -66,8 +88,8 @@ class Rung:
             stage = self.raw.split(":", 1)[-1]
             info = ATTACKS.get(stage)
             return f"{ATTACKS['autoattack'].label} after {info.label if info else stage.upper()}"
-        base = _FAMILY_LABELS.get(self.family, self.raw or self.family)
-        if self.family in _STEPPED_FAMILIES and self.steps:
+        base = family_label(self.family) or self.raw or self.family
+        if is_stepped(self.family) and self.steps:
             base = f"{base}-{self.steps}"
         if self.restarts and self.restarts > 1:
             base = f"{base}×{self.restarts}"
@@ -75,14 +97,14 @@ class Rung:
 
     @property
     def order(self) -> tuple[int, str, int, int]:
-        return (_FAMILY_ORDER.get(self.family, 50), self.raw, self.steps or 0, self.restarts or 0)
+        return (family_order(self.family), self.raw, self.steps or 0, self.restarts or 0)
 
 
 def rung_of(row: Mapping[str, Any]) -> Rung:
     """The rung of a summary row; a row without an attack name is an "unknown" family of its own."""
     name = str(row.get("attack") or "")
     family = family_of(name) if name else "unknown"
-    steps = int_or_none(row.get("steps")) if family in _STEPPED_FAMILIES else None
+    steps = int_or_none(row.get("steps")) if is_stepped(family) else None
     restarts = int_or_none(row.get("restarts"))
     return Rung(family, steps, restarts if (restarts or 0) > 1 else None, name)
 
@@ -330,7 +352,7 @@ def eps_series(m: Model) -> list[EpsSeries]:
     wc = [(e, r) for r in worst_case_rows(m.results)
           if (e := to_float(r.get("eps"))) is not None and to_float(r.get("robust_accuracy")) is not None]
     if wc:
-        raw.append((Rung(WORST), _FAMILY_LABELS[WORST], wc))
+        raw.append((Rung(WORST), family_label(WORST) or WORST, wc))
     clean = clean_accuracy(m.results)
     out = []
     for rung, label, pts in raw:
@@ -373,7 +395,7 @@ def steps_curves(m: Model) -> list[dict[str, Any]]:
     for r in m.summary:
         fam = family_of(str(r.get("attack") or ""))
         s, e, a = int_or_none(r.get("steps")), to_float(r.get("eps")), to_float(r.get("robust_accuracy"))
-        if fam not in _STEPPED_FAMILIES or not s or e is None or a is None:
+        if not is_stepped(fam) or not s or e is None or a is None:
             continue
         key = (str(r.get("attack")), round(e, 9), int_or_none(r.get("restarts")) or 1)
         groups.setdefault(key, []).append((s, a, r.get("n")))
@@ -406,7 +428,7 @@ def curves_at_one_eps(m: Model) -> list[dict[str, Any]]:
     if not at:
         best = max(curves, key=lambda c: len(c["steps"]))
         at = [c for c in curves if eps_equal(c["eps"], best["eps"]) or c["eps"] is best["eps"]]
-    return sorted(at, key=lambda c: (_FAMILY_ORDER.get(c["family"], 50), c["restarts"]))
+    return sorted(at, key=lambda c: (family_order(c["family"]), c["restarts"]))
 
 
 # --------------------------------------------------------------------------- training history
