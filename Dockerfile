@@ -9,12 +9,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /src
 # Metadata first so the dependency layer is reused when only code changes.
 COPY pyproject.toml README.md ./
+# robaudit/ holds the science and relative symlinks to the service folders, installed as robaudit.*.
 COPY robaudit ./robaudit
 COPY models ./models
 COPY backend ./backend
 COPY worker ./worker
 COPY frontend ./frontend
-RUN pip install . \
+COPY launch ./launch
+RUN pip install '.[service]' \
  && useradd --create-home --uid 10001 --shell /usr/sbin/nologin robaudit \
  && mkdir -p /data /datasets \
  && chown robaudit:robaudit /data
