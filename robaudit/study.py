@@ -14,14 +14,13 @@ different words. The service (``robaudit study``) runs the jobs and calls :func:
 """
 from __future__ import annotations
 
-import base64
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
+from robaudit.evaluation.results import Bits, decode_bits, find_rows, same_eps
 
-# Published numbers, with where they come from (../shared/research/feature_scatter.md).
+# Published numbers: the Feature Scattering paper, its NeurIPS 2019 reviews and RobustBench (sources below).
 SEED_LABEL_SMOOTHING = {
     "source": "Zhang & Wang 2019, label-smoothing ablation: robust test accuracy at epoch 200, "
               "CIFAR-10, WRN-28-10, eps = 8/255",
@@ -36,7 +35,7 @@ SEED_ATTACKS = {
     "cifar100": {"pgd100": 46.3, "cw100": 30.6},
 }
 # The literature's "reported minus AutoAttack" gaps: median 2.96 pp over 42 CIFAR-10 models, with an
-# outlier cluster from 8.75 pp up (eval_anchors.md, section 3).
+# outlier cluster from 8.75 pp up (the same figures as Thresholds.c14_*).
 GAP_OUTLIER_PP = 8.75
 
 
@@ -51,14 +50,16 @@ class StudyModel:
     lr_milestones: list[int] = field(default_factory=list)
 
 
-def _rows(results: list[dict], attack: str, steps: int | None, eps: float) -> list[tuple[dict, dict]]:
-    """(summary row, the results JSON it belongs to) for every run of one attack setting."""
-    return [(row, res) for res in results for row in res.get("summary", [])
-            if row.get("attack") == attack and math.isclose(float(row.get("eps", -1)), eps, rel_tol=1e-6)
-            and (steps is None or row.get("steps") == steps) and row.get("restarts", 1) == 1]
+Row = dict[str, Any]        # a summary or worst-case row of a results JSON
+Results = dict[str, Any]    # a results JSON
 
 
-def _lowest(results: list[dict], attack: str, eps: float, steps: int | None) -> tuple[dict, dict] | None:
+def _rows(results: list[Results], attack: str, steps: int | None, eps: float) -> list[tuple[Row, Results]]:
+    """(summary row, the results JSON it belongs to) for every single-restart run of one attack setting."""
+    return [(row, res) for res in results for row in find_rows(res, attack, eps, steps)]
+
+
+def _lowest(results: list[Results], attack: str, eps: float, steps: int | None) -> tuple[Row, Results] | None:
     rows = _rows(results, attack, steps, eps)
     return min(rows, key=lambda pair: pair[0]["robust_accuracy"]) if rows else None
 
@@ -69,7 +70,7 @@ def accuracy_of(results: list[dict], attack: str, eps: float, steps: int | None 
     return None if found is None else (float(found[0]["robust_accuracy"]), int(found[0]["n"]))
 
 
-def _first_bits(row: dict, res: dict, m: int) -> np.ndarray | None:
+def _first_bits(row: Row, res: Results, m: int) -> Bits | None:
     """A row's "stayed correct" bits on the first m test points (summary or worst-case row).
 
     Every evaluation scores the first n points of the same test split in order, so the first m bits
@@ -83,14 +84,14 @@ def _first_bits(row: dict, res: dict, m: int) -> np.ndarray | None:
         text, n = sub.get("bits"), int(sub.get("n") or 0)
     if not isinstance(text, str) or n < m or m <= 0:
         return None
-    return np.unpackbits(np.frombuffer(base64.b64decode(text), np.uint8), bitorder="little")[:m]
+    return decode_bits(text, m)
 
 
 def _worst_row(results: list[dict], eps: float) -> tuple[dict, dict] | None:
     best = None
     for res in results:
         for row in res.get("worst_case", []):
-            if math.isclose(float(row["eps"]), eps, rel_tol=1e-6):
+            if same_eps(float(row["eps"]), eps):
                 cover = len(res.get("summary", []))
                 if best is None or cover > best[0]:
                     best = (cover, row, res)
@@ -202,73 +203,92 @@ def _describe(points: list[tuple[float, float, int]], label: str) -> str:
 _LABELS = {"autoattack": "AutoAttack", "worst_case": "the per-point worst case"}
 
 
-def conclude(rows: list[dict], models: list[StudyModel], eps: float) -> list[dict[str, str]]:
-    """Plain-words answers to the study's questions, each computed from the table."""
-    out = []
-    pgd = _series(rows, "pgd20")
-    worst_key = "autoattack" if any(r["autoattack"] is not None for r in rows) else "worst_case"
-    worst = _series(rows, worst_key)
-    worst_label = _LABELS[worst_key]
+Conclusion = dict[str, str]   # {"question", "answer", "text"}
 
-    # (a) PGD robustness vs delta.
-    if len(pgd) >= 2:
-        trend, change, margin = _trend(pgd)
-        answer = {"rises": "Yes", "falls": "No", "flat": "No"}[trend]
-        words = {"rises": "rises", "falls": "falls", "flat": "does not change beyond sampling noise"}[trend]
-        out.append({"question": "Does PGD robustness rise with label smoothing?", "answer": answer,
-                    "text": f"{answer}: PGD-20 accuracy {words} with delta ({_describe(pgd, 'PGD-20')}; "
-                            f"{change:+.1f} pp from the smallest to the largest delta, noise +/- {margin:.1f} pp)."})
-    # (a') does the worst case follow?
-    if len(worst) >= 2:
-        trend, change, margin = _trend(worst)
-        pgd_change = _trend(pgd)[1] if len(pgd) >= 2 else None
-        if trend == "rises" and pgd_change and change < 0.5 * pgd_change:
-            answer, words = "Partly", (f"rises, but by {change:+.1f} pp against {pgd_change:+.1f} pp under PGD-20: "
-                                       "most of the PGD gain is not real robustness")
-        elif trend == "rises":
-            answer, words = "Yes", "rises in step with PGD"
-        else:
-            answer, words = "No", "falls" if trend == "falls" else "does not rise beyond sampling noise"
-        out.append({"question": f"Does the worst-case robustness ({worst_label}) rise with it too?",
-                    "answer": answer,
-                    "text": f"{answer}: accuracy under {worst_label} {words} ({_describe(worst, worst_label)}; "
-                            f"{change:+.1f} pp from the smallest to the largest delta, noise +/- {margin:.1f} pp)."})
-    # (c) PGD overfitting: the PGD-to-strongest gap of FS against the PGD-AT baseline.
+
+@dataclass(frozen=True)
+class _Series:
+    """The per-delta Feature Scattering accuracies the questions compare: PGD-20 and the strongest measure."""
+    pgd: list[tuple[float, float, int]]
+    worst: list[tuple[float, float, int]]
+    worst_label: str
+
+
+def _pgd_rises(series: _Series) -> Conclusion | None:
+    """(a) Does PGD robustness rise with label smoothing?"""
+    pgd = series.pgd
+    if len(pgd) < 2:
+        return None
+    trend, change, margin = _trend(pgd)
+    answer = {"rises": "Yes", "falls": "No", "flat": "No"}[trend]
+    words = {"rises": "rises", "falls": "falls", "flat": "does not change beyond sampling noise"}[trend]
+    return {"question": "Does PGD robustness rise with label smoothing?", "answer": answer,
+            "text": f"{answer}: PGD-20 accuracy {words} with delta ({_describe(pgd, 'PGD-20')}; "
+                    f"{change:+.1f} pp from the smallest to the largest delta, noise +/- {margin:.1f} pp)."}
+
+
+def _worst_case_follows(series: _Series) -> Conclusion | None:
+    """(a') Does the worst case (AutoAttack when it ran) rise with it too?"""
+    worst, worst_label = series.worst, series.worst_label
+    if len(worst) < 2:
+        return None
+    trend, change, margin = _trend(worst)
+    pgd_change = _trend(series.pgd)[1] if len(series.pgd) >= 2 else None
+    if trend == "rises" and pgd_change and change < 0.5 * pgd_change:
+        answer, words = "Partly", (f"rises, but by {change:+.1f} pp against {pgd_change:+.1f} pp under PGD-20: "
+                                   "most of the PGD gain is not real robustness")
+    elif trend == "rises":
+        answer, words = "Yes", "rises in step with PGD"
+    else:
+        answer, words = "No", "falls" if trend == "falls" else "does not rise beyond sampling noise"
+    return {"question": f"Does the worst-case robustness ({worst_label}) rise with it too?",
+            "answer": answer,
+            "text": f"{answer}: accuracy under {worst_label} {words} ({_describe(worst, worst_label)}; "
+                    f"{change:+.1f} pp from the smallest to the largest delta, noise +/- {margin:.1f} pp)."}
+
+
+def _overfits_pgd(rows: list[Row]) -> Conclusion | None:
+    """(c) PGD overfitting: the PGD-to-strongest gap of FS against the PGD-AT baseline."""
     fs = [r for r in rows if r["method"] == "feature-scatter" and r["gap_pgd20_strongest_pp"] is not None]
     base = [r for r in rows if r["method"] == "pgd-at" and r["gap_pgd20_strongest_pp"] is not None]
-    if fs:
-        top = max(fs, key=lambda r: r["delta"] or 0)
-        gap = top["gap_pgd20_strongest_pp"]
-        label = _LABELS[top["gap_against"]]
-        where = (f" on the {top['gap_n']} points {label} ran on" if top["gap_points"] == "same"
-                 and top["gap_n"] != top["pgd20_n"] else "")
-        parts = [f"at delta = {top['delta']:g} PGD-20 reads {_pct(top['pgd20_on_gap_points'])}{where} but "
-                 f"{label} {_pct(top[top['gap_against']])}, a gap of {gap:.1f} pp"]
-        overfit = gap > GAP_OUTLIER_PP
-        if base:
-            b = base[0]
-            margin = 2 * math.hypot(top["gap_se_pp"], b["gap_se_pp"])   # two standard errors of the difference
-            parts.append(f"against {b['gap_pgd20_strongest_pp']:.1f} pp for PGD-AT")
-            overfit = overfit or gap - b["gap_pgd20_strongest_pp"] > margin
-            overfit = overfit and gap > b["gap_pgd20_strongest_pp"]
-        if top["cw100"] is not None and top["pgd100"] is not None:
-            parts.append(f"CW-100 {_pct(top['cw100'])} vs PGD-100 {_pct(top['pgd100'])}")
-        if len(fs) > 1:   # is the gap label smoothing's doing, or the method's at every delta?
-            parts.append("across deltas the gap is " + ", ".join(
-                f"{r['gap_pgd20_strongest_pp']:.1f} pp at {r['delta']:g}" for r in sorted(fs, key=lambda r: r["delta"] or 0)))
-        answer = "Yes" if overfit else "No"
-        reasons = []
-        if gap > GAP_OUTLIER_PP:
-            reasons.append(f"the gap is above the literature's outlier threshold of {GAP_OUTLIER_PP} pp")
-        if base:
-            excess = gap - base[0]["gap_pgd20_strongest_pp"]
-            reasons.append(f"it is {abs(excess):.1f} pp {'wider' if excess >= 0 else 'narrower'} than PGD-AT's "
-                           f"({'beyond' if abs(excess) > margin else 'within'} the noise of +/- {margin:.1f} pp)")
-        if not reasons:
-            reasons.append(f"the gap is below the literature's outlier threshold of {GAP_OUTLIER_PP} pp")
-        out.append({"question": "Does the method overfit PGD?", "answer": answer,
-                    "text": f"{answer}: " + "; ".join(parts) + "; " + " and ".join(reasons) + "."})
-    # (b) no robust overfitting after the lr drops: every Feature Scattering model, largest delta first.
+    if not fs:
+        return None
+    top = max(fs, key=lambda r: r["delta"] or 0)
+    gap = top["gap_pgd20_strongest_pp"]
+    label = _LABELS[top["gap_against"]]
+    where = (f" on the {top['gap_n']} points {label} ran on" if top["gap_points"] == "same"
+             and top["gap_n"] != top["pgd20_n"] else "")
+    parts = [f"at delta = {top['delta']:g} PGD-20 reads {_pct(top['pgd20_on_gap_points'])}{where} but "
+             f"{label} {_pct(top[top['gap_against']])}, a gap of {gap:.1f} pp"]
+    overfit = gap > GAP_OUTLIER_PP
+    margin = 0.0
+    if base:
+        b = base[0]
+        margin = 2 * math.hypot(top["gap_se_pp"], b["gap_se_pp"])   # two standard errors of the difference
+        parts.append(f"against {b['gap_pgd20_strongest_pp']:.1f} pp for PGD-AT")
+        overfit = overfit or gap - b["gap_pgd20_strongest_pp"] > margin
+        overfit = overfit and gap > b["gap_pgd20_strongest_pp"]
+    if top["cw100"] is not None and top["pgd100"] is not None:
+        parts.append(f"CW-100 {_pct(top['cw100'])} vs PGD-100 {_pct(top['pgd100'])}")
+    if len(fs) > 1:   # is the gap label smoothing's doing, or the method's at every delta?
+        parts.append("across deltas the gap is " + ", ".join(
+            f"{r['gap_pgd20_strongest_pp']:.1f} pp at {r['delta']:g}" for r in sorted(fs, key=lambda r: r["delta"] or 0)))
+    answer = "Yes" if overfit else "No"
+    reasons = []
+    if gap > GAP_OUTLIER_PP:
+        reasons.append(f"the gap is above the literature's outlier threshold of {GAP_OUTLIER_PP} pp")
+    if base:
+        excess = gap - base[0]["gap_pgd20_strongest_pp"]
+        reasons.append(f"it is {abs(excess):.1f} pp {'wider' if excess >= 0 else 'narrower'} than PGD-AT's "
+                       f"({'beyond' if abs(excess) > margin else 'within'} the noise of +/- {margin:.1f} pp)")
+    if not reasons:
+        reasons.append(f"the gap is below the literature's outlier threshold of {GAP_OUTLIER_PP} pp")
+    return {"question": "Does the method overfit PGD?", "answer": answer,
+            "text": f"{answer}: " + "; ".join(parts) + "; " + " and ".join(reasons) + "."}
+
+
+def _falls_after_lr_decay(models: list[StudyModel]) -> Conclusion | None:
+    """(b) No robust overfitting after the lr drops: every Feature Scattering model, largest delta first."""
     judged = []
     for m in sorted(models, key=lambda m: -(m.delta or 0.0)):
         if m.method != "feature-scatter" or not m.history or not m.lr_milestones:
@@ -285,17 +305,26 @@ def conclude(rows: list[dict], models: list[StudyModel], eps: float) -> list[dic
         judged.append((drop > margin, f"delta = {m.delta:g}: peak {_pct(best['pgd20_acc'])} at epoch {best['epoch']}, "
                                       f"{_pct(last['pgd20_acc'])} at epoch {last['epoch']} ({drop:.1f} pp lower, "
                                       f"noise +/- {margin:.1f} pp)", first_drop))
-    if judged:
-        falls = [text for fell, text, _ in judged if fell]
-        answer = "Yes" if falls else "No"
-        drops = sorted({d + 1 for _, _, d in judged})   # milestones are 0-based; history epochs 1-based
-        verdict = (f"PGD-20 falls beyond sampling noise after the peak for {len(falls)} of {len(judged)} Feature "
-                   "Scattering models" if falls else
-                   "no Feature Scattering model's PGD-20 falls beyond sampling noise after the peak")
-        out.append({"question": "Does robust accuracy fall after the lr decays?", "answer": answer,
-                    "text": f"{answer}: once the lr first drops (from epoch {', '.join(map(str, drops))}), {verdict} ("
-                            + "; ".join(text for _, text, _ in judged) + ")."})
-    return out
+    if not judged:
+        return None
+    falls = [text for fell, text, _ in judged if fell]
+    answer = "Yes" if falls else "No"
+    drops = sorted({d + 1 for _, _, d in judged})   # milestones are 0-based; history epochs 1-based
+    verdict = (f"PGD-20 falls beyond sampling noise after the peak for {len(falls)} of {len(judged)} Feature "
+               "Scattering models" if falls else
+               "no Feature Scattering model's PGD-20 falls beyond sampling noise after the peak")
+    return {"question": "Does robust accuracy fall after the lr decays?", "answer": answer,
+            "text": f"{answer}: once the lr first drops (from epoch {', '.join(map(str, drops))}), {verdict} ("
+                    + "; ".join(text for _, text, _ in judged) + ")."}
+
+
+def conclude(rows: list[Row], models: list[StudyModel], eps: float) -> list[Conclusion]:
+    """Plain-words answers to the study's questions, each computed from the table (a question without
+    the numbers it needs is left out)."""
+    worst_key = "autoattack" if any(r["autoattack"] is not None for r in rows) else "worst_case"
+    series = _Series(pgd=_series(rows, "pgd20"), worst=_series(rows, worst_key), worst_label=_LABELS[worst_key])
+    answers = [_pgd_rises(series), _worst_case_follows(series), _overfits_pgd(rows), _falls_after_lr_decay(models)]
+    return [answer for answer in answers if answer is not None]
 
 
 def analyze(models: list[StudyModel], eps: float) -> dict[str, Any]:

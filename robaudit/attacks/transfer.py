@@ -9,15 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robaudit.attacks.common import (
-    ball_bounds,
-    default_alpha,
-    eval_mode,
-    input_gradient,
-    predict,
-    project_,
-    uniform_in_ball,
-)
+from robaudit.attacks.ascent import signed_ascent
+from robaudit.attacks.common import default_alpha, eval_mode, predict, uniform_in_ball
 from robaudit.attacks.losses import attack_loss
 
 
@@ -37,13 +30,7 @@ def last_iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: flo
     """PGD's final iterate for every point, whether or not an earlier iterate already fooled ``model``."""
     alpha = default_alpha(eps, steps) if alpha is None else float(alpha)
     x, y = x.detach(), y.detach()
-    lower, upper = ball_bounds(x, eps)
-    x_adv = uniform_in_ball(x, eps, generator) if random_start else x.clone()
+    start = uniform_in_ball(x, eps, generator) if random_start else x.clone()
     with eval_mode(model):
-        for _ in range(steps):
-            x_adv = x_adv.detach().requires_grad_(True)
-            with torch.enable_grad():
-                point_loss = attack_loss(loss, model(x_adv), y, kappa)
-            grad = input_gradient(point_loss.sum(), x_adv)
-            x_adv = project_(x_adv.detach().add_(grad.sign_(), alpha=alpha), lower, upper)
-    return x_adv.detach()
+        return signed_ascent(model, x, start, lambda logits: attack_loss(loss, logits, y, kappa).sum(),
+                             eps=eps, alpha=alpha, steps=steps)
