@@ -64,7 +64,7 @@ def _lowest(results: list[Results], attack: str, eps: float, steps: int | None) 
     return min(rows, key=lambda pair: pair[0]["robust_accuracy"]) if rows else None
 
 
-def accuracy_of(results: list[dict], attack: str, eps: float, steps: int | None = None) -> tuple[float, int] | None:
+def accuracy_of(results: list[Results], attack: str, eps: float, steps: int | None = None) -> tuple[float, int] | None:
     """(robust accuracy, n) of one attack; the lowest if several runs measured it."""
     found = _lowest(results, attack, eps, steps)
     return None if found is None else (float(found[0]["robust_accuracy"]), int(found[0]["n"]))
@@ -87,7 +87,7 @@ def _first_bits(row: Row, res: Results, m: int) -> Bits | None:
     return decode_bits(text, m)
 
 
-def _worst_row(results: list[dict], eps: float) -> tuple[dict, dict] | None:
+def _worst_row(results: list[Results], eps: float) -> tuple[Row, Results] | None:
     best = None
     for res in results:
         for row in res.get("worst_case", []):
@@ -98,22 +98,21 @@ def _worst_row(results: list[dict], eps: float) -> tuple[dict, dict] | None:
     return None if best is None else (best[1], best[2])
 
 
-def worst_case_of(results: list[dict], eps: float) -> tuple[float, int] | None:
+def worst_case_of(results: list[Results], eps: float) -> tuple[float, int] | None:
     """The per-point worst case at eps from the run that covered the most attacks."""
     found = _worst_row(results, eps)
     return None if found is None else (float(found[0]["robust_accuracy"]), int(found[0]["n"]))
 
 
-def clean_of(results: list[dict]) -> tuple[float, int] | None:
+def clean_of(results: list[Results]) -> tuple[float, int] | None:
     for res in results:
         if res.get("clean_accuracy") is not None:
             return float(res["clean_accuracy"]), int(res.get("n") or res.get("n_examples") or 0)
     return None
 
 
-def verdict_of(results: list[dict]) -> str | None:
-    verdicts = [res.get("diagnostics", {}).get("verdict") for res in results if res.get("diagnostics")]
-    verdicts = [v for v in verdicts if v]
+def verdict_of(results: list[Results]) -> str | None:
+    verdicts = [str(v) for res in results if (v := (res.get("diagnostics") or {}).get("verdict"))]
     if not verdicts:
         return None
     suspected = [v for v in verdicts if "suspected" in v]
@@ -130,7 +129,7 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f} %"
 
 
-def _gap(results: list[dict], row: dict, eps: float) -> dict[str, Any]:
+def _gap(results: list[Results], row: Row, eps: float) -> dict[str, Any]:
     """PGD-20 minus the strongest measurement (AutoAttack, else the worst case), on the same points.
 
     AutoAttack often runs on a prefix of the points PGD-20 covers; comparing PGD-20 on all points with
@@ -141,8 +140,8 @@ def _gap(results: list[dict], row: dict, eps: float) -> dict[str, Any]:
     """
     against = "autoattack" if row["autoattack"] is not None else "worst_case"
     strongest, m = row[against], row[f"{against}_n"]
-    out = {"gap_pgd20_strongest_pp": None, "gap_se_pp": None, "pgd20_on_gap_points": None, "gap_n": None,
-           "gap_points": None, "gap_against": against}
+    out: dict[str, Any] = {"gap_pgd20_strongest_pp": None, "gap_se_pp": None, "pgd20_on_gap_points": None,
+                           "gap_n": None, "gap_points": None, "gap_against": against}
     pgd = _lowest(results, "pgd", eps, 20)
     if pgd is None or strongest is None:
         return out
@@ -165,9 +164,10 @@ def table(models: list[StudyModel], eps: float) -> list[dict[str, Any]]:
     """Our side of the table: one row per model at its last epoch."""
     rows = []
     for m in models:
-        get = lambda attack, steps=None: accuracy_of(m.results, attack, eps, steps)
-        entries = {"clean": clean_of(m.results), "pgd20": get("pgd", 20), "pgd100": get("pgd", 100),
-                   "cw100": get("cw", 100), "autoattack": get("autoattack"), "worst_case": worst_case_of(m.results, eps)}
+        res = m.results
+        entries = {"clean": clean_of(res), "pgd20": accuracy_of(res, "pgd", eps, 20),
+                   "pgd100": accuracy_of(res, "pgd", eps, 100), "cw100": accuracy_of(res, "cw", eps, 100),
+                   "autoattack": accuracy_of(res, "autoattack", eps), "worst_case": worst_case_of(res, eps)}
         row = {"name": m.name, "method": m.method, "delta": m.delta,
                "epoch": m.history[-1]["epoch"] if m.history else None, "verdict": verdict_of(m.results)}
         for key, value in entries.items():
@@ -180,7 +180,7 @@ def table(models: list[StudyModel], eps: float) -> list[dict[str, Any]]:
 
 def _trend(points: list[tuple[float, float, int]]) -> tuple[str, float, float]:
     """'rises' / 'falls' / 'flat' from the smallest to the largest delta, judged against sampling noise."""
-    (d0, a0, n0), (d1, a1, n1) = points[0], points[-1]
+    (_, a0, n0), (_, a1, n1) = points[0], points[-1]
     change = 100 * (a1 - a0)
     margin = noise_pp(a0, n0, a1, n1)
     if change > margin:
@@ -190,7 +190,7 @@ def _trend(points: list[tuple[float, float, int]]) -> tuple[str, float, float]:
     return "flat", change, margin
 
 
-def _series(rows: list[dict], key: str) -> list[tuple[float, float, int]]:
+def _series(rows: list[Row], key: str) -> list[tuple[float, float, int]]:
     pts = [(r["delta"], r[key], r[f"{key}_n"]) for r in rows
            if r["method"] == "feature-scatter" and r["delta"] is not None and r[key] is not None]
     return sorted(pts)
@@ -271,8 +271,8 @@ def _overfits_pgd(rows: list[Row]) -> Conclusion | None:
     if top["cw100"] is not None and top["pgd100"] is not None:
         parts.append(f"CW-100 {_pct(top['cw100'])} vs PGD-100 {_pct(top['pgd100'])}")
     if len(fs) > 1:   # is the gap label smoothing's doing, or the method's at every delta?
-        parts.append("across deltas the gap is " + ", ".join(
-            f"{r['gap_pgd20_strongest_pp']:.1f} pp at {r['delta']:g}" for r in sorted(fs, key=lambda r: r["delta"] or 0)))
+        parts.append("across deltas the gap is " + ", ".join(f"{r['gap_pgd20_strongest_pp']:.1f} pp at {r['delta']:g}"
+                                                            for r in sorted(fs, key=lambda r: r["delta"] or 0)))
     answer = "Yes" if overfit else "No"
     reasons = []
     if gap > GAP_OUTLIER_PP:

@@ -11,7 +11,8 @@ def results(pgd20, pgd100, cw100, aa, n=500, clean=0.98):
             {"attack": "autoattack", "eps": EPS, "steps": None, "restarts": 1, "robust_accuracy": aa, "n": n}]
     return {"clean_accuracy": clean, "n": n, "summary": rows,
             "worst_case": [{"eps": EPS, "robust_accuracy": min(pgd20, pgd100, cw100, aa), "n": n}],
-            "diagnostics": {"verdict": "gradient masking suspected" if pgd20 - aa > 0.1 else "no sign of gradient masking"}}
+            "diagnostics": {"verdict": "gradient masking suspected" if pgd20 - aa > 0.1
+                            else "no sign of gradient masking"}}
 
 
 def fs(delta, *args):
@@ -74,7 +75,8 @@ def test_lr_decay_question_judges_every_feature_scattering_model():
     assert lr["answer"] == "No" and "from epoch 3" in lr["text"]
     assert lr["text"].index("delta = 0.5") < lr["text"].index("delta = 0:")   # the paper's delta first
     falling = [model(0.0, [.3, .4, .42, .41, .41]), model(0.5, [.2, .3, .60, .45, .30])]
-    lr = {c["question"]: c for c in analyze(falling, EPS)["conclusions"]}["Does robust accuracy fall after the lr decays?"]
+    conclusions = {c["question"]: c for c in analyze(falling, EPS)["conclusions"]}
+    lr = conclusions["Does robust accuracy fall after the lr decays?"]
     assert lr["answer"] == "Yes" and "1 of 2" in lr["text"] and "30.0 pp lower" in lr["text"]
 
 

@@ -53,12 +53,14 @@ class InputGradientOnly(nn.Module):
         if self._on_forward is not None:
             self._on_forward(self.stage, len(x))
         if not torch.is_grad_enabled():  # Square's thousands of small queries: skip the parameter swap
-            return self.wrapped(x)
-        return functional_call(self.wrapped, self._params, (x,))
+            logits: torch.Tensor = self.wrapped(x)
+        else:
+            logits = functional_call(self.wrapped, self._params, (x,))
+        return logits
 
 
 class _Collect(logging.Handler):
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(level=logging.WARNING)
         self.messages: list[str] = []
 
@@ -86,7 +88,8 @@ def run_stage(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: str, *,
     devices = [x.device.index or 0] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # AutoAttack reseeds the global generator
         _, y_adv = adversary.run_standard_evaluation(x, y, batch_size=batch_size, state_path=state_path)
-    return y_adv.to(y.device) == y
+    still_correct: torch.Tensor = y_adv.to(y.device) == y
+    return still_correct
 
 
 def resumable_stage(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: str, *, eps: float, seed: int,

@@ -13,7 +13,8 @@ from robaudit.attacks.common import eval_mode, uniform_in_ball
 
 @torch.no_grad()  # not inference_mode: see robaudit.attacks.common.predict
 def _wrong(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return model(x).argmax(1) != y
+    wrong: torch.Tensor = model(x).argmax(1) != y
+    return wrong
 
 
 def random_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, draws: int = 100,

@@ -65,7 +65,8 @@ class LossTrace:
 @dataclass
 class PGDResult:
     x_adv: torch.Tensor          # (n, ...) returned points
-    first_fooled: torch.Tensor   # (restarts, n) int64: first misclassified iterate, steps + 1 if none, NOT_RUN if skipped
+    # (restarts, n) int64: first misclassified iterate, steps + 1 if none, NOT_RUN if skipped
+    first_fooled: torch.Tensor
     final_correct: torch.Tensor  # (n,) bool: the returned points re-scored without gradients
     steps: int
     alpha: float
@@ -111,7 +112,10 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps
     return PGDResult(x_out, first, final_correct, steps, alpha, loss_trace)
 
 
-def _single_run(model, x, y, x_adv, *, eps, alpha, steps, loss, kappa, freeze, trace):
+def _single_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, *, eps: float,
+                alpha: float, steps: int, loss: str, kappa: float, freeze: bool,
+                trace: bool) -> tuple[torch.Tensor, torch.Tensor, LossTrace | None]:
+    """One run from ``x_adv``: (first fooling iterate per point, the returned points, the loss trace if asked)."""
     n = len(x)
     lower, upper = ball_bounds(x, eps)
     first = torch.full((n,), steps + 1, dtype=torch.long, device=x.device)
@@ -146,7 +150,7 @@ def _single_run(model, x, y, x_adv, *, eps, alpha, steps, loss, kappa, freeze, t
             if active.numel() == 0:
                 break
         x_adv = project_(x_next.add_(grad.sign_(), alpha=alpha), lower, upper)
-    return first, returned, (_summarise_trace(losses, first, steps) if trace else None)
+    return first, returned, (_summarise_trace(losses, first, steps) if losses is not None else None)
 
 
 def _summarise_trace(losses: torch.Tensor, first: torch.Tensor, steps: int) -> LossTrace:

@@ -12,8 +12,8 @@ if TYPE_CHECKING:
     from robaudit.evaluation.diagnostics import Thresholds, run_diagnostics
     from robaudit.evaluation.engine import evaluate
     from robaudit.evaluation.presets import ATTACKS, PRESETS, EvalSpec, build_spec
-    from robaudit.evaluation.results import RESULTS_SCHEMA_VERSION, results_to_csv
     from robaudit.evaluation.progress import EvalProgress
+    from robaudit.evaluation.results import RESULTS_SCHEMA_VERSION, results_to_csv
     from robaudit.evaluation.store import DirectoryStore, MemoryStore
 
 _HOME = {

@@ -9,11 +9,20 @@ import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from robaudit.errors import RobauditError
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
-def register(subparsers) -> argparse.ArgumentParser:
+    from torch import nn
+
+    from robaudit.evaluation.progress import EvalProgress
+    from robaudit.models import CheckpointMetadata
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     from robaudit.evaluation.presets import ATTACKS, PRESETS
 
     p = subparsers.add_parser(
@@ -50,7 +59,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the results JSON instead of the table")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
-    return p
+    parser: argparse.ArgumentParser = p
+    return parser
 
 
 def _sha256(path: Path) -> str:
@@ -61,7 +71,8 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _load(path: str, device: str, arch: str | None, dataset: str | None):
+def _load(path: str, device: str, arch: str | None,
+          dataset: str | None) -> tuple[nn.Module, CheckpointMetadata, dict[str, Any]]:
     from robaudit import models
     from robaudit.data import dataset_info
 
@@ -72,16 +83,15 @@ def _load(path: str, device: str, arch: str | None, dataset: str | None):
     if arch is not None:
         if dataset is None:
             raise RobauditError("--arch needs --dataset as well")
-        info = dataset_info(dataset)
-        fallback = models.CheckpointMetadata(arch=arch, num_classes=info.num_classes, in_channels=info.in_channels,
-                                             mean=list(info.mean), std=list(info.std), dataset=dataset,
-                                             input_size=info.size)
+        data = dataset_info(dataset)
+        fallback = models.CheckpointMetadata(arch=arch, num_classes=data.num_classes, in_channels=data.in_channels,
+                                             mean=list(data.mean), std=list(data.std), dataset=dataset,
+                                             input_size=data.size)
     model, meta = models.load_checkpoint(checkpoint, metadata=fallback, device=device)
-    info = {"path": str(checkpoint), "sha256": _sha256(checkpoint), "metadata": asdict(meta)}
-    return model, meta, info
+    return model, meta, {"path": str(checkpoint), "sha256": _sha256(checkpoint), "metadata": asdict(meta)}
 
 
-def _thresholds(items: list[str]) -> dict:
+def _thresholds(items: list[str]) -> dict[str, Any]:
     overrides = {}
     for item in items:
         name, sep, value = item.partition("=")
@@ -99,15 +109,15 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _progress_bar(enabled: bool):
+def _progress_bar(enabled: bool) -> tuple[Callable[[EvalProgress], None] | None, Callable[[], None]]:
     if not enabled:
         return None, lambda: None
-    from tqdm import tqdm
+    from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs; imported only when a bar is shown
 
     bar = tqdm(total=1000, unit="‰", file=sys.stderr, dynamic_ncols=True,
                bar_format="{desc} {percentage:3.0f}%|{bar}| {postfix}")
 
-    def update(p) -> None:
+    def update(p: EvalProgress) -> None:
         target = int(1000 * p.done / max(p.total, 1e-9))
         bar.set_description_str(p.stage[:28].ljust(28))
         if p.eta_seconds is not None:
@@ -118,7 +128,7 @@ def _progress_bar(enabled: bool):
     return update, bar.close
 
 
-def format_summary(results: dict) -> str:
+def format_summary(results: dict[str, Any]) -> str:
     lines = []
     ck = results.get("checkpoint")
     head = f"{Path(ck['path']).name} on " if ck else ""
@@ -129,7 +139,7 @@ def format_summary(results: dict) -> str:
     lines.append(header)
     lines.append("-" * len(header))
 
-    def cell(value, fmt):
+    def cell(value: object, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
 
     for row in results["summary"]:
@@ -154,7 +164,7 @@ def format_summary(results: dict) -> str:
     return "\n".join(lines)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     import robaudit
     from robaudit.evaluation import DirectoryStore, build_spec, evaluate, results_to_csv
 

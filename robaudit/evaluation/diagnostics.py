@@ -13,6 +13,7 @@ evaluation with other thresholds without running an attack.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -80,9 +81,9 @@ class Thresholds:
     c14_fail_gap_pp: float = 8.75
 
     @classmethod
-    def from_overrides(cls, overrides: dict) -> Thresholds:
+    def from_overrides(cls, overrides: dict[str, Any]) -> Thresholds:
         known = {f.name: f for f in fields(cls)}
-        values = {}
+        values: dict[str, Any] = {}
         for name, value in overrides.items():
             if name not in known:
                 raise RobauditError(f"unknown threshold {name!r}; known: {', '.join(known)}")
@@ -92,7 +93,7 @@ class Thresholds:
                 raise RobauditError(f"threshold {name} needs a number, got {value!r}") from None
         return cls(**values)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -104,7 +105,7 @@ class _View:
     cover the first m. Comparisons between the two restrict the full ones to their first m bits.
     """
 
-    def __init__(self, results: dict):
+    def __init__(self, results: dict[str, Any]):
         self.results = results
         self.n = results["n"]
         per_sample = results["per_sample"]
@@ -117,12 +118,12 @@ class _View:
         self.primary = results["config"]["eps"][0]
         self.main_eps = results["config"]["eps"]
 
-    def rows_at(self, eps: float, *attacks: str, n: int | None = None) -> list[dict]:
+    def rows_at(self, eps: float, *attacks: str, n: int | None = None) -> list[dict[str, Any]]:
         """Rows at eps for these attacks that cover ``n`` points (default: all points)."""
         n = self.n if n is None else n
         return [r for r in self.rows if same_eps(r["eps"], eps) and r["attack"] in attacks and r["n"] == n]
 
-    def row_bits(self, row: dict) -> np.ndarray:
+    def row_bits(self, row: dict[str, Any]) -> np.ndarray:
         return self.bits[row["key"]] if row["n"] == self.n else self.subset[row["key"]]
 
     def white_box(self, eps: float, m: int | None = None) -> np.ndarray:
@@ -140,11 +141,11 @@ def _pp(value: float) -> float:
     return round(100.0 * value, 3)
 
 
-def _check(cid: str, name: str, status: str, evidence: dict, message: str) -> dict:
+def _check(cid: str, name: str, status: str, evidence: dict[str, Any], message: str) -> dict[str, Any]:
     return {"id": cid, "name": name, "status": status, "evidence": evidence, "message": message}
 
 
-def _skip(cid: str, name: str, reason: str) -> dict:
+def _skip(cid: str, name: str, reason: str) -> dict[str, Any]:
     return _check(cid, name, "skipped", {"reason": reason}, f"Not run: {reason}.")
 
 
@@ -154,7 +155,7 @@ def _worst(*statuses: str) -> str:
 
 
 # ---------------------------------------------------------------------------- the checks
-def c1_eps_monotone(v: _View, t: Thresholds) -> dict:
+def c1_eps_monotone(v: _View, t: Thresholds) -> dict[str, Any]:
     name = "Accuracy falls as eps grows"
     curves = v.results["curves"].get("eps") or []
     if not curves:
@@ -192,7 +193,7 @@ def c1_eps_monotone(v: _View, t: Thresholds) -> dict:
                   f"Accuracy falls steadily with eps ({100 * accs[0]:.1f} % to {100 * accs[-1]:.1f} %).")
 
 
-def c2_large_eps(v: _View, t: Thresholds) -> dict:
+def c2_large_eps(v: _View, t: Thresholds) -> dict[str, Any]:
     name = "Large eps drives accuracy to zero"
     rows = sorted((r for r in v.rows if r["key"].startswith("pgd-large-eps@")), key=lambda r: r["eps"])
     if not rows:
@@ -210,13 +211,14 @@ def c2_large_eps(v: _View, t: Thresholds) -> dict:
             reasons.append(f"{100 * acc:.1f} % still correct with an unbounded budget")
     if status == "pass":
         return _check("C2", name, "pass", evidence,
-                      f"With a budget that can erase the image, accuracy drops to {100 * rows[-1]['robust_accuracy']:.1f} %.")
+                      "With a budget that can erase the image, accuracy drops to "
+                      f"{100 * rows[-1]['robust_accuracy']:.1f} %.")
     return _check("C2", name, status, evidence,
                   f"Even huge perturbations do not fool the model ({'; '.join(reasons)}): "
                   "gradients are not leading the attack anywhere.")
 
 
-def c3_iterative_vs_single(v: _View, t: Thresholds) -> dict:
+def c3_iterative_vs_single(v: _View, t: Thresholds) -> dict[str, Any]:
     name = "Iterative attacks beat one-step attacks"
     evidence, status, message = {}, "pass", ""
     ran = False
@@ -252,7 +254,7 @@ def c3_iterative_vs_single(v: _View, t: Thresholds) -> dict:
                   message or "PGD is at least as strong as FGSM, point by point.")
 
 
-def c4_convergence(v: _View, t: Thresholds) -> dict:
+def c4_convergence(v: _View, t: Thresholds) -> dict[str, Any]:
     name = "More steps do not help (attack converged)"
     curves = [c for c in v.results["curves"].get("steps", []) if same_eps(c["eps"], v.primary)]
     losses = [c for c in v.results["curves"].get("loss", []) if same_eps(c["eps"], v.primary)]
@@ -274,7 +276,7 @@ def c4_convergence(v: _View, t: Thresholds) -> dict:
         elif gain > t.c4_warn_doubling_gain_pp:
             status = _worst(status, "warn")
             reasons.append(f"{curve['attack']} gained {gain:.1f} pp from {half} to {k} steps")
-        trace = next((c for c in losses if c["attack"] == curve["attack"]), None)
+        trace: dict[str, Any] = next((c for c in losses if c["attack"] == curve["attack"]), {})
         traced = bool(trace and trace["mean_robust"]) and k >= 10
         if traced and trace["n_robust"] < t.c4_min_unbroken_points:
             entry.update(robust_points=trace["n_robust"], loss_trace="not judged: too few unbroken points")
@@ -283,7 +285,7 @@ def c4_convergence(v: _View, t: Thresholds) -> dict:
             spread = mean.max() - mean.min()
             best = np.maximum.accumulate((mean - mean.min()) / spread) if spread > 0 else np.zeros_like(mean)
             moved = float(best[-1] - best[-1 - min(10, k)])
-            late = np.asarray(trace["late_progress"], dtype=float)
+            late = np.asarray(trace["late_progress"], dtype=np.float64)
             incomplete = float((late > t.c4_late_progress).mean()) if late.size else 0.0
             entry.update(mean_loss_late_progress=round(moved, 4), incomplete_fraction=round(incomplete, 4),
                          robust_points=trace["n_robust"])
@@ -302,7 +304,7 @@ def c4_convergence(v: _View, t: Thresholds) -> dict:
                   "adversarial examples, so the reported accuracy is too high.")
 
 
-def c5_restarts(v: _View, t: Thresholds) -> dict:
+def c5_restarts(v: _View, t: Thresholds) -> dict[str, Any]:
     name = "More restarts do not help"
     curves = v.results["curves"].get("restarts") or []
     if not curves:
@@ -321,7 +323,8 @@ def c5_restarts(v: _View, t: Thresholds) -> dict:
                   "loss surface.")
 
 
-def _only_fooled_by(v: _View, eps: float, attacks: tuple[str, ...], n: int | None = None):
+def _only_fooled_by(v: _View, eps: float, attacks: tuple[str, ...],
+                    n: int | None = None) -> tuple[int, float | None, float]:
     """(points fooled only by these attacks, their best accuracy, white-box accuracy), on the first n points."""
     rows = v.rows_at(eps, *attacks, n=n)
     if not rows:
@@ -334,7 +337,7 @@ def _only_fooled_by(v: _View, eps: float, attacks: tuple[str, ...], n: int | Non
     return int((fooled & white).sum()), min(r["robust_accuracy"] for r in rows), float(white.mean())
 
 
-def c6_square(v: _View, t: Thresholds) -> dict:
+def c6_square(v: _View, t: Thresholds) -> dict[str, Any]:
     name = "White-box beats black-box (Square)"
     evidence, status, message, ran = {}, "pass", "", False
     for eps in v.main_eps:
@@ -359,13 +362,13 @@ def c6_square(v: _View, t: Thresholds) -> dict:
 
 
 def _beats_white_box(v: _View, t: Thresholds, cid: str, name: str, attack: str, limit_pp: float,
-                     what: str) -> dict:
+                     what: str) -> dict[str, Any]:
     evidence, status, message, ran = {}, "pass", "", False
     for eps in v.main_eps:
-        if not v.rows_at(eps, attack):
+        only, acc, acc_white = _only_fooled_by(v, eps, (attack,))
+        if acc is None:   # the attack did not run at this eps
             continue
         ran = True
-        only, acc, acc_white = _only_fooled_by(v, eps, (attack,))
         entry = {f"{attack}_accuracy": acc, "white_box_accuracy": acc_white, f"{attack}_only_points": only,
                  f"{attack}_only_pp": _pp(only / v.n)}
         evidence[f"eps={eps:g}"] = entry
@@ -382,17 +385,17 @@ def _beats_white_box(v: _View, t: Thresholds, cid: str, name: str, attack: str, 
     return _check(cid, name, status, evidence, message or f"{what.capitalize()} is weaker than the white-box attacks.")
 
 
-def c7_transfer(v: _View, t: Thresholds) -> dict:
+def c7_transfer(v: _View, t: Thresholds) -> dict[str, Any]:
     return _beats_white_box(v, t, "C7", "White-box beats transfer", "transfer", t.c7_max_transfer_only_pp,
                             "the transfer attack from the surrogate")
 
 
-def c8_noise(v: _View, t: Thresholds) -> dict:
+def c8_noise(v: _View, t: Thresholds) -> dict[str, Any]:
     return _beats_white_box(v, t, "C8", "White-box beats random noise", "noise", t.c8_max_noise_only_pp,
                             "random noise")
 
 
-def c9_loss_direction(v: _View, t: Thresholds) -> dict:
+def c9_loss_direction(v: _View, t: Thresholds) -> dict[str, Any]:
     name = "The attack loss rises; no silent success"
     traces = [c for c in v.results["curves"].get("loss", []) if same_eps(c["eps"], v.primary)]
     if not traces:
@@ -429,7 +432,7 @@ def c9_loss_direction(v: _View, t: Thresholds) -> dict:
                   "noisy or misleading, or the model's answer changes between calls.")
 
 
-def c10_gradients(v: _View, t: Thresholds) -> dict:
+def c10_gradients(v: _View, t: Thresholds) -> dict[str, Any]:
     name = "No zero or NaN gradients"
     grads = (v.results.get("probes") or {}).get("gradients")
     if not grads or not grads.get("n"):
@@ -437,7 +440,7 @@ def c10_gradients(v: _View, t: Thresholds) -> dict:
     n = grads["n"]
     zero_dlr = max(grads["clean_dlr_zero"], grads["start_dlr_zero"])
     zero_ce = max(grads["clean_ce_zero"], grads["start_ce_zero"])
-    nonfinite = max(grads[f"{w}_{l}_nonfinite"] for w in ("clean", "start") for l in ("ce", "dlr"))
+    nonfinite = max(grads[f"{at}_{loss}_nonfinite"] for at in ("clean", "start") for loss in ("ce", "dlr"))
     evidence = {"points": n, "zero_dlr_gradient": zero_dlr, "zero_ce_gradient": zero_ce,
                 "nonfinite_gradient": nonfinite,
                 "autoattack_warnings": [w for w in v.results["probes"].get("autoattack_warnings", [])
@@ -453,7 +456,7 @@ def c10_gradients(v: _View, t: Thresholds) -> dict:
     return _check("C10", name, "pass", evidence, "Input gradients are finite and non-zero.")
 
 
-def c11_randomness(v: _View, t: Thresholds) -> dict:
+def c11_randomness(v: _View, t: Thresholds) -> dict[str, Any]:
     name = "Deterministic forward pass"
     repeat = (v.results.get("probes") or {}).get("repeat")
     if not repeat:
@@ -466,7 +469,7 @@ def c11_randomness(v: _View, t: Thresholds) -> dict:
     return _check("C11", name, "pass", evidence, "Repeated forward passes give identical outputs.")
 
 
-def c12_outputs(v: _View, t: Thresholds) -> dict:
+def c12_outputs(v: _View, t: Thresholds) -> dict[str, Any]:
     name = "Logits out, no optimisation inside forward"
     probes = v.results.get("probes") or {}
     rng, dyn = probes.get("output_range"), probes.get("dynamic")
@@ -487,7 +490,7 @@ def c12_outputs(v: _View, t: Thresholds) -> dict:
     return _check("C12", name, "pass", evidence, "The model returns logits and runs no optimisation in forward.")
 
 
-def c13_ce_vs_margin(v: _View, t: Thresholds) -> dict:
+def c13_ce_vs_margin(v: _View, t: Thresholds) -> dict[str, Any]:
     name = "Cross-entropy PGD as strong as margin PGD"
     evidence, status, message, ran = {}, "pass", "", False
     for eps in v.main_eps:
@@ -513,7 +516,7 @@ def c13_ce_vs_margin(v: _View, t: Thresholds) -> dict:
                   message or "Cross-entropy and margin-loss PGD agree.")
 
 
-def c14_reported_vs_strongest(v: _View, t: Thresholds) -> dict:
+def c14_reported_vs_strongest(v: _View, t: Thresholds) -> dict[str, Any]:
     name = "PGD close to the strongest attacks"
     evidence, status, message, ran, largest = {}, "pass", "", False, -float("inf")
     for eps in v.main_eps:
@@ -552,7 +555,7 @@ CHECKS = (c1_eps_monotone, c2_large_eps, c3_iterative_vs_single, c4_convergence,
           c13_ce_vs_margin, c14_reported_vs_strongest)
 
 
-def run_diagnostics(results: dict, thresholds: Thresholds | None = None) -> dict:
+def run_diagnostics(results: dict[str, Any], thresholds: Thresholds | None = None) -> dict[str, Any]:
     thresholds = thresholds or Thresholds()
     view = _View(results)
     checks = [check(view, thresholds) for check in CHECKS]
@@ -564,5 +567,6 @@ def run_diagnostics(results: dict, thresholds: Thresholds | None = None) -> dict
     reasons += [f"{c['id']} (warning) {c['name']}: {c['message']}" for c in warned]
     if not failed:
         reasons.insert(0, f"{len(ran) - len(warned)} of {len(ran)} checks that could run passed"
-                          + (f"; {len(checks) - len(ran)} skipped for lack of results." if len(ran) < len(checks) else "."))
+                          + (f"; {len(checks) - len(ran)} skipped for lack of results."
+                             if len(ran) < len(checks) else "."))
     return {"verdict": verdict, "reasons": reasons, "checks": checks, "thresholds": thresholds.to_dict()}

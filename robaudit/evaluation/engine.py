@@ -28,9 +28,9 @@ from robaudit.evaluation.aggregate import Aggregate
 from robaudit.evaluation.batches import Batches, data_fingerprint
 from robaudit.evaluation.diagnostics import run_diagnostics
 from robaudit.evaluation.presets import EvalSpec
+from robaudit.evaluation.progress import EvalProgress, Progress
 from robaudit.evaluation.results import decode_bits, encode_bits
 from robaudit.evaluation.run import Run
-from robaudit.evaluation.progress import EvalProgress, Progress
 from robaudit.evaluation.schedule import CLEAN_UNITS, PROBE_UNITS, estimate_units, plan
 from robaudit.evaluation.store import MemoryStore, Record, Store
 
@@ -71,14 +71,14 @@ def _probes(run: Run) -> None:
             totals[key] = totals.get(key, 0) + int(value)
     start, end = run.batches.bounds[0]
     key = run.batches.key("probe-model", start, end)
-    record = run.batches.store.get(key)   # one small record, not a batch: not counted as computed or reused
-    if record is None:
+    model_probes = run.batches.store.get(key)   # one small record, not a batch: not counted as computed or reused
+    if model_probes is None:
         xb, yb = run.x[start:end], run.y[start:end]
-        record = {"repeat": probes.repeated_forward(run.model, xb, yb),
-                  "output_range": probes.output_range(run.model, xb),
-                  "dynamic": probes.dynamic_forward(run.model, xb[:32])}
-        run.batches.store.put(key, record)
-    run.out.probes = {"gradients": totals, **record}
+        model_probes = {"repeat": probes.repeated_forward(run.model, xb, yb),
+                        "output_range": probes.output_range(run.model, xb),
+                        "dynamic": probes.dynamic_forward(run.model, xb[:32])}
+        run.batches.store.put(key, model_probes)
+    run.out.probes = {"gradients": totals, **model_probes}
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec, *, surrogate: nn.Module | None = None,

@@ -19,7 +19,9 @@ reported in ``notes``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, TypeVar
 
 from robaudit.attacks.registry import ATTACKS
 from robaudit.data import DATASETS, dataset_info
@@ -27,6 +29,7 @@ from robaudit.errors import RobauditError
 from robaudit.evaluation.diagnostics import Thresholds
 from robaudit.evaluation.runners.pgd import STEPS_CURVE_GRID
 
+T = TypeVar("T")
 # ATTACKS (the registry, name -> entry) is what --attacks accepts, including attacks registered later.
 PRESETS = ("quick", "paper", "audit")
 EPS_CURVE_FRACTIONS = (0.25, 0.5, 0.75, 1.0, 1.25)
@@ -67,14 +70,14 @@ class EvalSpec:
         """The eps the curves, restarts and probes are built around: the first one given."""
         return self.eps[0]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         for key in ("eps", "attacks", "steps", "eps_curve", "large_eps"):
             data[key] = list(data[key])
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> EvalSpec:
+    def from_dict(cls, data: dict[str, Any]) -> EvalSpec:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         for key in ("eps", "attacks", "steps", "eps_curve", "large_eps"):
@@ -85,7 +88,7 @@ class EvalSpec:
         return cls(**values)
 
 
-def _preset(name: str, eps: float, surrogate: bool) -> dict:
+def _preset(name: str, eps: float, surrogate: bool) -> dict[str, Any]:
     if name == "quick":
         return dict(attacks=("fgsm", "pgd", "cw"), steps=(20,))
     if name == "paper":
@@ -99,20 +102,26 @@ def _preset(name: str, eps: float, surrogate: bool) -> dict:
     raise RobauditError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
 
 
-def _as_tuple(value, kind, what: str) -> tuple:
+# What build_spec accepts for a list: a comma- or space-separated string, a list or tuple, or one value.
+ListArg = str | float | int | list[Any] | tuple[Any, ...] | None
+
+
+def _as_tuple(value: ListArg, kind: Callable[[Any], T], what: str) -> tuple[T, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
-        value = [v for v in value.replace(",", " ").split() if v]
-    elif not isinstance(value, (list, tuple)):
-        value = [value]
+        items: list[Any] | tuple[Any, ...] = [v for v in value.replace(",", " ").split() if v]
+    elif isinstance(value, (list, tuple)):
+        items = value
+    else:
+        items = [value]
     try:
-        return tuple(kind(v) for v in value)
+        return tuple(kind(v) for v in items)
     except (TypeError, ValueError):
-        raise RobauditError(f"bad {what}: {value!r}") from None
+        raise RobauditError(f"bad {what}: {items!r}") from None
 
 
-def _parse_eps(value) -> float:
+def _parse_eps(value: Any) -> float:
     """A float, or a fraction such as '8/255'."""
     if isinstance(value, str) and "/" in value:
         num, _, den = value.partition("/")
@@ -120,10 +129,11 @@ def _parse_eps(value) -> float:
     return float(value)
 
 
-def build_spec(preset: str | None = None, attacks=None, eps=None, steps=None, dataset: str = "mnist10k",
+def build_spec(preset: str | None = None, attacks: ListArg = None, eps: ListArg = None, steps: ListArg = None,
+               dataset: str = "mnist10k",
                n_examples: int = 1000, surrogate: bool = False, *, alpha: float | None = None,
                restarts: int | None = None, batch_size: int | None = None, seed: int | None = None,
-               thresholds: Thresholds | dict | None = None, noise_draws: int | None = None,
+               thresholds: Thresholds | dict[str, Any] | None = None, noise_draws: int | None = None,
                kappa: float | None = None, autoattack_examples: int | None = None) -> EvalSpec:
     """Validate the request and build the spec; every problem is a RobauditError with a plain reason.
 
@@ -139,7 +149,7 @@ def build_spec(preset: str | None = None, attacks=None, eps=None, steps=None, da
         raise RobauditError("eps values must be distinct")
     if preset is None and attacks is None:
         preset = "quick"
-    values = _preset(preset, eps_values[0], surrogate) if preset is not None else \
+    values: dict[str, Any] = _preset(preset, eps_values[0], surrogate) if preset is not None else \
         dict(attacks=(), steps=(20,))
     if attacks is not None:
         chosen = _as_tuple(attacks, str, "attacks")
@@ -183,8 +193,8 @@ def build_spec(preset: str | None = None, attacks=None, eps=None, steps=None, da
         thresholds = Thresholds.from_overrides(thresholds)
     spec = EvalSpec(dataset=dataset, n_examples=int(n_examples), eps=eps_values, preset=preset, alpha=alpha,
                     thresholds=thresholds or Thresholds(), **values)
-    overrides = {k: v for k, v in dict(batch_size=batch_size, seed=seed, noise_draws=noise_draws,
-                                       kappa=kappa).items() if v is not None}
+    overrides: dict[str, Any] = {k: v for k, v in dict(batch_size=batch_size, seed=seed, noise_draws=noise_draws,
+                                                       kappa=kappa).items() if v is not None}
     return replace(spec, **overrides)
 
 

@@ -8,7 +8,9 @@
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,12 +33,12 @@ def _point_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_na
 
 
 def gradient_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-                   generator: torch.Generator | None) -> dict:
+                   generator: torch.Generator | None) -> dict[str, int]:
     """Counts over the given points of all-zero and non-finite input gradients (AA, ART, Pintor)."""
-    stats = {"n": len(x)}
+    stats: dict[str, int] = {"n": len(x)}
     if len(x) == 0:
-        return {**stats, "start_n": 0, **{f"{w}_{l}_{k}": 0 for w in ("clean", "start") for l in ("ce", "dlr")
-                                          for k in ("zero", "nonfinite")}}
+        return {**stats, "start_n": 0, **{f"{at}_{loss}_{k}": 0 for at in ("clean", "start")
+                                          for loss in ("ce", "dlr") for k in ("zero", "nonfinite")}}
     start = uniform_in_ball(x, eps, generator)
     with eval_mode(model):
         # A random start that is already misclassified needs no gradient, and there DLR is flat by
@@ -58,7 +60,7 @@ def gradient_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
 
 
 @torch.no_grad()
-def repeated_forward(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int = 5) -> dict:
+def repeated_forward(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int = 5) -> dict[str, Any]:
     """AutoAttack's randomness check: correct counts and L2-normalised logits over repeated forwards."""
     with eval_mode(model):
         outputs = [model(x) for _ in range(repeats)]
@@ -72,7 +74,7 @@ def repeated_forward(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats
 
 
 @torch.no_grad()
-def output_range(model: nn.Module, x: torch.Tensor) -> dict:
+def output_range(model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
     """AutoAttack's softmax check: all outputs in [0, 1] and every row summing to 1."""
     with eval_mode(model):
         out = model(x)
@@ -80,26 +82,32 @@ def output_range(model: nn.Module, x: torch.Tensor) -> dict:
             "max_row_sum_error": float((out.sum(1) - 1).abs().max())}
 
 
-@contextmanager
-def _count_gradient_calls(counter: dict):
-    originals = (torch.autograd.grad, torch.autograd.backward, torch.Tensor.backward)
+# The gradient entry points a forward pass could call, as (owner, attribute, the name counted).
+_GRADIENT_CALLS = ((torch.autograd, "grad", "torch.autograd.grad"),
+                   (torch.autograd, "backward", "torch.autograd.backward"),
+                   (torch.Tensor, "backward", "Tensor.backward"))
 
-    def counting(name, fn):
-        def wrapper(*args, **kwargs):
+
+@contextmanager
+def _count_gradient_calls(counter: dict[str, int]) -> Iterator[dict[str, int]]:
+    originals = [getattr(owner, attribute) for owner, attribute, _ in _GRADIENT_CALLS]
+
+    def counting(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
             counter[name] = counter.get(name, 0) + 1
             return fn(*args, **kwargs)
         return wrapper
 
-    torch.autograd.grad = counting("torch.autograd.grad", originals[0])
-    torch.autograd.backward = counting("torch.autograd.backward", originals[1])
-    torch.Tensor.backward = counting("Tensor.backward", originals[2])
+    for (owner, attribute, name), original in zip(_GRADIENT_CALLS, originals):
+        setattr(owner, attribute, counting(name, original))
     try:
         yield counter
     finally:
-        torch.autograd.grad, torch.autograd.backward, torch.Tensor.backward = originals
+        for (owner, attribute, _), original in zip(_GRADIENT_CALLS, originals):
+            setattr(owner, attribute, original)
 
 
-def dynamic_forward(model: nn.Module, x: torch.Tensor) -> dict:
+def dynamic_forward(model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
     """Gradient computations made inside one plain forward pass (AutoAttack's check_dynamic)."""
     counter: dict[str, int] = {}
     with eval_mode(model), _count_gradient_calls(counter):

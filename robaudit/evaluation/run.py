@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
 import numpy as np
 import numpy.typing as npt
 import torch
@@ -16,9 +17,9 @@ from torch import nn
 from robaudit.evaluation.aggregate import Aggregate, PerPoint
 from robaudit.evaluation.batches import Batch, Batches
 from robaudit.evaluation.presets import EvalSpec
+from robaudit.evaluation.progress import Progress
 from robaudit.evaluation.results import Bits
 from robaudit.evaluation.runners.pgd import PGDRun
-from robaudit.evaluation.progress import Progress
 from robaudit.evaluation.store import Record
 
 # attack(index, start, end) -> the per-point fields of one batch's record, for the points ``index``
@@ -53,7 +54,7 @@ class Run:
 
     def attack(self, job: str, units_per_point: float, attack: PointAttack, empty: Record, *,
                mask: Bits | None = None, limit: int | None = None) -> list[Batch]:
-        """Run ``attack`` on the clean-correct points (in ``mask``) of each batch; a batch with none stores ``empty``."""
+        """``attack`` on the clean-correct points (in ``mask``) of each batch; a batch without any stores ``empty``."""
 
         def compute(start: int, end: int) -> Record:
             index = self.points(start, end, mask)

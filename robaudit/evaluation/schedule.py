@@ -46,7 +46,8 @@ def plan(spec: EvalSpec) -> list[tuple[float, Stage]]:
     for eps in spec.eps:
         slots: list[tuple[float, Stage]] = [
             (info.run_order, _attack_stage(info, eps)) for info in ATTACKS.values() if info.name in spec.attacks]
-        slots += [(f.run_order, _follow_up_stage(f, eps)) for f in FOLLOW_UPS if eps == spec.primary_eps and f.wanted(spec)]
+        if eps == spec.primary_eps:
+            slots += [(f.run_order, _follow_up_stage(f, eps)) for f in FOLLOW_UPS if f.wanted(spec)]
         steps += [(eps, stage) for _, stage in sorted(slots, key=lambda slot: slot[0])]
     return steps
 

@@ -22,8 +22,8 @@ from robaudit.evaluation.store import Record
 if TYPE_CHECKING:
     from robaudit.attacks.registry import AttackInfo
     from robaudit.evaluation.batches import Batch
-    from robaudit.evaluation.run import Run
     from robaudit.evaluation.presets import EvalSpec
+    from robaudit.evaluation.run import Run
 
 # Step counts at which the steps curve is read off the long run.
 STEPS_CURVE_GRID = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
@@ -67,9 +67,9 @@ def run_pgd(run: Run, attack: AttackInfo, eps: float, *, loss: str) -> None:
     run.pgd_runs[(eps, loss)] = PGDRun(first=first, steps=steps, alpha=alpha)
 
     for k in spec.steps:
+        note: dict[str, Any] = {"note": f"read off the {steps}-step run"} if k < steps else {}
         run.out.add_row(attack.name, eps, run.clean & ~fooled_by(first, k), steps=k, alpha=alpha, loss=loss,
-                        random_start=True, kappa=kappa,
-                        **({"note": f"read off the {steps}-step run"} if k < steps else {}))
+                        random_start=True, kappa=kappa, **note)
     points = [{"steps": k, **run.out.add_point(f"{attack.name}-steps-curve", eps, run.clean & ~fooled_by(first, k),
                                                steps=k)}
               for k in sorted({*(g for g in STEPS_CURVE_GRID if g <= steps), steps})]
