@@ -19,6 +19,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from robaudit.attacks.cost import Cost, fixed
+from robaudit.evaluation.results import EPS_CURVE, LARGE_EPS, STEPS_CURVE
 from robaudit.evaluation.runners.autoattack import STAGE_COSTS, STANDARD_COST, run_single_stage, run_standard
 from robaudit.evaluation.runners.noise import run_noise
 from robaudit.evaluation.runners.onestep import run_one_step
@@ -102,7 +103,7 @@ def family_of(name: str) -> str:
         return AA_STAGE
     if name in (CLEAN, WORST, "worst-case"):
         return WORST if name != CLEAN else CLEAN
-    base = name.removesuffix("-steps-curve").removesuffix("-eps-curve").removesuffix("-large-eps")
+    base = name.removesuffix(STEPS_CURVE).removesuffix(EPS_CURVE).removesuffix(LARGE_EPS)
     info = ATTACKS.get(base)
     return info.family if info is not None else base
 
@@ -111,6 +112,6 @@ def is_white_box(name: str) -> bool:
     """Whether a results row or bitset name comes from a gradient attack (AutoAttack stages count by stage)."""
     if name.startswith("autoattack:"):
         name = name.split(":", 1)[1]
-    base = name.removesuffix("-steps-curve").removesuffix("-eps-curve")
+    base = name.removesuffix(STEPS_CURVE).removesuffix(EPS_CURVE)   # large-eps runs are a check, not an attack
     info = ATTACKS.get(base)
     return info is not None and info.white_box

@@ -19,7 +19,15 @@ import numpy as np
 
 from robaudit.attacks.registry import is_white_box
 from robaudit.errors import RobauditError
-from robaudit.evaluation.results import decode_bits, parse_bit_key, same_eps, within_eps
+from robaudit.evaluation.results import (
+    LARGE_EPS,
+    STEPS_CURVE,
+    bit_key,
+    decode_bits,
+    parse_bit_key,
+    same_eps,
+    within_eps,
+)
 
 VERDICT_MASKING = "gradient masking suspected"
 VERDICT_CLEAN = "no sign of gradient masking"
@@ -137,6 +145,11 @@ class _View:
         return robust
 
 
+def _key_attack(key: str) -> str | None:
+    parsed = parse_bit_key(key)
+    return None if parsed is None else parsed.attack
+
+
 def _pp(value: float) -> float:
     return round(100.0 * value, 3)
 
@@ -169,7 +182,7 @@ def c1_eps_monotone(v: _View, t: Thresholds) -> dict[str, Any]:
     # Per sample: points the curve fooled below the primary eps that the independent PGD run at the
     # primary eps (same steps) did not fool; only this comparison has both runs on every point.
     steps = curves[0]["steps"]
-    independent = v.bits.get(f"pgd-steps-curve@eps={v.primary:.6g}/steps={steps}/restarts=1")
+    independent = v.bits.get(bit_key(f"pgd{STEPS_CURVE}", v.primary, steps))
     below = [p for p in points if p["eps"] < v.primary - 1e-12]
     violations = rate = None
     if independent is not None and below:
@@ -195,7 +208,7 @@ def c1_eps_monotone(v: _View, t: Thresholds) -> dict[str, Any]:
 
 def c2_large_eps(v: _View, t: Thresholds) -> dict[str, Any]:
     name = "Large eps drives accuracy to zero"
-    rows = sorted((r for r in v.rows if r["key"].startswith("pgd-large-eps@")), key=lambda r: r["eps"])
+    rows = sorted((r for r in v.rows if _key_attack(r["key"]) == f"pgd{LARGE_EPS}"), key=lambda r: r["eps"])
     if not rows:
         return _skip("C2", name, "no large-eps run in this evaluation (audit preset)")
     evidence = {"eps": [r["eps"] for r in rows], "robust_accuracy": [r["robust_accuracy"] for r in rows],
@@ -206,7 +219,7 @@ def c2_large_eps(v: _View, t: Thresholds) -> dict[str, Any]:
         if acc > v.chance:
             status = "fail"
             reasons.append(f"{100 * acc:.1f} % still correct at eps {row['eps']:g}")
-        elif row["eps"] >= 1.0 - 1e-9 and acc > t.c2_max_unbounded_accuracy:
+        elif within_eps(1.0, row["eps"]) and acc > t.c2_max_unbounded_accuracy:   # eps 1: unbounded
             status = _worst(status, "warn")
             reasons.append(f"{100 * acc:.1f} % still correct with an unbounded budget")
     if status == "pass":

@@ -55,6 +55,9 @@ def bit_key(attack: str, eps: float, steps: int | None = None, restarts: int = 1
 
 
 WORST_CASE = "worst-case"
+# Bitsets that are not an attack's own summary rows are named ``<attack><suffix>``: the steps curve read
+# off a long run, the nested eps curve, and the large-eps runs of check C2.
+STEPS_CURVE, EPS_CURVE, LARGE_EPS = "-steps-curve", "-eps-curve", "-large-eps"
 
 
 def worst_case_key(eps: float, first: int | None = None) -> str:

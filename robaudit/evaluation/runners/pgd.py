@@ -16,7 +16,7 @@ import torch
 from robaudit.attacks.common import default_alpha
 from robaudit.attacks.pgd import LossTrace, pgd
 from robaudit.evaluation.aggregate import PerPoint, fooled_by
-from robaudit.evaluation.results import decode_bits, encode_bits
+from robaudit.evaluation.results import STEPS_CURVE, decode_bits, encode_bits
 from robaudit.evaluation.store import Record
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def run_pgd(run: Run, attack: AttackInfo, eps: float, *, loss: str) -> None:
         note: dict[str, Any] = {"note": f"read off the {steps}-step run"} if k < steps else {}
         run.out.add_row(attack.name, eps, run.clean & ~fooled_by(first, k), steps=k, alpha=alpha, loss=loss,
                         random_start=True, kappa=kappa, **note)
-    points = [{"steps": k, **run.out.add_point(f"{attack.name}-steps-curve", eps, run.clean & ~fooled_by(first, k),
+    points = [{"steps": k, **run.out.add_point(f"{attack.name}{STEPS_CURVE}", eps, run.clean & ~fooled_by(first, k),
                                                steps=k)}
               for k in sorted({*(g for g in STEPS_CURVE_GRID if g <= steps), steps})]
     run.out.curves["steps"].append({"attack": attack.name, "loss": loss, "eps": eps, "alpha": alpha,

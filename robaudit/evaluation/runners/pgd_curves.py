@@ -17,7 +17,7 @@ import torch
 from robaudit.attacks.common import default_alpha
 from robaudit.attacks.pgd import pgd
 from robaudit.evaluation.aggregate import fooled_by
-from robaudit.evaluation.results import Bits, bit_key, same_eps
+from robaudit.evaluation.results import EPS_CURVE, LARGE_EPS, Bits, bit_key, same_eps
 from robaudit.evaluation.store import Record
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ def run_eps_curve(run: Run, eps: float) -> None:
             robust = nested_pgd(run, job, curve_eps, k, alpha, robust)
             chain.append(f"{curve_eps:.6g}")
             source = "nested run on the points robust at the previous eps"
-        point = run.out.add_point("pgd-eps-curve", curve_eps, robust, steps=k)
+        point = run.out.add_point(f"pgd{EPS_CURVE}", curve_eps, robust, steps=k)
         points.append({"eps": curve_eps, "alpha": alpha, **point, "source": source})
     run.out.curves["eps"].append({"attack": "pgd", "loss": "ce", "steps": k, "nested": True, "points": points})
 
@@ -127,7 +127,7 @@ def run_large_eps(run: Run, eps: float) -> None:
         robust = nested_pgd(run, job, large, k, alpha, robust, limit=m, share=LARGE_EPS_SHARE)
         chain.append(f"{large:.6g}")
         run.out.add_row("pgd", large, robust[:m].copy(), steps=k, alpha=alpha, loss="ce", random_start=True,
-                        subset=m, bits_key=bit_key("pgd-large-eps", large, k),
+                        subset=m, bits_key=bit_key(f"pgd{LARGE_EPS}", large, k),
                         note=f"check C2 on the first {m} test points; nested over the large eps values")
 
 
