@@ -17,7 +17,6 @@ from pathlib import Path
 import uvicorn
 
 from robaudit.backend.app.core.config import Settings
-from robaudit.backend.app.main import create_app
 from robaudit.launch.client import Display
 from robaudit.launch.worker import celery_argv, worker_env
 from robaudit.worker.procs import EXIT_WITH_ENV
@@ -51,6 +50,10 @@ class EmbeddedService:
         return self.settings.data_dir / "worker.log"
 
     def build_server(self) -> uvicorn.Server:
+        # Deliberately here: `robaudit` imports every command's module to register it, and the API
+        # (routes, pages, Plotly) should load only when a service actually starts.
+        from robaudit.backend.app.main import create_app
+
         app = create_app(self.settings)   # migrations applied, token resolved (printed if new)
         config = uvicorn.Config(app, host=self.host, port=self.port, log_level=self.log_level,
                                 timeout_graceful_shutdown=5)

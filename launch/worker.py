@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 from robaudit.backend.app.core.config import Settings
-from robaudit.backend.app.core.db import wait_for_db
 
 
 def celery_argv(settings: Settings, *, concurrency: int = 1, queues: list[str] | None = None,
@@ -60,6 +59,9 @@ def run_worker(args: argparse.Namespace) -> int:
         print("robaudit worker: --api-url needs the API token in ROBAUDIT_API_TOKEN", file=sys.stderr)
         return 2
     settings.ensure_dirs()
+    # Deliberately here (SQLAlchemy, Alembic): `robaudit` imports this module for every command.
+    from robaudit.backend.app.core.db import wait_for_db
+
     wait_for_db(settings)
     hostname = args.hostname or f"robaudit@{socket.gethostname()}"
     queues = args.queues.split(",") if args.queues else None
