@@ -11,6 +11,7 @@ from torch import nn
 from robaudit.attacks.common import eval_mode, make_generator, predict
 from robaudit.attacks.cost import Cost, fixed
 from robaudit.attacks.registry import ATTACKS, AttackInfo, family_of, is_white_box, register, unregister
+from robaudit.errors import RobauditError
 from robaudit.evaluation import build_spec, evaluate
 from robaudit.evaluation.presets import EvalSpec
 from robaudit.evaluation.results import decode_bits
@@ -112,5 +113,7 @@ def test_register_rejects_a_taken_name_and_unregister_removes_it():
     assert "gaussian-sign" in ATTACKS
     unregister("gaussian-sign")
     assert "gaussian-sign" not in ATTACKS
-    with pytest.raises(Exception, match="unknown attack"):
+    with pytest.raises(RobauditError, match="unknown attack"):
         _spec("gaussian-sign")
+    with pytest.raises(RobauditError, match="unknown attack"):   # a spec made while it was registered
+        plan(EvalSpec(dataset="mnist10k", n_examples=10, eps=(0.3,), attacks=("pgd", "gaussian-sign")))

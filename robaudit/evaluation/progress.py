@@ -46,6 +46,10 @@ class Progress:
         self.done += units
         self.report()
 
+    def credit(self, units: float) -> None:
+        """Count finished work without reporting it (inside AutoAttack, which reports when it polls)."""
+        self.done += units
+
     def replan(self, old_units: float, new_units: float) -> None:
         """A stage's planned work changed from ``old_units`` to ``new_units`` (AutoAttack, as points fall)."""
         self.total += new_units - old_units

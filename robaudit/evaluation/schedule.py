@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from robaudit.attacks.registry import ATTACKS, AttackInfo
+from robaudit.errors import RobauditError
 from robaudit.evaluation.runners.pgd_curves import FOLLOW_UPS, FollowUp
 
 if TYPE_CHECKING:
@@ -42,6 +43,9 @@ def _follow_up_stage(follow_up: FollowUp, eps: float) -> Stage:
 
 def plan(spec: EvalSpec) -> list[tuple[float, Stage]]:
     """(eps, stage) in the order they run."""
+    unknown = [name for name in spec.attacks if name not in ATTACKS]
+    if unknown:   # a spec saved before an attack was unregistered, say: do not skip it silently
+        raise RobauditError(f"unknown attack {unknown[0]!r}; registered: {', '.join(ATTACKS)}")
     steps: list[tuple[float, Stage]] = []
     for eps in spec.eps:
         slots: list[tuple[float, Stage]] = [

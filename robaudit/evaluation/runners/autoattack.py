@@ -102,7 +102,7 @@ def _run(run: Run, eps: float, stages: tuple[str, ...], single: bool) -> None:
         nonlocal used
         step = min(units[stage][1] * batch, max(planned - used, 0.0))
         used += step
-        progress.done += step
+        progress.credit(step)
         throttled_poll()
 
     def on_stage(stage: str, flags: torch.Tensor, warnings: list[str]) -> None:
@@ -123,7 +123,7 @@ def _run(run: Run, eps: float, stages: tuple[str, ...], single: bool) -> None:
         raise
     run.out.warn(messages)
     batches.reused += len(done)
-    progress.done += planned - used
+    progress.credit(planned - used)
     subset = m if m < run.n else None
     for stage in stages:
         robust = np.zeros(m, dtype=bool)
