@@ -18,6 +18,9 @@ from robaudit.backend.app.checkpoint_store import checkpoint_path, place, remove
 from robaudit.backend.app.core.config import Settings
 from robaudit.backend.app.schemas import CheckpointPublic, CheckpointsPublic, Message
 from robaudit.backend.app.uploads import Upload, receive_upload
+from robaudit.data import DATASETS
+from robaudit.models.checkpoint import CheckpointError, sniff_format
+from robaudit.models.validate import datasets_json
 
 router = APIRouter(prefix="/checkpoints", tags=["checkpoints"])
 
@@ -46,10 +49,6 @@ _SCRUBBED_ENV = ("ROBAUDIT_API_TOKEN", "DATABASE_URL", "REDIS_URL")
 
 async def _validate(upload: Upload, settings: Settings) -> dict[str, Any]:
     """Run robaudit.models.validate in a subprocess with a timeout; returns its JSON verdict."""
-    # Deliberately here: these load torch, which the API needs only once checkpoints are uploaded.
-    from robaudit.data import DATASETS
-    from robaudit.models.validate import datasets_json
-
     args = [sys.executable, "-m", "robaudit.models.validate", str(upload.path), "--datasets", datasets_json(DATASETS)]
     for key in ("arch", "dataset"):
         if upload.fields.get(key):
@@ -100,9 +99,6 @@ async def upload_checkpoint(request: Request, response: Response, settings: Sett
         def existing():
             with Session() as s:
                 return crud.get_checkpoint_by_sha256(session=s, sha256=upload.sha256)
-
-        # Deliberately here, like the validator's imports above: torch loads on the first upload.
-        from robaudit.models.checkpoint import CheckpointError, sniff_format
 
         try:   # reads 16 bytes: garbage is refused without starting the validator
             await run_in_threadpool(sniff_format, upload.path)
