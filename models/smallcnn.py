@@ -24,21 +24,23 @@ class SmallCNN(nn.Module):
             nn.Conv2d(2 * w, 2 * w, 3), nn.ReLU(),
             nn.MaxPool2d(2),
         )
-        last = nn.Linear(200, num_classes)
         self.classifier = nn.Sequential(
             nn.Flatten(),
             nn.Linear(2 * w * 4 * 4, 200), nn.ReLU(),
             nn.Dropout(drop),
             nn.Linear(200, 200), nn.ReLU(),
-            last,
+            nn.Linear(200, num_classes),
         )
         for m in self.features:
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
+        # Built after the other layers: creating it earlier would shift the seeded init of the rest.
+        head = self.classifier[-1]
+        assert isinstance(head, nn.Linear)
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits: torch.Tensor = self.classifier(self.features(x))
