@@ -75,7 +75,8 @@ def main() -> None:
     eps, alpha = args.eps, args.eps / 4
     with torch.no_grad():
         clean = model(x).argmax(1) == y
-    print(f"model {args.checkpoint or 'standard SmallCNN (1 epoch)'}; {args.n} digits, clean {clean.float().mean():.3f}; "
+    print(f"model {args.checkpoint or 'standard SmallCNN (1 epoch)'}; {args.n} digits, "
+          f"clean {clean.float().mean():.3f}; "
           f"eps {eps}; torch threads {torch.get_num_threads()}; best of {args.repeats}")
 
     # 1. PGD-20 vs torchattacks
@@ -141,7 +142,7 @@ def main() -> None:
 
     b, a = timed(independent, args.repeats), timed(nested, args.repeats)
     line("eps curve (5 eps): nested vs indep.", a, b,
-         f"| nested {['%.3f' % v for v in a[0]]} vs independent {['%.3f' % v for v in b[0]]}")
+         f"| nested {[f'{v:.3f}' for v in a[0]]} vs independent {[f'{v:.3f}' for v in b[0]]}")
 
     # 4. AutoAttack
     if args.aa_n:

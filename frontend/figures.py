@@ -39,7 +39,7 @@ EPS_AXIS = "ε (L∞, pixel scale [0, 1])"
 ACC_AXIS = "robust accuracy (%)"
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
 
-# Per attack family (robaudit.attacks.registry): colour, bar pattern, marker and line dash.
+# Per attack family (robaudit.evaluation.registry): colour, bar pattern, marker and line dash.
 FAMILY_COLORS = {
     "clean": OKABE_ITO["grey"], "fgsm": OKABE_ITO["orange"], "rs-fgsm": "#B07A00", "pgd": OKABE_ITO["sky_blue"],
     "cw": "#00735A", "apgd-ce": OKABE_ITO["blue"], "apgd-dlr": OKABE_ITO["blue"], "fab": OKABE_ITO["reddish_purple"],

@@ -2,7 +2,7 @@
 
 In: a results JSON (written by robaudit.evaluation), a checkpoint record and its training history.
 Out: attack rungs, the attack ladder, ε and steps curves, worst-case rows, the headline ε and model
-metadata, named and ordered as the attack registry (robaudit.attacks.registry) says. Nothing here
+metadata, named and ordered as the attack registry (robaudit.evaluation.registry) says. Nothing here
 draws (figures.py does) and everything tolerates missing sections: an evaluation still running has
 no results, an uploaded checkpoint has no training history, a quick preset has no AutoAttack row.
 """
@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from robaudit.attacks.registry import AA_STAGE, ATTACKS, CLEAN, PSEUDO_FAMILIES, WORST, AttackInfo, family_of
+from robaudit.evaluation.registry import AA_STAGE, ATTACKS, CLEAN, PSEUDO_FAMILIES, WORST, AttackInfo, family_of
 from robaudit.evaluation.results import same_eps
 
 # A steps curve whose last segment still drops by more than this many

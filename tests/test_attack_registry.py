@@ -9,11 +9,11 @@ from helpers_eval import first_test_points, standard_model
 from torch import nn
 
 from robaudit.attacks.common import eval_mode, make_generator, predict
-from robaudit.attacks.cost import Cost, fixed
-from robaudit.attacks.registry import ATTACKS, AttackInfo, family_of, is_white_box, register, unregister
 from robaudit.errors import RobauditError
 from robaudit.evaluation import build_spec, evaluate
+from robaudit.evaluation.cost import Cost, fixed
 from robaudit.evaluation.presets import EvalSpec
+from robaudit.evaluation.registry import ATTACKS, AttackInfo, family_of, is_white_box, register, unregister
 from robaudit.evaluation.results import decode_bits
 from robaudit.evaluation.run import Run
 from robaudit.evaluation.schedule import estimate_units, plan

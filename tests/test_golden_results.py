@@ -39,7 +39,7 @@ def _train(seed: int, n: int) -> TinyCNN:
     x, y = robaudit.load_dataset("mnist10k", "train")
     model = TinyCNN()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for epoch in range(2):
+    for _epoch in range(2):
         perm = torch.randperm(n)
         for i in range(0, n, 100):
             idx = perm[i:i + 100]

@@ -1,33 +1,13 @@
-"""Evaluation: presets, the batch-by-batch engine, results, and the gradient-masking diagnostics.
-
-The names below are loaded on first use, so that importing one submodule (``results``, which the
-attack registry's runners use) does not import the engine, which itself imports the registry.
-"""
+"""Evaluation: presets, the attack registry and its runners, the batch-by-batch engine, results, and
+the gradient-masking diagnostics."""
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from robaudit.evaluation.diagnostics import Thresholds, run_diagnostics
-    from robaudit.evaluation.engine import evaluate
-    from robaudit.evaluation.presets import ATTACKS, PRESETS, EvalSpec, build_spec
-    from robaudit.evaluation.progress import EvalProgress
-    from robaudit.evaluation.results import RESULTS_SCHEMA_VERSION, results_to_csv
-    from robaudit.evaluation.store import DirectoryStore, MemoryStore
-
-_HOME = {
-    "Thresholds": "diagnostics", "run_diagnostics": "diagnostics", "evaluate": "engine",
-    "ATTACKS": "presets", "PRESETS": "presets", "EvalSpec": "presets", "build_spec": "presets",
-    "RESULTS_SCHEMA_VERSION": "results", "results_to_csv": "results", "EvalProgress": "progress",
-    "DirectoryStore": "store", "MemoryStore": "store",
-}
+from robaudit.evaluation.diagnostics import Thresholds, run_diagnostics
+from robaudit.evaluation.engine import evaluate
+from robaudit.evaluation.presets import ATTACKS, PRESETS, EvalSpec, build_spec
+from robaudit.evaluation.progress import EvalProgress
+from robaudit.evaluation.results import RESULTS_SCHEMA_VERSION, results_to_csv
+from robaudit.evaluation.store import DirectoryStore, MemoryStore
 
 __all__ = ["ATTACKS", "PRESETS", "RESULTS_SCHEMA_VERSION", "DirectoryStore", "EvalProgress", "EvalSpec",
            "MemoryStore", "Thresholds", "build_spec", "evaluate", "results_to_csv", "run_diagnostics"]
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from robaudit.attacks.registry import is_white_box
 from robaudit.errors import RobauditError
+from robaudit.evaluation.registry import is_white_box
 from robaudit.evaluation.results import (
     LARGE_EPS,
     STEPS_CURVE,

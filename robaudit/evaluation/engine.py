@@ -2,7 +2,7 @@
 
 The parts live in their own modules: ``schedule`` (what runs when, the cost estimate, progress),
 ``batches`` (batch-by-batch work, resume, the store), ``runners`` (one per attack family, listed in
-robaudit.attacks.registry) and ``aggregate`` (rows, bitsets, curves, worst case).
+robaudit.evaluation.registry) and ``aggregate`` (rows, bitsets, curves, worst case).
 
 No point is attacked when its outcome is already known:
 * every attack sees only clean-correct points;

@@ -23,10 +23,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, TypeVar
 
-from robaudit.attacks.registry import ATTACKS
 from robaudit.data import DATASETS, dataset_info
 from robaudit.errors import RobauditError
 from robaudit.evaluation.diagnostics import Thresholds
+from robaudit.evaluation.registry import ATTACKS
 from robaudit.evaluation.runners.pgd import STEPS_CURVE_GRID
 
 T = TypeVar("T")

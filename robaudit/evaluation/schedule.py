@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from robaudit.attacks.registry import ATTACKS, AttackInfo
 from robaudit.errors import RobauditError
+from robaudit.evaluation.registry import ATTACKS, AttackInfo
 from robaudit.evaluation.runners.pgd_curves import FOLLOW_UPS, FollowUp
 
 if TYPE_CHECKING:

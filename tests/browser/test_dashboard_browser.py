@@ -222,13 +222,15 @@ def test_upload_checkpoint_through_the_page(page, server, state):
         document.getElementById("dropzone").dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true}));
     }""")
     page.wait_for_function("() => document.getElementById('ck-file-info').textContent.includes('bare.pt')")
-    assert page.locator("#ck-arch").evaluate("el => el.required") and page.locator("#ck-dataset").evaluate("el => el.required")
+    assert page.locator("#ck-arch").evaluate("el => el.required")
+    assert page.locator("#ck-dataset").evaluate("el => el.required")
     page.click("#upload-submit")
     assert "is required" in page.inner_text("#ck-arch-error")
 
     # No token yet: the server's 401 message is shown next to the form.
     page.set_input_files("#ck-file", str(checkpoints["fs"]))
-    page.wait_for_function("() => document.getElementById('ck-file-info').textContent.includes('robaudit metadata found')")
+    page.wait_for_function(
+        "() => document.getElementById('ck-file-info').textContent.includes('robaudit metadata found')")
     page.click("#upload-submit")
     page.wait_for_selector("#upload-message.error")
     message = page.inner_text("#upload-message")

@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import pytest
 from frontend_fixtures import payload  # noqa: F401 (fixture)
 
-from robaudit.attacks.registry import ATTACKS
+from robaudit.evaluation.registry import ATTACKS
 from robaudit.frontend import figures as F
 from robaudit.frontend import results_view as R
 from robaudit.frontend.views import evaluation_views

@@ -62,7 +62,8 @@ def figure_blobs(html: str) -> dict[str, dict]:
             re.findall(r'<script type="application/json" data-figure-for="([^"]+)">(.*?)</script>', html, re.S)}
 
 
-@pytest.mark.parametrize("path", ["/checkpoints", "/trainings/new", "/evaluations/new", "/jobs", "/compare", "/reports"])
+@pytest.mark.parametrize("path", ["/checkpoints", "/trainings/new", "/evaluations/new", "/jobs", "/compare",
+                                  "/reports"])
 def test_pages_render_with_navigation_and_token_box(client, path):
     r = client.get(path)
     assert r.status_code == 200, r.text[:500]

@@ -13,13 +13,13 @@ import numpy as np
 import torch
 
 from robaudit.attacks import autoattack as aa
-from robaudit.attacks.cost import Cost, fixed
 from robaudit.evaluation.batches import digest
+from robaudit.evaluation.cost import Cost, fixed
 from robaudit.evaluation.results import decode_bits, encode_bits
 
 if TYPE_CHECKING:
-    from robaudit.attacks.registry import AttackInfo
     from robaudit.evaluation.presets import EvalSpec
+    from robaudit.evaluation.registry import AttackInfo
     from robaudit.evaluation.run import Run
 
 # Before a stage runs, the share of the points expected to still be robust when it starts.

@@ -10,7 +10,7 @@ from robaudit.evaluation.results import bit_key
 from robaudit.evaluation.store import Record
 
 if TYPE_CHECKING:
-    from robaudit.attacks.registry import AttackInfo
+    from robaudit.evaluation.registry import AttackInfo
     from robaudit.evaluation.run import Run
 
 

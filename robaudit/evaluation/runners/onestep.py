@@ -10,7 +10,7 @@ from robaudit.evaluation.aggregate import fooled_by
 from robaudit.evaluation.store import Record
 
 if TYPE_CHECKING:
-    from robaudit.attacks.registry import AttackInfo
+    from robaudit.evaluation.registry import AttackInfo
     from robaudit.evaluation.run import Run
 
 

@@ -20,9 +20,9 @@ from robaudit.evaluation.results import STEPS_CURVE, decode_bits, encode_bits
 from robaudit.evaluation.store import Record
 
 if TYPE_CHECKING:
-    from robaudit.attacks.registry import AttackInfo
     from robaudit.evaluation.batches import Batch
     from robaudit.evaluation.presets import EvalSpec
+    from robaudit.evaluation.registry import AttackInfo
     from robaudit.evaluation.run import Run
 
 # Step counts at which the steps curve is read off the long run.

@@ -11,7 +11,7 @@ from robaudit.errors import RobauditError
 from robaudit.evaluation.store import Record
 
 if TYPE_CHECKING:
-    from robaudit.attacks.registry import AttackInfo
+    from robaudit.evaluation.registry import AttackInfo
     from robaudit.evaluation.run import Run
 
 

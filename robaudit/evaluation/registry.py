@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
-from robaudit.attacks.cost import Cost, fixed
+from robaudit.evaluation.cost import Cost, fixed
 from robaudit.evaluation.results import EPS_CURVE, LARGE_EPS, STEPS_CURVE
 from robaudit.evaluation.runners.autoattack import STAGE_COSTS, STANDARD_COST, run_single_stage, run_standard
 from robaudit.evaluation.runners.noise import run_noise
