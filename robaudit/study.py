@@ -20,7 +20,8 @@ from typing import Any
 
 from robaudit.evaluation.results import Bits, decode_bits, find_rows, same_eps
 
-# Published numbers: the Feature Scattering paper, its NeurIPS 2019 reviews and RobustBench (sources below).
+# Published numbers: the Feature Scattering paper, its NeurIPS 2019 reviews and RobustBench, with their
+# sources in docs/references.md (section 2).
 SEED_LABEL_SMOOTHING = {
     "source": "Zhang & Wang 2019, label-smoothing ablation: robust test accuracy at epoch 200, "
               "CIFAR-10, WRN-28-10, eps = 8/255",
@@ -35,7 +36,7 @@ SEED_ATTACKS = {
     "cifar100": {"pgd100": 46.3, "cw100": 30.6},
 }
 # The literature's "reported minus AutoAttack" gaps: median 2.96 pp over 42 CIFAR-10 models, with an
-# outlier cluster from 8.75 pp up (the same figures as Thresholds.c14_*).
+# outlier cluster from 8.75 pp up (docs/references.md, section 3; the same figures as Thresholds.c14_*).
 GAP_OUTLIER_PP = 8.75
 
 

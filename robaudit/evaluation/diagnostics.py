@@ -2,7 +2,7 @@
 
 Each check returns ``{"id", "name", "status", "evidence", "message"}`` with status ``pass``,
 ``warn``, ``fail`` or ``skipped`` (the evidence then says which results were missing). Sources and
-thresholds: shared/research/eval_anchors.md sec. 4 (Carlini et al. 2019; Athalye et al. 2018;
+thresholds: docs/references.md, section 4 (Carlini et al. 2019; Athalye et al. 2018;
 AutoAttack's checks.py; ART; Pintor et al.'s indicators). Where the literature gives no number the
 default is ours and says so in its comment. The verdict is "gradient masking suspected" when any
 check fails; warnings are listed as reasons but do not flip it.
