@@ -4,44 +4,31 @@ Public Python API (see README, "Python API"):
 
     model = robaudit.load_model("runs/fs/model.safetensors")   # nn.Module, eval mode, inputs in [0, 1]
     x, y = robaudit.load_dataset("mnist10k", split="test")      # the images robaudit evaluates on
+
+The service lives in this package too (robaudit.backend, robaudit.worker, ...), and a Celery
+worker's prefork parent must never load torch (it would break CUDA in the forked children). So
+importing ``robaudit`` loads nothing heavy: the API's names load torch on first use.
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
-from robaudit.data import DATASETS, dataset_info, load_arrays
 from robaudit.errors import RobauditError
+
+if TYPE_CHECKING:
+    from robaudit.api import load_dataset, load_model
+    from robaudit.data import DATASETS
 
 __version__ = "0.1.0"
 
-
-def load_model(path: str | Path, *, device: str | torch.device = "cpu", arch: str | None = None,
-               dataset: str | None = None, arch_kwargs: dict[str, Any] | None = None) -> nn.Module:
-    """Load a checkpoint as an ``nn.Module`` in eval mode that takes inputs in [0, 1] and returns logits.
-
-    Files without robaudit metadata (a plain ``.pt`` state_dict) need ``arch`` and ``dataset``.
-    Never unpickles code: safetensors, or ``torch.load(weights_only=True)``.
-    """
-    from robaudit.models.checkpoint import CheckpointMetadata, load_checkpoint
-
-    fallback = None
-    if arch is not None and dataset is not None:
-        info = dataset_info(dataset)
-        fallback = CheckpointMetadata(arch=arch, arch_kwargs=arch_kwargs or {}, num_classes=info.num_classes,
-                                      in_channels=info.in_channels, mean=list(info.mean), std=list(info.std),
-                                      dataset=dataset, input_size=info.size)
-    model, _ = load_checkpoint(path, metadata=fallback, device=device)
-    return model
+_LAZY = {"load_model": "robaudit.api", "load_dataset": "robaudit.api", "DATASETS": "robaudit.data"}
 
 
-def load_dataset(name: str, split: str = "test", data_dir: str | Path | None = None,
-                 download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images in [0, 1] as (N, C, H, W) float32 and int64 labels: exactly what robaudit evaluates on."""
-    return load_arrays(name, split, data_dir, download)
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)
 
 
-__all__ = ["load_model", "load_dataset", "DATASETS", "RobauditError", "__version__"]
+__all__ = ["DATASETS", "RobauditError", "__version__", "load_dataset", "load_model"]
