@@ -1,4 +1,4 @@
-"""Alembic environment: metadata from backend.app.models, URL from the caller or DATABASE_URL."""
+"""Alembic environment: metadata from robaudit.backend.app.models, URL from the caller or DATABASE_URL."""
 from __future__ import annotations
 
 from alembic import context

@@ -1,8 +1,8 @@
 """Report payloads shaped like the service's GET /api/v1/reports/{id} answer, for the frontend tests.
 
 The numbers are made up for rendering tests (they are never shown to users); their shape follows
-robaudit.evaluation's results JSON and backend.app.crud.get_report_payload. (A helper module rather
-than a conftest.py: tests/frontend is not a package, so its name cannot shadow the frontend package.)
+robaudit.evaluation's results JSON and robaudit.backend.app.reports.get_report_payload. (A helper
+module rather than a conftest.py: tests/frontend is not a package, so its name cannot shadow the frontend package.)
 """
 from __future__ import annotations
 
