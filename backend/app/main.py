@@ -8,6 +8,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from robaudit.backend.app.api.main import api_router
+from robaudit.backend.app.body_guard import BodyGuard
 from robaudit.backend.app.core.celery_app import make_celery
 from robaudit.backend.app.core.config import API_V1_STR, Settings
 from robaudit.backend.app.core.db import run_migrations, session_factory
@@ -54,6 +55,9 @@ def create_app(settings: Settings | None = None, *, janitor: bool = True) -> Fas
     app.state.Session = Session
     app.state.celery = celery
     app.state.api_token = api_token
+    # Added before CORS, so CORS stays the outer layer and its headers reach the 401 and 413 too.
+    app.add_middleware(BodyGuard, api_prefix=API_V1_STR, api_token=api_token,
+                       max_json_bytes=settings.max_json_bytes)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type"])

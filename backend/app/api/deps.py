@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from robaudit.backend.app.core.config import Settings
-from robaudit.backend.app.core.security import token_matches
+from robaudit.backend.app.core.security import UNAUTHORIZED_DETAIL, token_matches
 
 
 def get_settings(request: Request) -> Settings:
@@ -38,7 +38,7 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 def _check(request: Request, credentials: HTTPAuthorizationCredentials | None) -> None:
     if credentials is None or not token_matches(credentials.credentials, request.app.state.api_token):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED,
-                            detail="missing or wrong bearer token: send 'Authorization: Bearer <API token>'",
+                            detail=UNAUTHORIZED_DETAIL,
                             headers={"WWW-Authenticate": "Bearer"})
 
 

@@ -42,6 +42,8 @@ class Settings:
     api_token: str | None = None           # None: generated once and kept in data_dir/api_token
     reads_require_token: bool = False
     max_upload_mb: float = 1024.0
+    # Every request body except a multipart checkpoint upload: job and report requests are small.
+    max_json_kb: float = 256.0
     validate_timeout_s: float = 120.0
     # Celery: the hard limit bounds one job; the visibility timeout must exceed it.
     task_time_limit_s: int = 48 * 3600
@@ -76,6 +78,7 @@ class Settings:
             api_token=os.environ.get("ROBAUDIT_API_TOKEN") or None,
             reads_require_token=_env_bool("ROBAUDIT_READS_REQUIRE_TOKEN"),
             max_upload_mb=_env_float("ROBAUDIT_MAX_UPLOAD_MB", 1024.0),
+            max_json_kb=_env_float("ROBAUDIT_MAX_JSON_KB", 256.0),
             validate_timeout_s=_env_float("ROBAUDIT_VALIDATE_TIMEOUT", 120.0),
             task_time_limit_s=int(_env_float("ROBAUDIT_TASK_TIME_LIMIT", 48 * 3600)),
             task_soft_time_limit_s=int(soft) if soft else None,
@@ -105,6 +108,7 @@ class Settings:
             "DATABASE_URL": self.sqlalchemy_url,
             "ROBAUDIT_READS_REQUIRE_TOKEN": "1" if self.reads_require_token else "0",
             "ROBAUDIT_MAX_UPLOAD_MB": str(self.max_upload_mb),
+            "ROBAUDIT_MAX_JSON_KB": str(self.max_json_kb),
             "ROBAUDIT_VALIDATE_TIMEOUT": str(self.validate_timeout_s),
             "ROBAUDIT_TASK_TIME_LIMIT": str(self.task_time_limit_s),
             "ROBAUDIT_TASK_SOFT_TIME_LIMIT": str(self.soft_time_limit_s),
@@ -163,6 +167,10 @@ class Settings:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_json_bytes(self) -> int:
+        return int(self.max_json_kb * 1024)
 
     @property
     def checkpoints_dir(self) -> Path:

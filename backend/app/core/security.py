@@ -36,6 +36,17 @@ def _print_once(token: str, path: Path) -> None:
     print(f"robaudit: generated API token (stored in {path}, shown only now):\n  {token}", file=sys.stderr, flush=True)
 
 
+UNAUTHORIZED_DETAIL = "missing or wrong bearer token: send 'Authorization: Bearer <API token>'"
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The credentials of an 'Authorization: Bearer <token>' header (scheme case-insensitive), else None."""
+    scheme, _, credentials = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return credentials.strip() or None
+
+
 def token_matches(given: str | None, expected: str) -> bool:
     return given is not None and secrets.compare_digest(given.encode(), expected.encode())
 
