@@ -137,6 +137,10 @@ def list_jobs(*, session: Session, kind: str | None = None, status: str | None =
     return list(rows), count
 
 
+def count_jobs(*, session: Session, status: str) -> int:
+    return session.scalar(select(func.count()).select_from(Job).where(Job.status == status)) or 0
+
+
 def job_public(job: Job) -> dict[str, Any]:
     total = job.progress_total or 0
     return {

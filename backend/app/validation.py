@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from robaudit.backend.app import crud
+from robaudit.backend.app.core.config import Settings
 from robaudit.backend.app.schemas import EvaluationCreate, TrainingCreate
 
 # Chosen by the worker that runs the job, not by the client.
@@ -21,6 +22,21 @@ TOP_LEVEL_FIELDS = ("method", "dataset", "arch", "arch_kwargs")
 
 class JobRequestError(ValueError):
     pass
+
+
+# A training's hyperparameters and the Settings attribute that caps each one.
+TRAINING_CAPS = {"epochs": "max_epochs", "batch_size": "max_batch_size", "steps": "max_attack_steps",
+                 "n_train": "max_train_examples", "eval_examples": "max_eval_examples"}
+
+
+def _check_cap(settings: Settings, cap_name: str, where: str, value: Any) -> None:
+    """Raise when a number is over its cap; the message names the field, its value, the cap and its variable.
+
+    Runs on the request's raw values, before any conversion, so it reports what the client sent
+    (1e+30, not a 31-digit integer) and nothing huge is ever built or converted."""
+    cap = getattr(settings, cap_name)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > cap:
+        raise JobRequestError(f"{where} = {value} is over the cap of {cap} (ROBAUDIT_{cap_name.upper()})")
 
 
 def _reject_non_finite(value: Any, where: str) -> None:
@@ -42,7 +58,7 @@ def _science_errors():
     return RobauditError, CheckpointError
 
 
-def validate_training(body: TrainingCreate) -> dict[str, Any]:
+def validate_training(body: TrainingCreate, settings: Settings) -> dict[str, Any]:
     import torch
     from pydantic import TypeAdapter, ValidationError
 
@@ -59,6 +75,9 @@ def validate_training(body: TrainingCreate) -> dict[str, Any]:
     reserved = [k for k in hp if k in WORKER_FIELDS]
     if reserved:
         raise JobRequestError(f"{', '.join(reserved)} cannot be set through the API: the worker chooses them")
+    for key, cap_name in TRAINING_CAPS.items():
+        _check_cap(settings, cap_name, key, hp.get(key))
+    _check_cap(settings, "max_model_depth", "arch_kwargs.depth", body.arch_kwargs.get("depth"))
     raw = {**hp, "method": body.method, "dataset": body.dataset, "arch": body.arch,
            "arch_kwargs": dict(body.arch_kwargs)}
     science = _science_errors()
@@ -68,8 +87,8 @@ def validate_training(body: TrainingCreate) -> dict[str, Any]:
         resolved = replace(typed, device="cpu").resolved()
         info = dataset_info(resolved.dataset)
         with torch.device("meta"):                       # checks arch and arch_kwargs without allocating
-            build_model(resolved.arch, num_classes=info.num_classes, in_channels=info.in_channels,
-                        mean=info.mean, std=info.std, **resolved.arch_kwargs)
+            model = build_model(resolved.arch, num_classes=info.num_classes, in_channels=info.in_channels,
+                                mean=info.mean, std=info.std, **resolved.arch_kwargs)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "hyperparameters"
@@ -78,6 +97,8 @@ def validate_training(body: TrainingCreate) -> dict[str, Any]:
         raise JobRequestError(str(exc)) from None
     except (ValueError, TypeError) as exc:
         raise JobRequestError(f"invalid training configuration: {exc}") from None
+    _check_cap(settings, "max_model_params", f"the parameter count of {resolved.arch} with {resolved.arch_kwargs}",
+               sum(p.numel() for p in model.parameters()))
     config = {k: v for k, v in resolved.to_dict().items() if k not in WORKER_FIELDS}
     return {"train_config": config, "name": body.name}
 
@@ -100,10 +121,13 @@ def _check_compatible(checkpoint, dataset: str, role: str) -> None:
             f"{info.size}x{info.size})")
 
 
-def validate_evaluation(body: EvaluationCreate, session: Session) -> dict[str, Any]:
+def validate_evaluation(body: EvaluationCreate, session: Session, settings: Settings) -> dict[str, Any]:
     from robaudit.evaluation import build_spec
 
     _reject_non_finite(body.eps, "eps")
+    _check_cap(settings, "max_eval_examples", "n_examples", body.n_examples)
+    _check_cap(settings, "max_batch_size", "batch_size", body.batch_size)
+    _check_cap(settings, "max_attack_steps", "steps", max(body.steps or [0]))
     checkpoint = crud.get_checkpoint(session=session, checkpoint_id=body.checkpoint_id)
     if checkpoint is None:
         raise JobRequestError(f"no checkpoint {body.checkpoint_id}: upload one first (POST /api/v1/checkpoints)")

@@ -95,7 +95,7 @@ def test_token_is_generated_once_with_mode_600(tmp_path, capsys):
     ({"eps": [1.5]}, "eps must be in (0, 1]"),
     ({"eps": [-0.1]}, "eps must be in (0, 1]"),
     ({"preset": "thorough"}, "unknown preset"),
-    ({"steps": [5000]}, "at most"),
+    ({"steps": [5000]}, "steps = 5000 is over the cap of 1000"),
     ({"dataset": "cifar10"}, "dataset/architecture mismatch"),
     ({"dataset": "imagenet"}, "unknown dataset"),
     ({"attacks": ["transfer"]}, "surrogate"),

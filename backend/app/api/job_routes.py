@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from robaudit.backend.app import crud
 from robaudit.backend.app.api.deps import CeleryDep, ReadAccess, SessionDep, SettingsDep, WriteAccess
+from robaudit.backend.app.core.config import Settings
 from robaudit.backend.app.dispatch import dispatch_or_fail
 from robaudit.backend.app.models import Job
 from robaudit.backend.app.schemas import JobPublic, JobsPublic, JobStatus, Message
@@ -35,6 +36,15 @@ def find_job(session: Session, job_id: int, kind: str | None = None) -> Job:
     return job
 
 
+def require_queue_room(session: Session, settings: Settings) -> None:
+    """429 when the queue is full. Checked before anything is stored; two requests at the same instant
+    may both pass, so the queue can exceed the cap by the number of concurrent requests."""
+    queued = crud.count_jobs(session=session, status="queued")
+    if queued >= settings.max_queued_jobs:
+        raise HTTPException(429, detail=f"{queued} jobs are queued, the most allowed (ROBAUDIT_MAX_QUEUED_JOBS): "
+                                        "wait for some to start or cancel some, then try again")
+
+
 def job_page(session: Session, *, kind: str | None, status: str | None, skip: int, limit: int) -> dict[str, Any]:
     rows, count = crud.list_jobs(session=session, kind=kind, status=status, skip=skip, limit=limit)
     return {"data": [crud.job_public(j) for j in rows], "count": count}
@@ -44,7 +54,8 @@ def job_page(session: Session, *, kind: str | None, status: str | None, skip: in
 class JobKindRoutes:
     kind: str                                          # "training": the job kind, also its name in URLs
     schema: type[BaseModel]                            # the create request's body (has a `name`)
-    validate: Callable[[Any, Session], dict[str, Any]]  # body -> the job's config; raises JobRequestError
+    # body -> the job's config; raises JobRequestError
+    validate: Callable[[Any, Session, Settings], dict[str, Any]]
     create_doc: str
     list_doc: str
     read_doc: str
@@ -58,8 +69,9 @@ def job_routes(spec: JobKindRoutes) -> APIRouter:
     router = APIRouter(prefix=f"/{plural}", tags=[plural])
 
     def create(body: Any, session: SessionDep, settings: SettingsDep, celery: CeleryDep) -> Any:
+        require_queue_room(session, settings)
         try:
-            config = spec.validate(body, session)
+            config = spec.validate(body, session, settings)
         except JobRequestError as exc:
             raise HTTPException(422, detail=str(exc)) from None
         job = crud.create_job(session=session, kind=kind, config=config, name=body.name,
@@ -82,7 +94,7 @@ def job_routes(spec: JobKindRoutes) -> APIRouter:
 
     router.add_api_route("", create, methods=["POST"], name=f"create_{kind}", description=spec.create_doc,
                          response_model=JobPublic, status_code=201, dependencies=[WriteAccess],
-                         responses={422: {"model": Message}, 503: {"model": Message}})
+                         responses={422: {"model": Message}, 429: {"model": Message}, 503: {"model": Message}})
     router.add_api_route("", list_, methods=["GET"], name=f"list_{plural}", description=spec.list_doc,
                          response_model=JobsPublic, dependencies=[ReadAccess])
     router.add_api_route(f"/{{{kind}_id}}", read, methods=["GET"], name=f"read_{kind}", description=spec.read_doc,

@@ -44,6 +44,16 @@ class Settings:
     max_upload_mb: float = 1024.0
     # Every request body except a multipart checkpoint upload: job and report requests are small.
     max_json_kb: float = 256.0
+    # What one job may ask for (422 past a cap; validation.py): generous for real CIFAR-10 work
+    # (WRN-34-10 has 46 M parameters), far below what would hold a worker for years or exhaust it.
+    max_epochs: int = 1000
+    max_batch_size: int = 4096             # training and evaluation
+    max_train_examples: int = 1_000_000    # a training's n_train
+    max_eval_examples: int = 100_000       # an evaluation's n_examples, a training's eval_examples
+    max_attack_steps: int = 1000           # training's inner maximisation, evaluation's attack steps
+    max_model_depth: int = 200             # arch_kwargs "depth" (checked before the model is built)
+    max_model_params: int = 500_000_000
+    max_queued_jobs: int = 200             # 429 past it: a flood of requests cannot fill the queue
     validate_timeout_s: float = 120.0
     # Celery: the hard limit bounds one job; the visibility timeout must exceed it.
     task_time_limit_s: int = 48 * 3600
@@ -79,6 +89,14 @@ class Settings:
             reads_require_token=_env_bool("ROBAUDIT_READS_REQUIRE_TOKEN"),
             max_upload_mb=_env_float("ROBAUDIT_MAX_UPLOAD_MB", 1024.0),
             max_json_kb=_env_float("ROBAUDIT_MAX_JSON_KB", 256.0),
+            max_epochs=int(_env_float("ROBAUDIT_MAX_EPOCHS", 1_000)),
+            max_batch_size=int(_env_float("ROBAUDIT_MAX_BATCH_SIZE", 4_096)),
+            max_train_examples=int(_env_float("ROBAUDIT_MAX_TRAIN_EXAMPLES", 1_000_000)),
+            max_eval_examples=int(_env_float("ROBAUDIT_MAX_EVAL_EXAMPLES", 100_000)),
+            max_attack_steps=int(_env_float("ROBAUDIT_MAX_ATTACK_STEPS", 1_000)),
+            max_model_depth=int(_env_float("ROBAUDIT_MAX_MODEL_DEPTH", 200)),
+            max_model_params=int(_env_float("ROBAUDIT_MAX_MODEL_PARAMS", 500_000_000)),
+            max_queued_jobs=int(_env_float("ROBAUDIT_MAX_QUEUED_JOBS", 200)),
             validate_timeout_s=_env_float("ROBAUDIT_VALIDATE_TIMEOUT", 120.0),
             task_time_limit_s=int(_env_float("ROBAUDIT_TASK_TIME_LIMIT", 48 * 3600)),
             task_soft_time_limit_s=int(soft) if soft else None,
@@ -109,6 +127,14 @@ class Settings:
             "ROBAUDIT_READS_REQUIRE_TOKEN": "1" if self.reads_require_token else "0",
             "ROBAUDIT_MAX_UPLOAD_MB": str(self.max_upload_mb),
             "ROBAUDIT_MAX_JSON_KB": str(self.max_json_kb),
+            "ROBAUDIT_MAX_EPOCHS": str(self.max_epochs),
+            "ROBAUDIT_MAX_BATCH_SIZE": str(self.max_batch_size),
+            "ROBAUDIT_MAX_TRAIN_EXAMPLES": str(self.max_train_examples),
+            "ROBAUDIT_MAX_EVAL_EXAMPLES": str(self.max_eval_examples),
+            "ROBAUDIT_MAX_ATTACK_STEPS": str(self.max_attack_steps),
+            "ROBAUDIT_MAX_MODEL_DEPTH": str(self.max_model_depth),
+            "ROBAUDIT_MAX_MODEL_PARAMS": str(self.max_model_params),
+            "ROBAUDIT_MAX_QUEUED_JOBS": str(self.max_queued_jobs),
             "ROBAUDIT_VALIDATE_TIMEOUT": str(self.validate_timeout_s),
             "ROBAUDIT_TASK_TIME_LIMIT": str(self.task_time_limit_s),
             "ROBAUDIT_TASK_SOFT_TIME_LIMIT": str(self.soft_time_limit_s),

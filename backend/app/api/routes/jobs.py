@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, Path, status
 
 from robaudit.backend.app import crud
 from robaudit.backend.app.api.deps import CeleryDep, ReadAccess, SessionDep, SettingsDep, WriteAccess
-from robaudit.backend.app.api.job_routes import MAX_ID, Limit, Skip, find_job, job_page
+from robaudit.backend.app.api.job_routes import MAX_ID, Limit, Skip, find_job, job_page, require_queue_room
 from robaudit.backend.app.dispatch import dispatch_or_fail, revoke
 from robaudit.backend.app.schemas import JobKind, JobPublic, JobsPublic, JobStatus, Message
 
@@ -43,10 +43,12 @@ def cancel_job(session: SessionDep, settings: SettingsDep, celery: CeleryDep, jo
 
 @router.post("/{job_id}/retry", response_model=JobPublic, status_code=status.HTTP_202_ACCEPTED,
              dependencies=[WriteAccess], responses={404: {"model": Message}, 409: {"model": Message},
-                                                    503: {"model": Message}})
+                                                    429: {"model": Message}, 503: {"model": Message}})
 def retry_job(session: SessionDep, settings: SettingsDep, celery: CeleryDep, job_id: int = JobId) -> Any:
     """Queue a failed or cancelled job again; it resumes from its stored state."""
     job = find_job(session, job_id)
+    if job.status in ("failed", "cancelled"):      # otherwise the 409 below says why not
+        require_queue_room(session, settings)
     task_id = crud.prepare_retry(session=session, job_id=job_id)
     session.refresh(job)
     if task_id is None:
