@@ -18,6 +18,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     settings = settings_for(args.data_dir)
     service = EmbeddedService(settings, host=args.host, port=args.port, worker=not args.no_worker)
+    service.build_server()   # a bad data folder or database stops here, before anything is announced
     announce(settings, service.url)
     try:
         service.serve_forever()

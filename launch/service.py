@@ -89,7 +89,7 @@ class EmbeddedService:
 
     # Foreground (serve) -------------------------------------------------------------------
     def serve_forever(self) -> None:
-        server = self.build_server()
+        server = self.server or self.build_server()
         self.start_worker()
         try:
             server.run()

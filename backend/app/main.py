@@ -11,8 +11,9 @@ from robaudit.backend.app.api.main import api_router
 from robaudit.backend.app.body_guard import BodyGuard
 from robaudit.backend.app.core.celery_app import make_celery
 from robaudit.backend.app.core.config import API_V1_STR, Settings
-from robaudit.backend.app.core.db import run_migrations, session_factory
+from robaudit.backend.app.core.db import session_factory
 from robaudit.backend.app.core.security import resolve_api_token
+from robaudit.backend.app.core.startup import StartupError, check_data_dir, migrate
 from robaudit.backend.app.dispatch import Janitor
 from robaudit.frontend.routes import mount_static
 from robaudit.frontend.routes import router as pages_router
@@ -23,10 +24,13 @@ def custom_generate_unique_id(route: APIRoute) -> str:
 
 
 def create_app(settings: Settings | None = None, *, janitor: bool = True) -> FastAPI:
-    """Build the app: data folder, migrations applied, API token resolved, Celery client, janitor."""
+    """Build the app: data folder, migrations applied, API token resolved, Celery client, janitor.
+
+    Raises StartupError (one line: what is wrong, what to do) for an unwritable data folder or a
+    database that cannot be opened."""
     settings = settings or Settings.from_env()
-    settings.ensure_dirs()
-    run_migrations(settings)
+    check_data_dir(settings)
+    migrate(settings)
     api_token = resolve_api_token(settings)
     celery = make_celery(settings)
     Session = session_factory(settings)
@@ -69,4 +73,7 @@ def create_app(settings: Settings | None = None, *, janitor: bool = True) -> Fas
 
 def app_from_env() -> FastAPI:
     """For `uvicorn --factory robaudit.backend.app.main:app_from_env` (the docker-compose api service)."""
-    return create_app(Settings.from_env())
+    try:
+        return create_app(Settings.from_env())
+    except StartupError as exc:
+        raise SystemExit(f"robaudit: error: {exc}") from None   # exit code 1, the line on stderr
