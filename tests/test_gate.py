@@ -110,7 +110,8 @@ def test_junit_report_fails_exactly_when_the_gate_fails():
     r = results(0.3, ("fail", "warn", "skipped"))
     gate = check_gate(r, GateSettings(fail_under=0.4, fail_on="suspected"))
     root = ET.fromstring(junit_xml(r, gate))
-    assert root.tag == "testsuites" and root.get("tests") == "5" and root.get("failures") == "3"  # both conditions and C1
+    # Failures: both conditions and C1.
+    assert root.tag == "testsuites" and root.get("tests") == "5" and root.get("failures") == "3"
     suites = {s.get("name"): s for s in root.findall("testsuite")}
     assert set(suites) == {"robaudit.gate", "robaudit.diagnostics"}
     gate_cases = suites["robaudit.gate"].findall("testcase")

@@ -12,12 +12,11 @@ from helpers_training import one_torch_thread  # noqa: F401  (a fixture)
 from robaudit.cli import main
 from robaudit.models import CheckpointMetadata, save_checkpoint
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, one_torch_thread) -> Path:  # noqa: F811
+def checkpoint(tmp_path_factory, one_torch_thread) -> Path:
     """helpers_eval's standard SmallCNN on 2,000 digits: most points correct, robust on few at eps 0.1."""
     meta = CheckpointMetadata(arch="smallcnn", num_classes=10, in_channels=1, mean=[0.0], std=[1.0],
                               dataset="mnist10k", input_size=28, method="standard")
