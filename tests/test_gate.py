@@ -147,6 +147,7 @@ def test_markdown_summary_lists_gate_numbers_and_flagged_checks():
     assert "| clean | 90.00 % |" in text and "| PGD-20 | 70.00 % |" in text
     assert "| AutoAttack | 25.00 % (first 4 points) |" in text
     assert "| worst case | 30.00 % |" in text
+    assert "| worst case, first 4 points (not gated) | 0.00 % |" in text
     assert "- **C1 check C1** [fail]: C1 is fail" in text and "- **C2 check C2** [warn]" in text
     assert "C3" not in text
 
