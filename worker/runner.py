@@ -30,6 +30,7 @@ from robaudit.backend.app.models import Checkpoint, Job
 from robaudit.data import DATASETS
 from robaudit.errors import Cancelled, RobauditError
 from robaudit.evaluation import build_spec, evaluate
+from robaudit.evaluation.gate import GateSettings, check_gate
 from robaudit.models.checkpoint import CheckpointError, CheckpointMetadata, load_checkpoint
 from robaudit.models.validate import validate_file
 from robaudit.training import TrainConfig, train
@@ -244,7 +245,7 @@ def _run_evaluation(settings: Settings, ctx: JobContext, job_id: int, config: di
         crud.store_results(session=s, job_id=job_id, results=results)
         # Results and the status change commit together, or not at all (another delivery owns the job).
         if not crud.finish_job(session=s, job_id=job_id, task_id=ctx.task_id, status="succeeded",
-                               summary=results_summary(results), commit=False):
+                               summary=results_summary(results, config.get("gate")), commit=False):
             s.rollback()
             return "superseded"
         s.commit()
@@ -253,8 +254,12 @@ def _run_evaluation(settings: Settings, ctx: JobContext, job_id: int, config: di
     return "succeeded"
 
 
-def results_summary(results: dict[str, Any]) -> dict[str, Any]:
-    """Headline numbers for job lists: clean accuracy, worst case per eps, PGD-20 and the verdict."""
+def results_summary(results: dict[str, Any], gate: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Headline numbers for job lists: clean accuracy, worst case per eps, PGD-20 and the verdict.
+
+    With the job's gate settings, also the gate's outcome under "gate" (the API shows it as the job's
+    `gate`), judged once here so job lists need not load every results JSON.
+    """
     summary: dict[str, Any] = {"clean_accuracy": results.get("clean_accuracy")}
     rows = results.get("summary") or []
     pgd20 = [r for r in rows if str(r.get("attack", "")).startswith("pgd") and r.get("steps") == 20]
@@ -265,5 +270,7 @@ def results_summary(results: dict[str, Any]) -> dict[str, Any]:
     diagnostics = results.get("diagnostics") or {}
     if isinstance(diagnostics, dict):
         summary["verdict"] = diagnostics.get("verdict")
+    if gate:
+        summary["gate"] = check_gate(results, GateSettings.from_dict(gate)).to_dict()
     return summary
 

@@ -143,18 +143,22 @@ def count_jobs(*, session: Session, status: str) -> int:
 
 def job_public(job: Job) -> dict[str, Any]:
     total = job.progress_total or 0
+    # Results are written in the same transaction that marks an evaluation succeeded.
+    has_results = job.kind == "evaluation" and job.status == "succeeded"
     return {
         "id": job.id, "kind": job.kind, "status": job.status, "name": job.name, "config": job.config or {},
         "progress": {"current": job.progress_current, "total": total,
                      "fraction": (job.progress_current / total) if total else None,
                      "stage": job.stage, "eta_seconds": job.eta_seconds},
-        "eta_seconds": job.eta_seconds, "metrics": job.metrics or [], "summary": job.summary or {},
+        "eta_seconds": job.eta_seconds, "metrics": job.metrics or [],
+        # The worker judges the gate when it stores the results and keeps the outcome in the summary.
+        "summary": {k: v for k, v in (job.summary or {}).items() if k != "gate"},
+        "gate": (job.summary or {}).get("gate") if has_results and (job.config or {}).get("gate") else None,
         "error": job.error, "attempt": job.attempt, "max_attempts": job.max_attempts,
         "cancel_requested": job.cancel_requested, "worker_hostname": job.worker_hostname,
         "checkpoint_id": job.checkpoint_id, "surrogate_id": job.surrogate_id,
         "output_checkpoint_id": job.output_checkpoint_id,
-        # Results are written in the same transaction that marks an evaluation succeeded.
-        "has_results": job.kind == "evaluation" and job.status == "succeeded",
+        "has_results": has_results,
         "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
         "heartbeat_at": job.heartbeat_at,
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 JobKind = Literal["training", "evaluation"]
@@ -52,6 +52,14 @@ class Progress(BaseModel):
     eta_seconds: float | None
 
 
+class GatePublic(BaseModel):
+    passed: bool
+    reasons: list[str] = Field(description="Why the gate failed, one per failed condition; empty when it passed.")
+    fail_under: float | None
+    fail_on: Literal["suspected", "warn"] | None
+    conditions: list[dict[str, Any]] = Field(description="Each condition: name, passed, message.")
+
+
 class JobPublic(BaseModel):
     id: int
     kind: JobKind
@@ -71,6 +79,9 @@ class JobPublic(BaseModel):
     surrogate_id: int | None = Field(description="Transfer-attack source model (evaluations).")
     output_checkpoint_id: int | None = Field(description="The trained model, registered as a checkpoint (trainings).")
     has_results: bool
+    gate: GatePublic | None = Field(
+        default=None, description="Evaluations: the CI gate's outcome on the results; null when no gate was "
+                                  "asked for or the results are not ready.")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -98,6 +109,25 @@ class TrainingCreate(BaseModel):
     name: str | None = Name
 
 
+class GateCreate(BaseModel):
+    """The CI gate (robaudit.evaluation.gate): the same conditions as `robaudit evaluate`'s options."""
+    model_config = ConfigDict(extra="forbid")
+
+    fail_under: float | None = Field(
+        default=None, ge=0.0, le=1.0, examples=[0.4],
+        description="Fail when the worst case over all points at the primary (first) eps is below this "
+                    "accuracy, a fraction in [0, 1].")
+    fail_on: Literal["suspected", "warn"] | None = Field(
+        default=None, description="suspected: fail when gradient masking is suspected (a check failed); "
+                                  "warn: also when any check warns.")
+
+    @model_validator(mode="after")
+    def _some_condition(self) -> GateCreate:
+        if self.fail_under is None and self.fail_on is None:
+            raise ValueError("a gate needs fail_under, fail_on or both")
+        return self
+
+
 class EvaluationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -115,6 +145,8 @@ class EvaluationCreate(BaseModel):
                                    description="Test points per batch (GPU memory; resume granularity).")
     surrogate_id: int | None = Field(default=None, ge=1, le=2**31 - 1,
                                      description="Checkpoint used as the source of transfer attacks.")
+    gate: GateCreate | None = Field(default=None, description="Pass/fail the results for CI; see `gate` "
+                                                              "in the evaluation once it has results.")
     name: str | None = Name
 
     @field_validator("eps", mode="before")

@@ -155,6 +155,8 @@ def validate_evaluation(body: EvaluationCreate, session: Session, settings: Sett
     except science as exc:
         raise JobRequestError(str(exc)) from None
     config: dict[str, Any] = {"spec_args": spec_args, "name": body.name}
+    if body.gate is not None:  # only when asked, so a gate-less job's config is what it always was
+        config["gate"] = body.gate.model_dump()
     to_dict = getattr(spec, "to_dict", None)
     if callable(to_dict):
         config["spec"] = to_dict()

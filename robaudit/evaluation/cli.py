@@ -22,7 +22,17 @@ if TYPE_CHECKING:
     from robaudit.models import CheckpointMetadata
 
 
+def _fail_under(text: str) -> float:
+    from robaudit.evaluation.gate import parse_fail_under
+
+    try:
+        return parse_fail_under(text)
+    except RobauditError as exc:  # argparse prints it as a usage error and exits 2
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    from robaudit.evaluation.gate import FAIL_ON
     from robaudit.evaluation.presets import ATTACKS, PRESETS
 
     p = subparsers.add_parser(
@@ -58,6 +68,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--csv", help="also write the summary as CSV")
     p.add_argument("--json", action="store_true", help="print the results JSON instead of the table")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    gate = p.add_argument_group(
+        "CI gate", "exit status: 0 the gate passed (or none was set), 1 the gate failed, 2 usage or input error")
+    gate.add_argument("--fail-under", type=_fail_under, metavar="ACC",
+                      help="fail when the worst case over all points at the primary (first) eps is below ACC: "
+                           "a fraction (0.4) or a percentage with %% (40%%)")
+    gate.add_argument("--fail-on", choices=FAIL_ON,
+                      help="suspected: fail when gradient masking is suspected (a check failed); "
+                           "warn: also when any check warns")
+    gate.add_argument("--junit", metavar="PATH", help="write a JUnit XML report (gate conditions and checks)")
+    gate.add_argument("--summary-md", metavar="PATH", help="write a short Markdown summary for a CI comment")
     p.set_defaults(func=run)
     parser: argparse.ArgumentParser = p
     return parser
@@ -167,6 +187,8 @@ def format_summary(results: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     import robaudit
     from robaudit.evaluation import DirectoryStore, build_spec, evaluate, results_to_csv
+    from robaudit.evaluation.ci_report import junit_xml, summary_markdown
+    from robaudit.evaluation.gate import GateSettings, check_gate
 
     model, meta, info = _load(args.checkpoint, args.device, args.arch, args.dataset)
     dataset = args.dataset or meta.dataset
@@ -189,12 +211,27 @@ def run(args: argparse.Namespace) -> int:
     results["checkpoint"] = info
     if surrogate_info is not None:
         results["surrogate"] = surrogate_info
-    _write_atomic(Path(args.out), json.dumps(results, indent=1) + "\n")
-    if args.csv:
-        results_to_csv(results, args.csv)
+    gate = check_gate(results, GateSettings(fail_under=args.fail_under, fail_on=args.fail_on))
+    try:
+        _write_atomic(Path(args.out), json.dumps(results, indent=1) + "\n")
+        if args.csv:
+            results_to_csv(results, args.csv)
+        if args.junit:
+            _write_atomic(Path(args.junit), junit_xml(results, gate))
+        if args.summary_md:
+            _write_atomic(Path(args.summary_md), summary_markdown(results, gate))
+    except OSError as exc:  # an unwritable output path is an input error (2), not a failed gate (1)
+        raise RobauditError(f"cannot write {exc.filename or 'an output file'}: {exc.strerror or exc}") from None
     if args.json:
         print(json.dumps(results, indent=1))
     else:
         print(format_summary(results))
-        print(f"results: {args.out}" + (f", {args.csv}" if args.csv else ""))
-    return 0
+        outputs = [p for p in (args.out, args.csv, args.junit, args.summary_md) if p]
+        print(f"results: {', '.join(outputs)}")
+    if gate.conditions:
+        # stderr, so --json's stdout stays one JSON document
+        print(f"gate: {'passed' if gate.passed else 'FAILED'}", file=sys.stderr)
+        for condition in gate.conditions:
+            print(f"  [{'PASS' if condition.passed else 'FAIL'}] {condition.name}: {condition.message}",
+                  file=sys.stderr)
+    return 0 if gate.passed else 1
