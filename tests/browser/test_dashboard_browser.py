@@ -450,6 +450,42 @@ def test_html_export_opens_offline_from_file(browser, state):
     ctx.close()
 
 
+def test_report_page_rotates_revokes_and_deletes_the_share_link(page, server, state):
+    """The report page's buttons, with the token this browser keeps: a new link replaces the old one,
+    revoking leaves none, deleting removes the report; a link that is gone answers 404 at once."""
+    base, api, _ = server
+    anon = httpx.Client(timeout=30)                                    # a stranger holding the links
+    page.goto(base + state["report_url"])
+    old = page.input_value("#share-url")
+    assert old == state["share_url"] and anon.get(old).status_code == 200
+
+    page.click("#share-rotate")
+    page.wait_for_selector("#share-message.success")
+    new = page.input_value("#share-url")
+    assert new != old and re.fullmatch(re.escape(base) + r"/share/[A-Za-z0-9_-]+", new)
+    assert anon.get(old).status_code == 404 and anon.get(new).status_code == 200
+    token = new.rsplit("/", 1)[1]
+    assert anon.get(f"{base}/api/v1/shared/{token}").status_code == 200
+
+    page.once("dialog", lambda d: d.accept())
+    page.click("#share-revoke")
+    page.wait_for_function("() => document.getElementById('share-message').textContent.includes('revoked')")
+    assert page.input_value("#share-url") == ""
+    assert anon.get(new).status_code == 404 and anon.get(f"{base}/api/v1/shared/{token}").status_code == 404
+    page.reload()
+    assert "was revoked" in page.inner_text("#share-hint") and page.input_value("#share-url") == ""
+    shot(page, "report-link-revoked")
+
+    page.once("dialog", lambda d: d.accept())
+    page.click("#report-delete")
+    page.wait_for_url(base + "/reports")
+    report_id = state["report_url"].rsplit("/", 1)[1]
+    assert api.get(f"/reports/{report_id}").status_code == 404
+    assert page.locator(f"a[href='/reports/{report_id}']").count() == 0
+    anon.close()
+    assert not page.js_errors, page.js_errors
+
+
 def test_training_form_checks_then_trains_with_live_curves(page, server, state):
     base, api, _ = server
     page.goto(base + "/trainings/new")
