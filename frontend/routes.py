@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from robaudit.data import DATASETS
 from robaudit.evaluation import ATTACKS, PRESETS
 from robaudit.frontend import figures as F
-from robaudit.frontend.report import render_report_html, report_csv
+from robaudit.frontend.report import EXPORT_CSP, render_report_html, report_csv
 from robaudit.frontend.results_view import Model
 from robaudit.frontend.templating import STATIC_DIR, environment, plotly_js_path
 from robaudit.frontend.views import Chart, evaluation_view, report_view
@@ -340,4 +340,5 @@ async def share_export(request: Request, token: str,
         return JSONResponse(shared, headers=headers)
     if format == "csv":
         return PlainTextResponse(await run_in_threadpool(report_csv, shared), media_type="text/csv", headers=headers)
-    return HTMLResponse(await run_in_threadpool(render_report_html, shared), headers=headers)
+    return HTMLResponse(await run_in_threadpool(render_report_html, shared),
+                        headers={**headers, "Content-Security-Policy": EXPORT_CSP})

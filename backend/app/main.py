@@ -13,6 +13,7 @@ from robaudit.backend.app.core.config import API_V1_STR, Settings
 from robaudit.backend.app.core.db import run_migrations, session_factory
 from robaudit.backend.app.core.security import resolve_api_token
 from robaudit.backend.app.dispatch import Janitor
+from robaudit.backend.app.security_headers import SecurityHeaders, add_docs
 from robaudit.frontend.routes import mount_static
 from robaudit.frontend.routes import router as pages_router
 
@@ -49,6 +50,8 @@ def create_app(settings: Settings | None = None, *, janitor: bool = True) -> Fas
         version="0.1.0",
         generate_unique_id_function=custom_generate_unique_id,
         lifespan=lifespan,
+        docs_url=None,     # add_docs serves /docs from local assets
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.Session = Session
@@ -57,7 +60,9 @@ def create_app(settings: Settings | None = None, *, janitor: bool = True) -> Fas
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(SecurityHeaders)
     app.include_router(api_router, prefix=API_V1_STR)
+    add_docs(app)
     app.include_router(pages_router)
     mount_static(app)
     return app
