@@ -568,3 +568,4 @@ def test_training_form_checks_then_trains_with_live_curves(page, server, state):
     page.wait_for_selector("#output-links a", timeout=20_000)           # "Evaluate the trained model"
     page.wait_for_selector("#training-curves .shapelayer path", state="attached")   # the lr drop after epoch 1
     shot(page, "training")
+    assert csp_violations(page) == [] and not page.js_errors, (csp_violations(page), page.js_errors)
