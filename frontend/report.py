@@ -20,6 +20,14 @@ from robaudit.frontend import results_view as R
 from robaudit.frontend.templating import STATIC_DIR, environment, plotly_js_path
 from robaudit.frontend.views import EvaluationView, StudyView, report_view
 
+# The HTTP policy of the HTML export (an attachment): its content is inline scripts and styles, and it
+# fetches nothing. Should a browser render it from this server, the sandbox gives it an opaque origin,
+# so its scripts cannot read this origin's storage (the dashboard keeps the API token there). Saved to
+# disk it keeps the same rules through its <meta> policy (export.html), which cannot carry sandbox.
+EXPORT_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data: blob:; "
+              "font-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; "
+              "sandbox allow-scripts allow-downloads")
+
 # Keys dropped from every exported evaluation: per-test-point data and server-side locations.
 PRIVATE_RESULT_KEYS = ("per_sample",)
 PRIVATE_CHECKPOINT_KEYS = ("path", "file_path", "storage_path", "stored_path", "sha256_path")

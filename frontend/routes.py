@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from robaudit.data import DATASETS
 from robaudit.evaluation import ATTACKS, PRESETS
 from robaudit.frontend import figures as F
-from robaudit.frontend.report import render_report_html, report_csv
+from robaudit.frontend.report import EXPORT_CSP, render_report_html, report_csv
 from robaudit.frontend.results_view import Model
 from robaudit.frontend.templating import STATIC_DIR, environment, plotly_js_path
 from robaudit.frontend.views import Chart, evaluation_view, report_view
@@ -290,15 +290,13 @@ async def report_page(request: Request, report_id: str) -> HTMLResponse:
     answer = await api_get(request, f"/reports/{report_id}")
     if not answer.ok:
         return problem(answer, active="reports", what=f"report {report_id}")
-    # The share link: from the payload if it carries one, else from the report's list entry.
-    share_url = (answer.data.get("report") or {}).get("share_url")
-    listing = await api_get(request, "/reports", limit=1000) if not share_url else None
-    if listing is not None and listing.ok:
-        share_url = next((r.get("share_url") for r in listing.data.get("data") or [] if r.get("id") == report_id), None)
+    # The share link is a secret: the API shows it only to the token's holder (401), and a revoked
+    # report has none (404).
+    share = await api_get(request, f"/reports/{report_id}/share")
+    share_state = "shared" if share.ok else "revoked" if share.status == 404 else "hidden"
     view = report_view(answer.data)
-    share_abs = str(request.base_url).rstrip("/") + share_url if share_url else ""
     return render("report.html", active="reports", page_title=view.title, view=view, report_id=report_id,
-                  share_abs=share_abs)
+                  share_url=share.data["share_url"] if share.ok else "", share_state=share_state)
 
 
 # --------------------------------------------------------------------------- the share page
@@ -342,4 +340,5 @@ async def share_export(request: Request, token: str,
         return JSONResponse(shared, headers=headers)
     if format == "csv":
         return PlainTextResponse(await run_in_threadpool(report_csv, shared), media_type="text/csv", headers=headers)
-    return HTMLResponse(await run_in_threadpool(render_report_html, shared), headers=headers)
+    return HTMLResponse(await run_in_threadpool(render_report_html, shared),
+                        headers={**headers, "Content-Security-Policy": EXPORT_CSP})

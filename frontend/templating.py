@@ -1,7 +1,10 @@
 """The Jinja2 environment shared by the pages and the exported report, with its filters."""
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
 from datetime import datetime
 from functools import lru_cache
 from importlib import resources
@@ -23,6 +26,16 @@ def plotly_js_path() -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"plotly.min.js not found in the installed plotly package ({path})")
     return path
+
+
+@lru_cache(maxsize=1)
+def plotly_style_hashes() -> tuple[str, ...]:
+    """CSP sources for the <style> elements plotly.js writes with CSS text when it loads (maplibre's
+    CSS, in plotly.js 3-4): the sha256 of each text, read from the installed bundle so that they
+    follow plotly upgrades. (Its other style elements start empty and are filled through the CSSOM.)"""
+    js = plotly_js_path().read_text(encoding="utf-8")
+    texts = re.findall(r'createElement\("style"\);\w+\.id="[0-9a-f]+",\w+\.textContent=\'([^\'\\]*)\'', js)
+    return tuple(f"'sha256-{base64.b64encode(hashlib.sha256(t.encode()).digest()).decode()}'" for t in texts)
 
 
 def script_json(value: Any) -> Markup:

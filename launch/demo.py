@@ -17,6 +17,7 @@ import argparse
 import signal
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urljoin
 
 import httpx
 
@@ -123,7 +124,7 @@ def _demo(args: argparse.Namespace, service: EmbeddedService, out: Display) -> i
         out.say(f"{plan.label:<20} {pct(c.get('clean_accuracy')):>7} {pct(c.get('pgd20_accuracy')):>7} "
                 f"{pct(worst):>11}  {s.get('verdict') or '-'}" + (f"   {error}" if error else ""))
     out.say(f"\nreport: {service.url}{report['url']}")
-    out.say(f"read-only share link: {service.url}{report['share_url']}")
+    out.say(f"read-only share link: {urljoin(service.url, report['share_url'])}")
     if args.exit:
         return 1 if failed else 0
     return None

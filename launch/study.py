@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urljoin
 
 import httpx
 import torch
@@ -145,7 +146,7 @@ def _study(args: argparse.Namespace, arms: list[Arm], shared: dict, presets: lis
         report = resp.json()
         payload = client.get(f"/reports/{report['id']}").json()
         _print_conclusions(payload.get("study") or {}, out)
-        out.say(f"\nstudy report: {base_url}{report['url']}   (share: {base_url}{report['share_url']})")
+        out.say(f"\nstudy report: {base_url}{report['url']}   (share: {urljoin(base_url, report['share_url'])})")
         if args.out:
             _export(client, report, args, shared, arms, started)
             out.say(f"exported to {args.out}/ (report.html, report.csv, report.json, run.json)")

@@ -412,10 +412,34 @@ def list_reports(*, session: Session, skip: int = 0, limit: int = 100) -> tuple[
     return list(rows), count
 
 
-def report_public(report: Report) -> dict[str, Any]:
+def set_share_token(*, session: Session, report: Report, token: str | None) -> Report:
+    """Replace the report's share token (rotate) or drop it (revoke, token None)."""
+    report.share_token = token
+    session.commit()
+    return report
+
+
+def delete_report(*, session: Session, report: Report) -> None:
+    session.delete(report)
+    session.commit()
+
+
+def share_path(report: Report) -> str | None:
+    return f"/share/{report.share_token}" if report.share_token else None
+
+
+def share_url(report: Report, public_url: str | None) -> str | None:
+    """The share link on the configured public URL, or a path without one (never the request's Host)."""
+    path = share_path(report)
+    return (public_url or "") + path if path else None
+
+
+def report_public(report: Report, *, with_share: bool, public_url: str | None = None) -> dict[str, Any]:
+    """A report's list entry; the share URL only for callers holding the API token (it is a secret)."""
     return {"id": report.id, "title": report.title, "url": f"/reports/{report.id}",
-            "share_url": f"/share/{report.share_token}", "evaluation_ids": [i.job_id for i in report.items],
-            "created_at": report.created_at, "kind": report.kind}
+            "share_url": share_url(report, public_url) if with_share else None,
+            "evaluation_ids": [i.job_id for i in report.items], "created_at": report.created_at,
+            "kind": report.kind}
 
 
 # Workers ------------------------------------------------------------------------------

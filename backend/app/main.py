@@ -15,6 +15,7 @@ from robaudit.backend.app.core.db import session_factory
 from robaudit.backend.app.core.security import resolve_api_token
 from robaudit.backend.app.core.startup import StartupError, check_data_dir, migrate
 from robaudit.backend.app.dispatch import Janitor
+from robaudit.backend.app.security_headers import SecurityHeaders, add_docs
 from robaudit.frontend.routes import mount_static
 from robaudit.frontend.routes import router as pages_router
 
@@ -54,6 +55,8 @@ def create_app(settings: Settings | None = None, *, janitor: bool = True) -> Fas
         version="0.1.0",
         generate_unique_id_function=custom_generate_unique_id,
         lifespan=lifespan,
+        docs_url=None,     # add_docs serves /docs from local assets
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.Session = Session
@@ -65,7 +68,9 @@ def create_app(settings: Settings | None = None, *, janitor: bool = True) -> Fas
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(SecurityHeaders)
     app.include_router(api_router, prefix=API_V1_STR)
+    add_docs(app)
     app.include_router(pages_router)
     mount_static(app)
     return app

@@ -154,7 +154,8 @@ class Report(Base):
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True)
     title: Mapped[str] = mapped_column(String(200))
-    share_token: Mapped[str] = mapped_column(String(64), unique=True)
+    # None once the share link is revoked; rotating replaces it, so the old link stops working at once.
+    share_token: Mapped[str | None] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # "comparison", or "label-smoothing-study" (the payload then carries robaudit.study's analysis).
     kind: Mapped[str] = mapped_column(String(32), default="comparison", server_default="comparison")

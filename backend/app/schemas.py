@@ -174,10 +174,16 @@ class ReportPublic(BaseModel):
     id: str
     title: str
     url: str
-    share_url: str
+    share_url: str | None = Field(
+        description="The read-only share link; null without the API token (the link is a secret) and "
+                    "after the link was revoked.")
     evaluation_ids: list[int]
     kind: str = "comparison"
     created_at: datetime
+
+
+class ShareLink(BaseModel):
+    share_url: str = Field(description="Whoever holds this URL can read the report, without the API token.")
 
 
 class ReportsPublic(BaseModel):

@@ -140,14 +140,37 @@ def browser():
         b.close()
 
 
+# Every page records what its Content-Security-Policy blocked (before any of the page's own scripts run).
+CSP_WATCH = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", function (e) {
+  window.__cspViolations.push(e.effectiveDirective + " blocked " + (e.blockedURI || "?") + " at " +
+                              e.sourceFile + ":" + e.lineNumber);
+});
+"""
+
+
+def new_context(browser, **kwargs):
+    ctx = browser.new_context(viewport={"width": 1360, "height": 900}, **kwargs)
+    ctx.add_init_script(CSP_WATCH)
+    return ctx
+
+
+def csp_violations(pg) -> list[str]:
+    return pg.evaluate("window.__cspViolations")
+
+
 @pytest.fixture(scope="module")
 def page(browser, server):
     """The user's browser tab (one context for the whole scenario, like one person's session)."""
-    ctx = browser.new_context(viewport={"width": 1360, "height": 900}, accept_downloads=True)
+    ctx = new_context(browser, accept_downloads=True)
     pg = ctx.new_page()
     pg.set_default_timeout(20_000)
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
+    # The browser also logs what the Content-Security-Policy refused as a console error.
+    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" and "Content Security Policy" in m.text
+          else None)
     pg.js_errors = errors
     yield pg
     ctx.close()
@@ -195,6 +218,7 @@ def assert_charts_drawn(pg, root: str = "body") -> dict[str, int]:
         groups = plot.locator(".scatterlayer .trace, .barlayer .trace").count()
         assert groups == n_traces, f"{fig_id}: {groups} trace groups drawn for {n_traces} traces"
         drawn[fig_id] = n_traces
+    assert csp_violations(pg) == [], csp_violations(pg)               # the charts need nothing the policy blocks
     return drawn
 
 
@@ -389,7 +413,7 @@ def test_compare_and_save_a_report(page, server, state):
 
 def test_share_link_works_without_token_and_reaches_nothing_else(browser, server, state, tmp_path):
     base, _, _ = server
-    ctx = browser.new_context(viewport={"width": 1360, "height": 900}, accept_downloads=True)
+    ctx = new_context(browser, accept_downloads=True)
     requests: list[str] = []
     ctx.on("request", lambda r: requests.append(r.url))
     pg = ctx.new_page()
@@ -423,7 +447,7 @@ def test_share_link_works_without_token_and_reaches_nothing_else(browser, server
 def test_html_export_opens_offline_from_file(browser, state):
     path = state["export_path"]
     assert path.stat().st_size > 3_000_000                              # plotly.js is inside
-    ctx = browser.new_context(viewport={"width": 1360, "height": 900})
+    ctx = new_context(browser)
     blocked: list[str] = []
 
     def block(route):
@@ -447,6 +471,67 @@ def test_html_export_opens_offline_from_file(browser, state):
     assert blocked == [], blocked                                       # it never tried the network
     assert not errors, errors
     shot(pg, "export-offline")
+    ctx.close()
+
+
+def test_report_page_rotates_revokes_and_deletes_the_share_link(page, server, state):
+    """The report page's buttons, with the token this browser keeps: a new link replaces the old one,
+    revoking leaves none, deleting removes the report; a link that is gone answers 404 at once."""
+    base, api, _ = server
+    anon = httpx.Client(timeout=30)                                    # a stranger holding the links
+    page.goto(base + state["report_url"])
+    old = page.input_value("#share-url")
+    assert old == state["share_url"] and anon.get(old).status_code == 200
+
+    page.click("#share-rotate")
+    page.wait_for_selector("#share-message.success")
+    new = page.input_value("#share-url")
+    assert new != old and re.fullmatch(re.escape(base) + r"/share/[A-Za-z0-9_-]+", new)
+    assert anon.get(old).status_code == 404 and anon.get(new).status_code == 200
+    token = new.rsplit("/", 1)[1]
+    assert anon.get(f"{base}/api/v1/shared/{token}").status_code == 200
+
+    page.once("dialog", lambda d: d.accept())
+    page.click("#share-revoke")
+    page.wait_for_function("() => document.getElementById('share-message').textContent.includes('revoked')")
+    assert page.input_value("#share-url") == ""
+    assert anon.get(new).status_code == 404 and anon.get(f"{base}/api/v1/shared/{token}").status_code == 404
+    page.reload()
+    assert "was revoked" in page.inner_text("#share-hint") and page.input_value("#share-url") == ""
+    shot(page, "report-link-revoked")
+
+    page.once("dialog", lambda d: d.accept())
+    page.click("#report-delete")
+    page.wait_for_url(base + "/reports")
+    assert csp_violations(page) == [], csp_violations(page)
+    report_id = state["report_url"].rsplit("/", 1)[1]
+    assert api.get(f"/reports/{report_id}").status_code == 404
+    assert page.locator(f"a[href='/reports/{report_id}']").count() == 0
+    anon.close()
+    assert not page.js_errors, page.js_errors
+
+
+def test_api_docs_work_offline_under_the_policy(browser, server):
+    """/docs draws Swagger UI from this server's own files: nothing else is fetched, nothing is blocked."""
+    base, _, _ = server
+    ctx = new_context(browser)
+    outside: list[str] = []
+
+    def only_this_server(route):
+        if route.request.url.startswith(base + "/"):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    ctx.route("**/*", only_this_server)
+    pg = ctx.new_page()
+    pg.goto(base + "/docs")
+    pg.wait_for_selector(".swagger-ui .opblock-tag", timeout=20_000)
+    assert pg.locator(".swagger-ui .opblock").count() > 10                 # the endpoints are listed
+    pg.locator(".opblock-tag", has_text="reports").first.wait_for()
+    assert outside == [], outside
+    assert csp_violations(pg) == [], csp_violations(pg)
     ctx.close()
 
 
@@ -483,3 +568,4 @@ def test_training_form_checks_then_trains_with_live_curves(page, server, state):
     page.wait_for_selector("#output-links a", timeout=20_000)           # "Evaluate the trained model"
     page.wait_for_selector("#training-curves .shapelayer path", state="attached")   # the lr drop after epoch 1
     shot(page, "training")
+    assert csp_violations(page) == [] and not page.js_errors, (csp_violations(page), page.js_errors)

@@ -126,9 +126,13 @@ def test_compare_preview_overlays_the_chosen_evaluations(client, ids):
 
 
 def test_report_page_has_share_link_and_exports(client, ids):
+    # The share link is a secret: shown with the API token only, even though reads are open.
     r = client.get(f"/reports/{ids['report']}")
     assert r.status_code == 200
-    assert f"/share/{ids['share']}" in r.text
+    assert ids["share"] not in r.text and "Set the API token" in r.text
+    r = client.get(f"/reports/{ids['report']}", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert f'value="/share/{ids["share"]}"' in r.text
+    assert 'id="share-rotate"' in r.text and 'id="share-revoke"' in r.text and 'id="report-delete"' in r.text
     for fmt in ("html", "csv", "json"):
         assert f"/api/v1/reports/{ids['report']}/export?format={fmt}" in r.text
 

@@ -196,7 +196,7 @@ def test_report_payload_and_share_token_lookup(any_db_settings):
         report = crud.create_report(session=s, title="cmp", evaluation_ids=[b.id, a.id])
         other = crud.create_report(session=s, title="other", evaluation_ids=[a.id])
         assert len(report.id) == 8 and report.id.isalnum()
-        public = crud.report_public(report)
+        public = crud.report_public(report, with_share=True)
         assert public["url"] == f"/reports/{report.id}" and public["share_url"].startswith("/share/")
         payload = reports.get_report_payload_by_token(s, report.share_token)
         assert payload["report"]["id"] == report.id and payload["report"]["title"] == "cmp"

@@ -53,5 +53,11 @@ def require_read_token(request: Request, credentials: Credentials) -> None:
         _check(request, credentials)
 
 
+def has_token(request: Request, credentials: Credentials) -> bool:
+    """Whether the caller sent the right API token: reads that are open show secrets (share links) only then."""
+    return credentials is not None and token_matches(credentials.credentials, request.app.state.api_token)
+
+
+HasToken = Annotated[bool, Depends(has_token)]
 WriteAccess = Depends(require_token)
 ReadAccess = Depends(require_read_token)

@@ -70,10 +70,15 @@ class Settings:
     torch_threads: int | None = None       # worker CPU threads per job (None: torch's default)
     datasets_dir: Path | None = None       # torchvision datasets (mnist10k is bundled)
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
+    # Where browsers reach the service (e.g. https://audit.example.org): share URLs are built on it,
+    # never on a request's Host header. None: share URLs are paths (/share/<token>).
+    public_url: str | None = None
 
     def __post_init__(self) -> None:
         # Accept str paths from any caller (CLI arguments, tests).
         object.__setattr__(self, "data_dir", Path(self.data_dir))
+        if self.public_url:
+            object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
         if self.datasets_dir is not None:
             object.__setattr__(self, "datasets_dir", Path(self.datasets_dir))
 
@@ -112,6 +117,7 @@ class Settings:
                            else None),
             datasets_dir=Path(os.environ["ROBAUDIT_DATASETS_DIR"]) if os.environ.get("ROBAUDIT_DATASETS_DIR") else None,
             cors_origins=tuple(o.strip() for o in os.environ.get("ROBAUDIT_CORS_ORIGINS", "").split(",") if o.strip()),
+            public_url=(os.environ.get("ROBAUDIT_PUBLIC_URL") or "").rstrip("/") or None,
         )
         values.update(overrides)
         return cls(**values)
@@ -152,6 +158,8 @@ class Settings:
             env["ROBAUDIT_API_TOKEN"] = self.api_token
         if self.api_url:
             env["ROBAUDIT_API_URL"] = self.api_url
+        if self.public_url:
+            env["ROBAUDIT_PUBLIC_URL"] = self.public_url
         if self.datasets_dir:
             env["ROBAUDIT_DATASETS_DIR"] = str(self.datasets_dir)
         if self.torch_threads:

@@ -221,6 +221,8 @@
       if (v == null || v === false) return;
       if (k === "text") node.textContent = v;
       else if (k.indexOf("on") === 0 && typeof v === "function") node.addEventListener(k.slice(2), v);
+      // Through the CSSOM: the Content-Security-Policy (style-src 'self') blocks style attributes.
+      else if (k === "style") node.style.cssText = String(v);
       else node.setAttribute(k, v === true ? "" : String(v));
     });
     (children || []).forEach(function (c) {

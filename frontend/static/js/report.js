@@ -1,4 +1,5 @@
-/* Compare page (choose evaluations, save the report) and report page (share link, exports). */
+/* Compare page (choose evaluations, save the report) and report page (share link: copy, new link,
+ * revoke; delete the report; exports). */
 (function () {
   "use strict";
   var R = window.robaudit, h = R.h;
@@ -19,6 +20,11 @@
         try { document.execCommand("copy"); done(); } catch (e) { /* the text stays selected */ }
       }
     });
+  }
+
+  /* The API answers a path unless the server has a public URL configured: copy an absolute link. */
+  function showShareUrl(url) {
+    $("share-url").value = url ? new URL(url, window.location.href).href : "";
   }
 
   function exportLinks(id) {
@@ -71,7 +77,7 @@
         var link = $("report-link");
         link.href = rep.url;
         link.textContent = rep.id + " (“" + rep.title + "”)";
-        $("share-url").value = window.location.origin + rep.share_url;
+        showShareUrl(rep.share_url);
         exportLinks(rep.id);
         $("report-saved").hidden = false;
         $("share-url").focus();
@@ -81,6 +87,47 @@
         $("report-save").disabled = false;
       });
     });
+  }
+
+  // ------------------------------------------------------------------ report page: managing the link
+  var shareActions = $("share-actions");
+  if (shareActions) {
+    var id = shareActions.getAttribute("data-report");
+    var base = "/reports/" + encodeURIComponent(id);
+    var box = $("share-message"), hint = $("share-hint");
+    showShareUrl($("share-url").value);
+    var act = function (button, call, done, failure) {
+      button.addEventListener("click", function () {
+        R.clearMessage(box);
+        button.disabled = true;
+        call().then(done).catch(function (err) { R.showError(box, err, failure); })
+          .then(function () { button.disabled = false; });
+      });
+    };
+    act($("share-rotate"), function () { return R.post(base + "/share"); }, function (link) {
+      showShareUrl(link.share_url);
+      hint.textContent = "Anyone with this link sees this report only, without the API token.";
+      R.showMessage(box, "success", "New share link made: the previous link no longer works.");
+    }, "No new link was made");
+    act($("share-revoke"), function () {
+      if (!window.confirm("Revoke the share link? Whoever has it can no longer open this report.")) {
+        return Promise.resolve(false);
+      }
+      return R.request("DELETE", base + "/share");
+    }, function (confirmed) {
+      if (confirmed === false) return;
+      showShareUrl("");
+      hint.textContent = "This report's share link was revoked: nobody can open it. “New link” makes another.";
+      R.showMessage(box, "success", "Share link revoked.");
+    }, "The link was not revoked");
+    act($("report-delete"), function () {
+      if (!window.confirm("Delete this report and its share link? Its evaluations are kept.")) {
+        return Promise.resolve(false);
+      }
+      return R.request("DELETE", base);
+    }, function (confirmed) {
+      if (confirmed !== false) window.location.assign("/reports");
+    }, "The report was not deleted");
   }
 
   wireCopy();
