@@ -17,6 +17,7 @@ from pathlib import Path
 import uvicorn
 
 from robaudit.backend.app.core.config import Settings
+from robaudit.backend.app.core.startup import check_data_dir
 from robaudit.launch.client import Display
 from robaudit.launch.worker import celery_argv, worker_env
 from robaudit.worker.procs import EXIT_WITH_ENV
@@ -144,7 +145,7 @@ def drive_embedded(out: Display, drive: Callable[[EmbeddedService], int | None],
     serve until Ctrl-C unless ``drive`` returned an exit code. The API and the worker stop on every
     way out."""
     settings = settings_for(data_dir)
-    settings.ensure_dirs()
+    check_data_dir(settings)   # a bad data folder is one line, as for `robaudit serve`
     service = EmbeddedService(settings, host="127.0.0.1", port=port, worker_name=worker_name, log_level="warning")
     with service.worker_log.open("ab") as log:
 

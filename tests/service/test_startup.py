@@ -23,6 +23,11 @@ def serve_argv(data_dir: Path) -> list[str]:
             "--no-worker"]
 
 
+def demo_argv(data_dir: Path) -> list[str]:
+    # demo and study start the embedded service through the same launcher helper (drive_embedded)
+    return [PY, "-m", "robaudit.cli", "demo", "--data-dir", str(data_dir), "--port", str(free_port())]
+
+
 def factory_argv() -> list[str]:
     return [PY, "-m", "uvicorn", "--factory", "robaudit.backend.app.main:app_from_env", "--port", str(free_port())]
 
@@ -48,14 +53,14 @@ def test_a_corrupt_database_stops_the_start_in_one_line(tmp_path):
     (data / "robaudit.db").write_bytes(b"not a database, " * 1000)
     with pytest.raises(StartupError, match="robaudit.db is unreadable .file is not a database.: move it aside"):
         create_app(make_settings(data), janitor=False)
-    for argv in (serve_argv(data), factory_argv()):
+    for argv in (serve_argv(data), factory_argv(), demo_argv(data)):
         assert_one_line_failure(run(argv, data), "robaudit.db is unreadable", "move it aside")
 
 
 def test_a_data_dir_that_is_a_file_stops_the_start_in_one_line(tmp_path):
     data = tmp_path / "data"
     data.write_text("a file where the data folder should be")
-    for argv in (serve_argv(data), factory_argv()):
+    for argv in (serve_argv(data), factory_argv(), demo_argv(data)):
         assert_one_line_failure(run(argv, data), f"the data folder {data} is a file, not a folder")
 
 
