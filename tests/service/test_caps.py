@@ -5,32 +5,11 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from robaudit.backend.app import crud
 from robaudit.backend.app.core.config import Settings
-from robaudit.backend.app.core.db import session_factory
 from robaudit.backend.app.main import create_app
 
 from .conftest import make_settings
-from .test_api import MNIST_META, _jobs
-
-
-@pytest.fixture
-def settings(tmp_path):
-    return make_settings(tmp_path / "data")
-
-
-@pytest.fixture
-def client(settings, auth):
-    with TestClient(create_app(settings, janitor=False), headers=auth) as c:
-        yield c
-
-
-@pytest.fixture
-def checkpoint_id(settings, client):
-    with session_factory(settings)() as s:
-        row, _ = crud.create_checkpoint(session=s, sha256="b" * 64, name="m", filename="m.safetensors",
-                                        ext="safetensors", size_bytes=1, meta=MNIST_META, embedded_metadata=True)
-        return row.id
+from .test_api import MNIST_META, _jobs, checkpoint_id, client, settings  # noqa: F401 (fixtures)
 
 
 @pytest.mark.parametrize("body, message", [
