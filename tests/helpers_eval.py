@@ -3,9 +3,11 @@ and models built to mask gradients in the ways the diagnostics must catch."""
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 import robaudit
@@ -156,3 +158,51 @@ class CountingModel(nn.Module):
     def forward(self, x):
         self.images += len(x)
         return self.model(x)
+
+
+# ---------------------------------------------------------------------------- the golden test's fixture
+GOLDEN = Path(__file__).parent / "golden"
+
+
+class TinyCNN(nn.Module):
+    """About 6,000 weights, float64 inside; takes and returns float32 like any robaudit model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(1, 8, 5, stride=2), nn.ReLU(), nn.Conv2d(8, 16, 5, stride=2), nn.ReLU(),
+                                 nn.Flatten(), nn.Linear(16 * 4 * 4, 10)).double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.double()).float()
+
+
+def _train(seed: int, n: int) -> TinyCNN:
+    """How the fixture weights were made (once; the test loads the saved ones)."""
+    torch.manual_seed(seed)
+    x, y = robaudit.load_dataset("mnist10k", "train")
+    model = TinyCNN()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _epoch in range(2):
+        perm = torch.randperm(n)
+        for i in range(0, n, 100):
+            idx = perm[i:i + 100]
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+def _load(name: str, seed: int, n: int) -> TinyCNN:
+    path = GOLDEN / f"{name}.safetensors"
+    if not path.exists():
+        save_file(_train(seed, n).state_dict(), str(path))
+    model = TinyCNN()
+    model.load_state_dict(load_file(str(path)))
+    return model.eval()
+
+
+@functools.cache
+def golden_models() -> tuple[TinyCNN, TinyCNN]:
+    """The golden test's model and surrogate: fixed weights, float64 inside, so results are exact on any CPU."""
+    return _load("tiny", 0, 4000), _load("tiny_surrogate", 1, 2000)

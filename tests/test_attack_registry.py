@@ -8,7 +8,7 @@ import torch
 from helpers_eval import first_test_points, standard_model
 from torch import nn
 
-from robaudit.attacks.common import eval_mode, make_generator, predict
+from robaudit.attacks.common import PointStreams, eval_mode, predict
 from robaudit.errors import RobauditError
 from robaudit.evaluation import build_spec, evaluate
 from robaudit.evaluation.cost import Cost, fixed
@@ -22,9 +22,9 @@ from robaudit.evaluation.store import Record
 
 # ---------------------------------------------------------------------------- the toy attack's module
 def gaussian_sign(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-                  generator: torch.Generator) -> torch.Tensor:
+                  streams: PointStreams) -> torch.Tensor:
     """(n,) bool: fooled by one step of size eps along the sign of Gaussian noise (no gradients used)."""
-    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    noise = streams.randn(x.shape, device=x.device, dtype=x.dtype)   # one stream per point: shard-proof
     with eval_mode(model):
         return predict(model, (x + eps * noise.sign()).clamp(0.0, 1.0)) != y
 
@@ -32,7 +32,7 @@ def gaussian_sign(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: fl
 def run_gaussian_sign(run: Run, attack: AttackInfo, eps: float) -> None:
     def one_draw(index: torch.Tensor, start: int, end: int) -> Record:
         fooled = gaussian_sign(run.model, run.x[index], run.y[index], eps=eps,
-                               generator=run.batches.generator(f"gaussian-sign/eps={eps:.6g}", start, end))
+                               streams=run.streams(f"gaussian-sign/eps={eps:.6g}", index))
         return {"fooled": fooled.int().tolist()}
 
     records = run.attack(f"gaussian-sign/eps={eps:.6g}", attack.cost.per_point(run.spec), one_draw, {"fooled": []})
@@ -82,8 +82,8 @@ def test_a_registered_attack_runs_in_evaluate(toy_registered):
 
     # The progress total counts its cost: the estimate with it exceeds the one without it by exactly that.
     spec = _spec("pgd,noise,gaussian-sign")
-    assert reports[0].total == pytest.approx(estimate_units(spec, 60))
-    assert estimate_units(spec, 60) - estimate_units(_spec("pgd,noise"), 60) == pytest.approx(0.4 * 60)
+    assert reports[0].total == pytest.approx(estimate_units(spec, 0, 60))
+    assert estimate_units(spec, 0, 60) - estimate_units(_spec("pgd,noise"), 0, 60) == pytest.approx(0.4 * 60)
     assert reports[-1].done == reports[-1].total and reports[-1].stage == "done"
     assert [stage.name for _, stage in plan(spec)] == ["pgd eps=0.3", "noise eps=0.3", "gaussian-sign eps=0.3"]
 
@@ -98,8 +98,8 @@ def test_the_toy_attack_fools_a_point_only_when_its_draw_misclassifies(toy_regis
     results = evaluate(model, x, y, build_spec(attacks="gaussian-sign", eps="0.3", n_examples=25, batch_size=25))
     clean = decode_bits(results["per_sample"]["clean"], 25)
     index = np.nonzero(clean)[0]
-    generator = make_generator(0, "gaussian-sign/eps=0.3", 0, 25)   # seed 0, the runner's stream, batch 0-25
-    fooled = gaussian_sign(model, x[index], y[index], eps=0.3, generator=generator)
+    streams = PointStreams.seeded(0, "gaussian-sign/eps=0.3", points=index.tolist())   # seed 0, the runner's stream
+    fooled = gaussian_sign(model, x[index], y[index], eps=0.3, streams=streams)
     expected = clean.copy()
     expected[index[fooled.numpy()]] = False
     row = results["summary"][0]

@@ -205,37 +205,24 @@ def poll_every_forward(monkeypatch):
     monkeypatch.setattr(autoattack_runner, "AA_POLL_SECONDS", 0.0)
 
 
-def test_autoattack_stage_resume(tmp_path, poll_every_forward):
+def test_autoattack_resumes_at_the_batch_it_reached(poll_every_forward):
     model = CountingModel(standard_model())
-    x, y = first_test_points(8)
-    spec = build_spec(attacks="apgd-ce,apgd-t", eps="0.08", n_examples=8, batch_size=64)
-    reference = evaluate(model, x, y, spec)
-    store = DirectoryStore(tmp_path)
-    evaluate(model, x, y, build_spec(attacks="apgd-ce", eps="0.08", n_examples=8, batch_size=64), store=store)
-    model.images = 0
-    with pytest.raises(Cancelled):  # polled from inside AutoAttack
-        evaluate(model, x, y, spec, store=store, should_stop=lambda: model.images > 100)
-    assert list((tmp_path / "autoattack").glob("*-apgd-t-*.json"))  # AutoAttack's own state file
-    model.images = 0
-    resumed = evaluate(model, x, y, spec, store=store)
-    assert resumed["timing"]["reused_batches"] == 3  # clean batch, gradient probe, stored APGD-CE stage
-    assert [r["robust_accuracy"] for r in resumed["summary"]] == [r["robust_accuracy"] for r in reference["summary"]]
-
-
-def test_autoattack_state_is_mirrored_into_a_non_directory_store(poll_every_forward):
-    # The service's store is SQL, not a folder: AutoAttack's state file must travel through get/put.
-    model = CountingModel(standard_model())
-    x, y = first_test_points(8)
-    spec = build_spec(attacks="apgd-ce", eps="0.08", n_examples=8, batch_size=64)
+    x, y = first_test_points(24)
+    spec = build_spec(attacks="apgd-ce,apgd-t", eps="0.08", n_examples=24, batch_size=8)
     reference = evaluate(model, x, y, spec)
     store = MemoryStore()
-    evaluate(model, x, y, build_spec(attacks="fgsm", eps="0.08", n_examples=8), store=store)  # clean + probes
+    with pytest.raises(Cancelled):   # after the first batch of the APGD-T stage is stored
+        evaluate(model, x, y, spec, store=store, should_stop=lambda: any("/apgd-t/" in k for k in store.data))
     model.images = 0
-    with pytest.raises(Cancelled):
-        evaluate(model, x, y, spec, store=store, should_stop=lambda: model.images > 100)
-    assert any("/aa-state/" in key for key in store.data)
     resumed = evaluate(model, x, y, spec, store=store)
-    assert [r["robust_accuracy"] for r in resumed["summary"]] == [r["robust_accuracy"] for r in reference["summary"]]
+    # Clean, gradient probes and APGD-CE: 3 batches each; the model probes; APGD-T's first batch.
+    assert resumed["timing"]["reused_batches"] == 11 and resumed["timing"]["computed_batches"] == 2
+    assert _strip(resumed) == _strip(reference)
+    model.images = 0
+    with pytest.raises(Cancelled):   # a cancel is polled from inside AutoAttack, not only between batches
+        evaluate(model, x, y, build_spec(attacks="apgd-t", eps="0.08", n_examples=24, batch_size=24, seed=1),
+                 store=MemoryStore(), should_stop=lambda: model.images > 2000)
+    assert model.images < 4000   # one batch of APGD-T (9 targets x 100 steps) would be far more
 
 
 # ---------------------------------------------------------------------------- CLI

@@ -1,26 +1,22 @@
 """Adapters around pyautoattack (Croce & Hein's reference AutoAttack); nothing here re-implements an attack.
 
-``autoattack()`` runs AutoAttack's attacks one stage at a time, in AutoAttack's own order and with
+``run_autoattack()`` runs AutoAttack's attacks one stage at a time, in AutoAttack's own order and with
 its "standard" settings (APGD-CE 100 iterations; APGD-T on the DLR loss, 9 targets; FAB-T, 9
 targets; Square, 5000 queries), each stage on the points every earlier stage failed on. Each stage
 is one ``run_standard_evaluation`` call, so with the same seed, points and batch size the robust
 accuracy equals one call with all four attacks; running them separately is what gives the
 per-stage rows of the ladder.
 
-Resumability: each call gets a ``state_path`` (AutoAttack's EvaluationState, which records the
-robust flags after every batch). pyautoattack 0.2.0 cannot resume from its own state file: it
-writes the attack set with ``str()``, so reading it back always fails the "different set of attacks"
-check (ValueError; reproduced), and its restore branch never defines ``y_adv`` (read in the code).
-So an interrupted stage is resumed by reading that state file ourselves and running a fresh call on
-the points it had not yet fooled, with a state file of its own.
+The evaluation engine calls it once per batch and stage and stores each result, which is how an
+interrupted AutoAttack resumes (pyautoattack 0.2.0 cannot resume from its own state file: it writes
+the attack set with ``str()``, so reading it back always fails its "different set of attacks"
+check).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -70,12 +66,8 @@ class _Collect(logging.Handler):
             self.messages.append(message)
 
 
-def _subset_tag(index: torch.Tensor) -> str:
-    return hashlib.sha256(index.cpu().numpy().tobytes()).hexdigest()[:16]
-
-
 def run_stage(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: str, *, eps: float, seed: int,
-              batch_size: int, state_path: Path | None = None) -> torch.Tensor:
+              batch_size: int) -> torch.Tensor:
     """One AutoAttack attack, standard settings, on (x, y). Returns (n,) bool: still correct."""
     from pyautoattack import AutoAttack
 
@@ -87,57 +79,19 @@ def run_stage(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: str, *,
     adversary.attacks_to_run = [stage]  # keep the standard parameters, run one attack
     devices = [x.device.index or 0] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # AutoAttack reseeds the global generator
-        _, y_adv = adversary.run_standard_evaluation(x, y, batch_size=batch_size, state_path=state_path)
+        _, y_adv = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
     still_correct: torch.Tensor = y_adv.to(y.device) == y
     return still_correct
 
 
-def resumable_stage(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: str, *, eps: float, seed: int,
-                    batch_size: int, state_dir: Path | None, tag: str) -> torch.Tensor:
-    """``run_stage`` that picks up where an interrupted call on the same points left off."""
-    from pyautoattack.state import EvaluationState
-
-    robust = torch.ones(len(x), dtype=torch.bool, device=y.device)
-    todo = torch.arange(len(x), device=y.device)
-    while True:
-        path = None if state_dir is None else state_dir / f"{tag}-{stage}-{_subset_tag(todo)}.json"
-        if path is not None and path.exists():
-            try:
-                state = EvaluationState.from_disk(path)
-                flags = state.robust_flags
-            except (ValueError, TypeError, KeyError, RuntimeError):  # written before the clean pass ended
-                flags = None
-            if flags is not None and len(flags) == len(todo):
-                flags = flags.to(y.device)
-                if stage in state.run_attacks:
-                    robust[todo[~flags]] = False
-                    return robust
-                if not flags.all():  # partly done: keep what it fooled, attack the rest afresh
-                    robust[todo[~flags]] = False
-                    todo = todo[flags]
-                    continue
-            path.unlink()  # unusable or nothing fooled yet: start this subset over
-        still = run_stage(model, x[todo], y[todo], stage, eps=eps, seed=seed, batch_size=batch_size,
-                          state_path=path)
-        robust[todo[~still]] = False
-        return robust
-
-
 def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-               stages: tuple[str, ...] = STANDARD, seed: int = 0, batch_size: int = 250,
-               state_dir: str | Path | None = None, tag: str = "aa",
-               on_forward: Callable[[str, int], None] | None = None,
-               on_stage: Callable[[str, torch.Tensor, list[str]], None] | None = None,
-               done: dict[str, torch.Tensor] | None = None) -> tuple[dict[str, torch.Tensor], list[str]]:
+                   stages: tuple[str, ...] = STANDARD, seed: int = 0, batch_size: int = 250,
+                   on_forward: Callable[[str, int], None] | None = None) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Run ``stages`` in order on (x, y); returns ({stage: (n,) bool robust after it}, AutoAttack's warnings).
 
-    Flags are cumulative: robust after stage s means no stage up to s fooled the point. ``done``
-    holds stage results already known (a resumed evaluation), which are not recomputed;
-    ``on_stage(stage, flags, warnings_so_far)`` is called after each new stage so the caller can store it.
+    Flags are cumulative: robust after stage s means no stage up to s fooled the point. Each stage
+    only sees the points every earlier stage left robust (AutoAttack's own rule).
     """
-    state_dir = Path(state_dir) if state_dir is not None else None
-    if state_dir is not None:
-        state_dir.mkdir(parents=True, exist_ok=True)
     logger = logging.getLogger(LOGGER_NAME)
     collect, propagate = _Collect(), logger.propagate
     logger.addHandler(collect)
@@ -148,17 +102,11 @@ def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
         with eval_mode(model):
             wrapped = InputGradientOnly(model, on_forward)
             for stage in stages:
-                if done and stage in done:
-                    robust = done[stage].to(y.device) & robust
-                else:
-                    todo = robust.nonzero().squeeze(1)
-                    wrapped.stage = stage
-                    still = resumable_stage(wrapped, x[todo], y[todo], stage, eps=eps, seed=seed,
-                                            batch_size=batch_size, state_dir=state_dir, tag=tag)
-                    robust = robust.clone()
-                    robust[todo[~still]] = False
-                    if on_stage is not None:
-                        on_stage(stage, robust, list(collect.messages))
+                todo = robust.nonzero().squeeze(1)
+                wrapped.stage = stage
+                still = run_stage(wrapped, x[todo], y[todo], stage, eps=eps, seed=seed, batch_size=batch_size)
+                robust = robust.clone()
+                robust[todo[~still]] = False
                 results[stage] = robust
     finally:
         logger.removeHandler(collect)

@@ -8,7 +8,7 @@ module's ``training`` flag is put back exactly as it was.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -57,16 +57,67 @@ def project_(x_adv: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> t
     return torch.minimum(torch.maximum(x_adv, lower, out=x_adv), upper, out=x_adv)
 
 
-def uniform_in_ball(x: torch.Tensor, eps: float, generator: torch.Generator | None) -> torch.Tensor:
+class PointStreams:
+    """Random draws seeded per test point: point i draws from its own generator, seeded from (seed, stream, i).
+
+    What a point draws then depends on nothing but itself: not on the other points of its batch, the
+    batch size, the shard or the worker that attacks it, nor the device (draws are made on the CPU).
+    That is what makes a sharded evaluation merge into exactly the one-worker results.
+    """
+
+    def __init__(self, generators: list[torch.Generator]) -> None:
+        self.generators = generators
+
+    @classmethod
+    def seeded(cls, *parts: object, points: Iterable[int]) -> PointStreams:
+        return cls([make_generator(*parts, int(i)) for i in points])
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+    def rows(self, rows: torch.Tensor) -> PointStreams:
+        """The streams of some rows (positions in this batch); they share state with this object's."""
+        return PointStreams([self.generators[int(r)] for r in rows.tolist()])
+
+    def rand(self, shape: torch.Size, *, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """Uniform draws in [0, 1): row i from point i's stream."""
+        return self._draw(torch.rand, shape, device, dtype)
+
+    def randn(self, shape: torch.Size, *, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """Standard normal draws: row i from point i's stream."""
+        return self._draw(torch.randn, shape, device, dtype)
+
+    def _draw(self, sample: Callable[..., torch.Tensor], shape: torch.Size, device: torch.device,
+              dtype: torch.dtype) -> torch.Tensor:
+        if shape[0] != len(self.generators):
+            raise ValueError(f"{len(self.generators)} point streams for a batch of {shape[0]}")
+        if not self.generators:
+            return torch.empty(shape, device=device, dtype=dtype)
+        return torch.stack([sample(shape[1:], generator=g, dtype=dtype) for g in self.generators]).to(device)
+
+
+# Where random starts and noise come from: one generator for the batch, one stream per point, or torch's global one.
+RandomSource = torch.Generator | PointStreams | None
+
+
+def rows_of(source: RandomSource, rows: torch.Tensor) -> RandomSource:
+    """The source for a subset of the batch's rows: per-point streams follow their points; a generator is shared."""
+    return source.rows(rows) if isinstance(source, PointStreams) else source
+
+
+def uniform_in_ball(x: torch.Tensor, eps: float, source: RandomSource) -> torch.Tensor:
     """A point drawn uniformly from the L-inf ball of radius eps around x, clamped to [0, 1]."""
-    noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    if isinstance(source, PointStreams):
+        noise = source.rand(x.shape, device=x.device, dtype=x.dtype)
+    else:
+        noise = torch.rand(x.shape, generator=source, device=x.device, dtype=x.dtype)
     return (x + noise.mul_(2.0).sub_(1.0).mul_(eps)).clamp_(0.0, 1.0)
 
 
 def make_generator(*parts: object, device: str | torch.device = "cpu") -> torch.Generator:
     """A generator seeded from a stable hash of ``parts`` (never from Python's salted ``hash``).
 
-    Each batch, attack and restart gets its own stream, so a resumed or partial evaluation draws
+    Each point, attack and stream gets its own generator, so a resumed or partial evaluation draws
     exactly the same random starts as an uninterrupted one.
     """
     digest = hashlib.sha256(repr(parts).encode()).digest()

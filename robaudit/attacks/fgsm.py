@@ -9,10 +9,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from robaudit.attacks.common import RandomSource
 from robaudit.attacks.pgd import PGDResult, pgd
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, random_start: bool = False,
-         loss: str = "ce", kappa: float = 50.0, generator: torch.Generator | None = None) -> PGDResult:
+         loss: str = "ce", kappa: float = 50.0, generator: RandomSource = None) -> PGDResult:
     return pgd(model, x, y, eps=eps, steps=1, alpha=eps, loss=loss, kappa=kappa,
                random_start=random_start, generator=generator)

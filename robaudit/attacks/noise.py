@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robaudit.attacks.common import eval_mode, uniform_in_ball
+from robaudit.attacks.common import RandomSource, eval_mode, rows_of, uniform_in_ball
 
 
 @torch.no_grad()  # not inference_mode: see robaudit.attacks.common.predict
@@ -18,12 +18,12 @@ def _wrong(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def random_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, draws: int = 100,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: RandomSource = None) -> torch.Tensor:
     """(n,) int64: index of the first draw that fooled each point, or ``draws`` if none did.
 
-    A point stops being sampled once fooled, so the cost falls as points fall. Draw d for a point
-    is the same whichever other points are still being sampled only if the set of points is the
-    same; callers that need per-batch determinism pass a per-batch generator.
+    A point stops being sampled once fooled, so the cost falls as points fall. With per-point
+    streams (robaudit.attacks.common.PointStreams) draw d of a point is the same whichever other
+    points are sampled beside it; with one generator it depends on the whole batch.
     """
     if draws < 1:
         raise ValueError("draws must be at least 1")
@@ -34,7 +34,7 @@ def random_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: flo
         for d in range(draws):
             if active.numel() == 0:
                 break
-            hit = _wrong(model, uniform_in_ball(x[active], eps, generator), y[active])
+            hit = _wrong(model, uniform_in_ball(x[active], eps, rows_of(generator, active)), y[active])
             first[active[hit]] = d
             active = active[~hit]
     return first

@@ -24,12 +24,14 @@ import torch
 from torch import nn
 
 from robaudit.attacks.common import (
+    RandomSource,
     ball_bounds,
     default_alpha,
     eval_mode,
     input_gradient,
     predict,
     project_,
+    rows_of,
     uniform_in_ball,
 )
 from robaudit.attacks.losses import attack_loss
@@ -81,7 +83,7 @@ class PGDResult:
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int,
         alpha: float | None = None, loss: str = "ce", kappa: float = 50.0, random_start: bool = True,
-        restarts: int = 1, generator: torch.Generator | None = None, freeze: bool = True,
+        restarts: int = 1, generator: RandomSource = None, freeze: bool = True,
         trace: bool = False) -> PGDResult:
     """Run PGD on (x, y); restart r > 0 only attacks points every earlier restart failed on."""
     if steps < 1 or restarts < 1:
@@ -99,7 +101,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps
             if todo.numel() == 0:
                 break
             xs, ys = x[todo], y[todo]
-            start = uniform_in_ball(xs, eps, generator) if random_start else xs.clone()
+            start = uniform_in_ball(xs, eps, rows_of(generator, todo)) if random_start else xs.clone()
             run_first, run_adv, run_trace = _single_run(
                 model, xs, ys, start, eps=eps, alpha=alpha, steps=steps, loss=loss, kappa=kappa,
                 freeze=freeze, trace=trace and r == 0)

@@ -10,13 +10,13 @@ import torch
 from torch import nn
 
 from robaudit.attacks.ascent import signed_ascent
-from robaudit.attacks.common import default_alpha, eval_mode, predict, uniform_in_ball
+from robaudit.attacks.common import RandomSource, default_alpha, eval_mode, predict, uniform_in_ball
 from robaudit.attacks.losses import attack_loss
 
 
 def transfer(target: nn.Module, surrogate: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
              steps: int = 20, alpha: float | None = None, loss: str = "ce", kappa: float = 50.0,
-             random_start: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+             random_start: bool = True, generator: RandomSource = None) -> torch.Tensor:
     """(n,) bool: the target misclassifies the example crafted on the surrogate."""
     crafted = last_iterate(surrogate, x, y, eps=eps, steps=steps, alpha=alpha, loss=loss, kappa=kappa,
                            random_start=random_start, generator=generator)
@@ -26,7 +26,7 @@ def transfer(target: nn.Module, surrogate: nn.Module, x: torch.Tensor, y: torch.
 
 def last_iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int,
                  alpha: float | None = None, loss: str = "ce", kappa: float = 50.0, random_start: bool = True,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: RandomSource = None) -> torch.Tensor:
     """PGD's final iterate for every point, whether or not an earlier iterate already fooled ``model``."""
     alpha = default_alpha(eps, steps) if alpha is None else float(alpha)
     x, y = x.detach(), y.detach()

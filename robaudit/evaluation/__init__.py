@@ -12,21 +12,25 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from robaudit.evaluation.diagnostics import Thresholds, run_diagnostics
-    from robaudit.evaluation.engine import evaluate
+    from robaudit.evaluation.engine import evaluate, evaluate_shard, merge, prepare
     from robaudit.evaluation.presets import ATTACKS, PRESETS, EvalSpec, build_spec
     from robaudit.evaluation.progress import EvalProgress
     from robaudit.evaluation.results import RESULTS_SCHEMA_VERSION, results_to_csv
+    from robaudit.evaluation.shards import ShardOutcome, plan_shards
     from robaudit.evaluation.store import DirectoryStore, MemoryStore
 
 _HOME = {
     "Thresholds": "diagnostics", "run_diagnostics": "diagnostics", "evaluate": "engine",
+    "evaluate_shard": "engine", "merge": "engine", "prepare": "engine", "plan_shards": "shards",
+    "ShardOutcome": "shards",
     "ATTACKS": "presets", "PRESETS": "presets", "EvalSpec": "presets", "build_spec": "presets",
     "RESULTS_SCHEMA_VERSION": "results", "results_to_csv": "results", "EvalProgress": "progress",
     "DirectoryStore": "store", "MemoryStore": "store",
 }
 
 __all__ = ["ATTACKS", "PRESETS", "RESULTS_SCHEMA_VERSION", "DirectoryStore", "EvalProgress", "EvalSpec",
-           "MemoryStore", "Thresholds", "build_spec", "evaluate", "results_to_csv", "run_diagnostics"]
+           "MemoryStore", "ShardOutcome", "Thresholds", "build_spec", "evaluate", "evaluate_shard", "merge",
+           "plan_shards", "prepare", "results_to_csv", "run_diagnostics"]
 
 
 def __getattr__(name: str) -> Any:

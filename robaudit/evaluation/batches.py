@@ -2,28 +2,31 @@
 
 A job's result for a batch is stored under ``<fingerprint>/<job key>/<start>-<end>``; the
 fingerprint hashes the model's weights, the test points and the surrogate, so a store can be reused
-across presets (a quick run's PGD-20 batches serve a later audit) but never across models. Random
-starts come from a generator seeded by (seed, stream, batch), so a resumed run draws exactly what an
-uninterrupted one would.
+across presets (a quick run's PGD-20 batches serve a later audit) but never across models.
+
+Batches are fixed by the batch size alone (``[0, bs), [bs, 2 bs), ...``); a shard is a run of whole
+batches, so every shard count cuts the points into the same batches. Random starts and noise are
+drawn per point, from (seed, stream, point index), so a resumed or sharded run draws exactly what
+an uninterrupted one-worker run would.
+
+The merge step (robaudit.evaluation.engine.merge) runs the same jobs over every batch with
+computing switched off: each batch is read back from the store, and a missing one is an error.
 """
 from __future__ import annotations
 
 import hashlib
-import tempfile
-import time
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from robaudit.attacks.common import make_generator
+from robaudit.attacks.common import PointStreams
+from robaudit.errors import RobauditError
 from robaudit.evaluation.progress import Progress
-from robaudit.evaluation.store import DirectoryBacked, Record, Store
+from robaudit.evaluation.store import Record, Store
 
-RECORD_VERSION = 1           # bump when a stored batch record changes meaning
-MIRROR_SYNC_SECONDS = 30.0   # how often AutoAttack's state files are copied into a non-directory store
+RECORD_VERSION = 2   # bump when a stored batch record changes meaning (2: per-point random streams)
 
 Batch = tuple[int, int, Record]   # (start, end, the job's record for points [start, end))
 
@@ -50,57 +53,54 @@ def data_fingerprint(model: nn.Module, x: torch.Tensor, y: torch.Tensor, surroga
     return digest(*parts)[:24]
 
 
-class StateMirror:
-    """Copies AutoAttack's state files into a store that is not a directory (e.g. the service's SQL one)."""
+class MissingRecord(RobauditError):
+    """The merge step found a batch no shard stored."""
 
-    def __init__(self, store: Store, prefix: str, state_dir: Path) -> None:
-        self.store, self.prefix, self.state_dir = store, prefix, state_dir
-        self.seen: dict[str, float] = {}
-        self.last_sync = 0.0
 
-    def restore(self, tag: str) -> None:
-        index = self.store.get(f"{self.prefix}/aa-state-index/{tag}") or {}
-        for name in index.get("files", []):
-            record = self.store.get(f"{self.prefix}/aa-state/{name}")
-            if record is not None and not (self.state_dir / name).exists():
-                (self.state_dir / name).write_text(record["text"])
-
-    def sync(self, tag: str) -> None:
-        names = []
-        for path in sorted(self.state_dir.glob(f"{tag}-*.json")):
-            names.append(path.name)
-            mtime = path.stat().st_mtime
-            if self.seen.get(path.name) != mtime:
-                self.store.put(f"{self.prefix}/aa-state/{path.name}", {"text": path.read_text()})
-                self.seen[path.name] = mtime
-        if names:
-            self.store.put(f"{self.prefix}/aa-state-index/{tag}", {"files": names})
-
-    def sync_now_and_then(self, tag: str) -> None:
-        if time.monotonic() - self.last_sync > MIRROR_SYNC_SECONDS:
-            self.last_sync = time.monotonic()
-            self.sync(tag)
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """The batches of an evaluation of n points: fixed by the batch size alone, whatever the sharding."""
+    return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
 
 
 class Batches:
-    """Runs a job batch by batch through the store: computes what is missing, reads back the rest."""
+    """Runs a job batch by batch through the store: computes what is missing, reads back the rest.
 
-    def __init__(self, store: Store, fingerprint: str, n: int, batch_size: int, seed: int,
-                 device: torch.device, progress: Progress) -> None:
-        self.store, self.fingerprint, self.seed, self.device = store, fingerprint, seed, device
-        self.progress = progress
-        self.bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    ``shard=(start, end)`` limits the work to the batches of that range (whole batches);
+    ``compute=False`` is the merge: every batch must already be in the store.
+    """
+
+    def __init__(self, store: Store, fingerprint: str, n: int, batch_size: int, seed: int, progress: Progress, *,
+                 shard: tuple[int, int] | None = None, compute: bool = True) -> None:
+        self.store, self.fingerprint, self.seed, self.progress = store, fingerprint, seed, progress
+        self.compute = compute
+        start, end = shard if shard is not None else (0, n)
+        if not (0 <= start < end <= n) or start % batch_size or (end != n and end % batch_size):
+            raise RobauditError(f"shard [{start}, {end}) is not a run of whole batches of {batch_size} "
+                                f"within the {n} points")
+        self.bounds = [(s, e) for s, e in batch_bounds(n, batch_size) if start <= s and e <= end]
         self.computed = self.reused = 0
-        self._state_dir: Path | None = None
+
+    @property
+    def first(self) -> int:
+        """The first point of this run's batches."""
+        return self.bounds[0][0]
+
+    @property
+    def last(self) -> int:
+        """One past the last point of this run's batches."""
+        return self.bounds[-1][1]
 
     def key(self, job: str, start: int, end: int) -> str:
         return f"{self.fingerprint}/{job}/{start}-{end}"
 
-    def generator(self, stream: str, start: int, end: int) -> torch.Generator:
-        """Random draws per (seed, stream, batch). Streams name what is drawn, not the job: PGD runs of
-        different lengths or step sizes at one eps share their random starts, which is what makes a
-        k-step run equal the first k steps of a longer one."""
-        return make_generator(self.seed, stream, start, end, device=self.device)
+    def point_streams(self, stream: str, index: torch.Tensor) -> PointStreams:
+        """One random stream per point of ``index`` (absolute point indices), seeded by (seed, stream, point).
+
+        Streams name what is drawn, not the job: PGD runs of different lengths or step sizes at one
+        eps share their random starts, which is what makes a k-step run equal the first k steps of a
+        longer one.
+        """
+        return PointStreams.seeded(self.seed, stream, points=index.tolist())
 
     def run(self, job: str, compute: Callable[[int, int], Record], units_per_point: float,
             limit: int | None = None) -> list[Batch]:
@@ -118,6 +118,8 @@ class Batches:
     def get_or_compute(self, key: str, compute: Callable[[], Record]) -> Record:
         record = self.store.get(key)
         if record is None:
+            if not self.compute:
+                raise MissingRecord(f"no stored result for {key!r}: the shard that owns it has not finished")
             record = compute()
             self.store.put(key, record)
             self.computed += 1
@@ -125,22 +127,3 @@ class Batches:
         else:
             self.reused += 1
         return record
-
-    def stored(self, key: str) -> Record | None:
-        return self.store.get(key)
-
-    def put(self, key: str, record: Record) -> None:
-        """A record computed outside ``run`` (an AutoAttack stage)."""
-        self.store.put(key, record)
-        self.computed += 1
-        self.progress.computed_any = True
-
-    def autoattack_state(self, tag: str) -> tuple[Path, StateMirror | None]:
-        """Where AutoAttack keeps its state for ``tag``: the store's folder, or a temporary one mirrored into it."""
-        if isinstance(self.store, DirectoryBacked):
-            return self.store.path / "autoattack", None
-        if self._state_dir is None:
-            self._state_dir = Path(tempfile.mkdtemp(prefix="robaudit-aa-"))
-        mirror = StateMirror(self.store, self.fingerprint, self._state_dir)
-        mirror.restore(tag)
-        return self._state_dir, mirror

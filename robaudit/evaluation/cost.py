@@ -9,8 +9,8 @@ if TYPE_CHECKING:
     from robaudit.evaluation.presets import EvalSpec
 
 
-def every_point(spec: EvalSpec, n: int) -> int:
-    return n
+def every_point(spec: EvalSpec, start: int, end: int) -> int:
+    return end - start
 
 
 @dataclass(frozen=True)
@@ -18,15 +18,15 @@ class Cost:
     per_step: float                                          # units per point and step (iterate, draw, query)
     steps: Callable[[EvalSpec], float]                       # steps per point
     share: float = 1.0                                       # expected share of those steps taken (early stops)
-    points: Callable[[EvalSpec, int], int] = every_point     # how many of the n points it runs on
+    points: Callable[[EvalSpec, int, int], int] = every_point   # how many of the points [start, end) it runs on
 
     def per_point(self, spec: EvalSpec) -> float:
         """Expected units per point it runs on."""
         return self.share * self.per_step * self.steps(spec)
 
-    def units(self, spec: EvalSpec, n: int) -> float:
-        """Expected units at one eps over n test points."""
-        return self.points(spec, n) * self.per_point(spec)
+    def units(self, spec: EvalSpec, start: int, end: int) -> float:
+        """Expected units at one eps over the test points [start, end) (a shard, or all n)."""
+        return self.points(spec, start, end) * self.per_point(spec)
 
 
 def fixed(steps: float) -> Callable[[EvalSpec], float]:

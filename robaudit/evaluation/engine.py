@@ -1,6 +1,12 @@
 """Run an EvalSpec: the clean pass, the probes, then the schedule of attacks, into the results JSON.
 
-The parts live in their own modules: ``schedule`` (what runs when, the cost estimate, progress),
+An evaluation is one or more shards (ranges of whole batches, robaudit.evaluation.shards) and one
+merge. ``evaluate_shard`` computes its batches into the store; ``merge`` runs the very same passes
+over every batch with computing switched off, reading each batch back, and builds the results:
+summary rows, bitsets, curves, the worst case and the diagnostics. ``evaluate`` is one shard over
+all points followed by the merge, so the one-process run and a sharded run share one code path.
+
+The parts live in their own modules: ``schedule`` (what runs when, the cost estimate), ``progress``,
 ``batches`` (batch-by-batch work, resume, the store), ``runners`` (one per attack family, listed in
 robaudit.evaluation.registry) and ``aggregate`` (rows, bitsets, curves, worst case).
 
@@ -14,7 +20,9 @@ No point is attacked when its outcome is already known:
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,11 +38,12 @@ from robaudit.evaluation.diagnostics import run_diagnostics
 from robaudit.evaluation.presets import EvalSpec
 from robaudit.evaluation.progress import EvalProgress, Progress
 from robaudit.evaluation.results import decode_bits, encode_bits
-from robaudit.evaluation.run import Run
+from robaudit.evaluation.run import Inputs, Run
 from robaudit.evaluation.schedule import CLEAN_UNITS, PROBE_UNITS, estimate_units, plan
+from robaudit.evaluation.shards import Range, ShardOutcome, merged_timing
 from robaudit.evaluation.store import MemoryStore, Record, Store
 
-__all__ = ["EvalProgress", "evaluate"]
+__all__ = ["EvalProgress", "Prepared", "evaluate", "evaluate_shard", "merge", "prepare"]
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -52,7 +61,9 @@ def _clean(run: Run) -> None:
         return {"correct": encode_bits(correct), "num_classes": int(logits.shape[1])}
 
     records = run.batches.run("clean", compute, CLEAN_UNITS)
-    run.clean = np.concatenate([decode_bits(r["correct"], e - s) for s, e, r in records])
+    run.clean = np.zeros(run.n, dtype=bool)   # points outside this shard stay out of every attack
+    for start, end, record in records:
+        run.clean[start:end] = decode_bits(record["correct"], end - start)
     run.num_classes = records[0][2]["num_classes"]
 
 
@@ -63,32 +74,40 @@ def _probes(run: Run) -> None:
         # Every batch gets a record (no per-point index): the counts of zero and non-finite gradients.
         index = torch.as_tensor(run.points(start, end), device=run.device)
         return probes.gradient_stats(run.model, run.x[index], run.y[index], eps=eps,
-                                     generator=run.batches.generator(f"pgd-start/eps={eps:.6g}", start, end))
+                                     generator=run.streams(f"pgd-start/eps={eps:.6g}", index))
 
     totals: dict[str, int] = {}
     for _, _, record in run.batches.run(f"probe-gradients/eps={eps:.6g}", gradients, PROBE_UNITS):
         for key, value in record.items():
             totals[key] = totals.get(key, 0) + int(value)
+    # The model probes run once, on the evaluation's first batch: by the shard that holds it.
     start, end = run.batches.bounds[0]
-    key = run.batches.key("probe-model", start, end)
-    model_probes = run.batches.store.get(key)   # one small record, not a batch: not counted as computed or reused
-    if model_probes is None:
+    if start != 0:
+        return
+
+    def model_probes() -> Record:
         xb, yb = run.x[start:end], run.y[start:end]
-        model_probes = {"repeat": probes.repeated_forward(run.model, xb, yb),
-                        "output_range": probes.output_range(run.model, xb),
-                        "dynamic": probes.dynamic_forward(run.model, xb[:32])}
-        run.batches.store.put(key, model_probes)
-    run.out.probes = {"gradients": totals, **model_probes}
+        return {"repeat": probes.repeated_forward(run.model, xb, yb),
+                "output_range": probes.output_range(run.model, xb),
+                "dynamic": probes.dynamic_forward(run.model, xb[:32])}
+
+    found = run.batches.get_or_compute(run.batches.key("probe-model", start, end), model_probes)
+    run.out.probes = {"gradients": totals, **found}
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec, *, surrogate: nn.Module | None = None,
-             store: Store | None = None, progress: Callable[[EvalProgress], None] | None = None,
-             should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Run ``spec`` on the first ``spec.n_examples`` of (x, y); returns the results JSON (docs/results-schema.md).
+@dataclass(frozen=True)
+class Prepared:
+    """The evaluation's points on the model's device, how many, and the fingerprint its stored batches carry."""
 
-    Raises robaudit.errors.Cancelled when ``should_stop()`` turns true (polled between batches and,
-    inside AutoAttack, about once a second); everything finished so far is in ``store``.
-    """
+    inputs: Inputs
+    n: int
+    fingerprint: str
+    device: torch.device
+
+
+def prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec,
+            surrogate: nn.Module | None = None) -> Prepared:
+    """The first ``spec.n_examples`` of (x, y) on the model's device, and the fingerprint of model, data, surrogate."""
     if "transfer" in spec.attacks and surrogate is None:
         raise RobauditError("the spec includes a transfer attack but no surrogate model was given")
     if len(x) != len(y) or len(x) == 0:
@@ -96,34 +115,80 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec,
     device = _device(model)
     n = min(spec.n_examples, len(x))
     x, y = x[:n].to(device, torch.float32), y[:n].to(device, torch.long)
-    with eval_mode(model):
-        if surrogate is None:
-            return _evaluate(model, None, x, y, spec, store, progress, should_stop, device)
-        with eval_mode(surrogate):
-            return _evaluate(model, surrogate, x, y, spec, store, progress, should_stop, device)
+    return Prepared(Inputs(model, x, y, surrogate), n, data_fingerprint(model, x, y, surrogate), device)
 
 
-def _evaluate(model: nn.Module, surrogate: nn.Module | None, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec,
-              store: Store | None, report: Callable[[EvalProgress], None] | None,
-              should_stop: Callable[[], bool] | None, device: torch.device) -> dict[str, Any]:
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec, *, surrogate: nn.Module | None = None,
+             store: Store | None = None, progress: Callable[[EvalProgress], None] | None = None,
+             should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Run ``spec`` on the first ``spec.n_examples`` of (x, y); returns the results JSON (docs/results-schema.md).
+
+    One shard over every point, then the merge. Raises robaudit.errors.Cancelled when
+    ``should_stop()`` turns true (polled between batches and, inside AutoAttack, about once a
+    second); everything finished so far is in ``store``.
+    """
+    store = store if store is not None else MemoryStore()
+    prepared = prepare(model, x, y, spec, surrogate)
+    shard = evaluate_shard(prepared, spec, store=store, progress=progress, should_stop=should_stop)
+    return merge(spec, prepared.n, prepared.fingerprint, store, [shard])
+
+
+def evaluate_shard(prepared: Prepared, spec: EvalSpec, *, shard: Range | None = None, store: Store,
+                   progress: Callable[[EvalProgress], None] | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> ShardOutcome:
+    """Compute every batch of ``shard`` (default: all points) into ``store``; the merge builds the results."""
+    inputs = prepared.inputs
+    with eval_mode(inputs.model):
+        if inputs.surrogate is None:
+            return _shard(prepared, spec, shard, store, progress, should_stop)
+        with eval_mode(inputs.surrogate):
+            return _shard(prepared, spec, shard, store, progress, should_stop)
+
+
+def _shard(prepared: Prepared, spec: EvalSpec, shard: Range | None, store: Store,
+           report: Callable[[EvalProgress], None] | None, should_stop: Callable[[], bool] | None) -> ShardOutcome:
     progress = Progress(report, should_stop)
-    batches = Batches(store if store is not None else MemoryStore(), data_fingerprint(model, x, y, surrogate),
-                      len(x), spec.batch_size, spec.seed, device, progress)
-    run = Run(model, surrogate, spec, x, y, device, batches, progress, Aggregate())
-    progress.total = estimate_units(spec, run.n)
-
-    with progress.stage_of("clean"):
-        _clean(run)
-    if spec.diagnostics:
-        with progress.stage_of("probes"):
-            _probes(run)
-    for eps, stage in plan(spec):
-        with progress.stage_of(stage.name):
-            stage.run(run, eps)
+    batches = Batches(store, prepared.fingerprint, prepared.n, spec.batch_size, spec.seed, progress, shard=shard)
+    run = Run(prepared.inputs, spec, prepared.n, prepared.device, batches, progress, Aggregate())
+    progress.total = estimate_units(spec, batches.first, batches.last)
+    _passes(run)
     progress.finish()
-    timing = {"total_seconds": round(progress.elapsed(), 3),
-              "stages": {k: round(v, 3) for k, v in progress.timing.items()},
-              "computed_batches": batches.computed, "reused_batches": batches.reused}
-    results = run.out.results(spec, run.clean, run.num_classes, timing)
+    return ShardOutcome(batches.first, batches.last, prepared.fingerprint, round(progress.elapsed(), 3),
+                        {k: round(v, 3) for k, v in progress.timing.items()}, batches.computed, batches.reused)
+
+
+def merge(spec: EvalSpec, n: int, fingerprint: str, store: Store, shards: list[ShardOutcome]) -> dict[str, Any]:
+    """The results JSON of an evaluation whose shards have all stored their batches.
+
+    Runs every pass again over all batches with computing switched off (no model, no data): rows,
+    bitsets, curves (loss traces become point-weighted means over all batches), the worst case and
+    the diagnostics all come from the stored per-point records, so they are the same whatever the
+    shard count. A batch no shard stored raises robaudit.evaluation.batches.MissingRecord.
+    """
+    covered = sorted((s.start, s.end) for s in shards)
+    if not covered or covered[0][0] != 0 or covered[-1][1] != n or \
+            any(a[1] != b[0] for a, b in zip(covered, covered[1:], strict=False)):
+        raise RobauditError(f"the shards {covered} do not cover the {n} points exactly once")
+    if any(s.fingerprint != fingerprint for s in shards):
+        raise RobauditError("a shard evaluated a different model or different test points than the others")
+    started = time.monotonic()
+    progress = Progress()
+    batches = Batches(store, fingerprint, n, spec.batch_size, spec.seed, progress, compute=False)
+    run = Run(None, spec, n, torch.device("cpu"), batches, progress, Aggregate())
+    _passes(run)
+    results = run.out.results(spec, run.clean, run.num_classes, {})
     results["diagnostics"] = run_diagnostics(results, spec.thresholds)
+    results["timing"] = merged_timing(shards, time.monotonic() - started)
     return results
+
+
+def _passes(run: Run) -> None:
+    """The clean pass, the probes, then the schedule of attacks: what a shard computes and the merge reads."""
+    with run.progress.stage_of("clean"):
+        _clean(run)
+    if run.spec.diagnostics:
+        with run.progress.stage_of("probes"):
+            _probes(run)
+    for eps, stage in plan(run.spec):
+        with run.progress.stage_of(stage.name):
+            stage.run(run, eps)

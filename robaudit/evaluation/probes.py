@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robaudit.attacks.common import eval_mode, input_gradient, uniform_in_ball
+from robaudit.attacks.common import RandomSource, eval_mode, input_gradient, uniform_in_ball
 from robaudit.attacks.losses import cross_entropy, dlr, margin
 
 
@@ -33,7 +33,7 @@ def _point_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_na
 
 
 def gradient_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-                   generator: torch.Generator | None) -> dict[str, int]:
+                   generator: RandomSource) -> dict[str, int]:
     """Counts over the given points of all-zero and non-finite input gradients (AA, ART, Pintor)."""
     stats: dict[str, int] = {"n": len(x)}
     if len(x) == 0:

@@ -29,10 +29,19 @@ class Progress:
     timing: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     computed_any: bool = False   # no ETA until some work was computed rather than read back
+    last_poll: float = 0.0
 
     def poll(self) -> None:
         if self.should_stop is not None and self.should_stop():
             raise Cancelled(f"evaluation stopped during {self.stage}; finished batches are stored")
+
+    def throttled_poll(self, seconds: float) -> None:
+        """Report and poll at most once every ``seconds`` (from inside a long attack such as AutoAttack)."""
+        now = time.monotonic()
+        if now - self.last_poll >= seconds:
+            self.last_poll = now
+            self.report()
+            self.poll()
 
     def report(self) -> None:
         if self.report_to is None:

@@ -14,6 +14,8 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
+from robaudit.attacks.common import PointStreams
+from robaudit.errors import RobauditError
 from robaudit.evaluation.aggregate import Aggregate, PerPoint
 from robaudit.evaluation.batches import Batch, Batches
 from robaudit.evaluation.presets import EvalSpec
@@ -22,17 +24,32 @@ from robaudit.evaluation.results import Bits
 from robaudit.evaluation.runners.pgd import PGDRun
 from robaudit.evaluation.store import Record
 
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a shard computes with: the model, the test points (on the model's device), the surrogate."""
+
+    model: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    surrogate: nn.Module | None = None
+
+
 # attack(index, start, end) -> the per-point fields of one batch's record, for the points ``index``
 PointAttack = Callable[[torch.Tensor, int, int], Record]
 
 
 @dataclass
 class Run:
-    model: nn.Module
-    surrogate: nn.Module | None
+    """One evaluation pass: a shard computing its batches, or the merge reading every batch back.
+
+    The merge has no model and no data (``inputs=None``): it only reads stored records, and a
+    runner that asks it for the model or the points gets an error naming the missing batch's job.
+    """
+
+    inputs: Inputs | None
     spec: EvalSpec
-    x: torch.Tensor
-    y: torch.Tensor
+    n: int
     device: torch.device
     batches: Batches
     progress: Progress
@@ -41,9 +58,33 @@ class Run:
     num_classes: int = 0
     pgd_runs: dict[tuple[float, str], PGDRun] = field(default_factory=dict)
 
+    def _inputs(self) -> Inputs:
+        if self.inputs is None:
+            raise RobauditError("the merge step reads stored batches only; it cannot run a model")
+        return self.inputs
+
     @property
-    def n(self) -> int:
-        return len(self.x)
+    def model(self) -> nn.Module:
+        return self._inputs().model
+
+    @property
+    def x(self) -> torch.Tensor:
+        return self._inputs().x
+
+    @property
+    def y(self) -> torch.Tensor:
+        return self._inputs().y
+
+    @property
+    def surrogate(self) -> nn.Module:
+        surrogate = self._inputs().surrogate
+        if surrogate is None:
+            raise RobauditError("the spec includes a transfer attack but no surrogate model was given")
+        return surrogate
+
+    def streams(self, stream: str, index: torch.Tensor) -> PointStreams:
+        """Per-point random streams for the points ``index`` (see Batches.point_streams)."""
+        return self.batches.point_streams(stream, index)
 
     def points(self, start: int, end: int, mask: Bits | None = None) -> npt.NDArray[np.intp]:
         """Indices (absolute) in [start, end) that are clean-correct and, if given, in ``mask``."""

@@ -56,10 +56,11 @@ def plan(spec: EvalSpec) -> list[tuple[float, Stage]]:
     return steps
 
 
-def estimate_units(spec: EvalSpec, n: int) -> float:
-    """Work units of the whole evaluation before it starts (AutoAttack's share is re-planned as it runs)."""
+def estimate_units(spec: EvalSpec, start: int, end: int) -> float:
+    """Work units for the test points [start, end) before they start (AutoAttack's share is re-planned as it runs)."""
+    n = end - start
     units = CLEAN_UNITS * n + (PROBE_UNITS * n if spec.diagnostics else 0.0)
-    per_eps = sum(info.cost.units(spec, n) for info in ATTACKS.values() if info.name in spec.attacks)
+    per_eps = sum(info.cost.units(spec, start, end) for info in ATTACKS.values() if info.name in spec.attacks)
     units += per_eps * len(spec.eps)
-    units += sum(f.units(spec, n) for f in FOLLOW_UPS if f.wanted(spec))
+    units += sum(f.units(spec, start, end) for f in FOLLOW_UPS if f.wanted(spec))
     return max(units, 1.0)

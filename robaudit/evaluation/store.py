@@ -2,9 +2,8 @@
 
 The contract (docs/architecture.md): anything with ``get(key) -> dict | None`` and
 ``put(key, dict)``. Keys are stable strings built from a fingerprint of the model and data plus the
-job's parameters and batch bounds; values are JSON-safe dicts. A store that is a folder on disk
-(``DirectoryBacked``) also holds AutoAttack's own resume state; any other store gets it copied in
-through get/put.
+job's parameters and batch bounds; values are JSON-safe dicts. Shards of one evaluation write
+disjoint keys into one store, and the merge reads them all back.
 """
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 Record = dict[str, Any]   # one stored value: a JSON-safe dict
 
@@ -23,14 +22,6 @@ class Store(Protocol):
     def get(self, key: str) -> Record | None: ...
 
     def put(self, key: str, value: Record) -> None: ...
-
-
-@runtime_checkable
-class DirectoryBacked(Store, Protocol):
-    """A store that lives in a folder, where AutoAttack's state files can be written directly."""
-
-    @property
-    def path(self) -> Path: ...
 
 
 class MemoryStore:
@@ -51,7 +42,7 @@ class DirectoryStore:
     """One JSON file per key under ``path``, written atomically (temp file, fsync, rename).
 
     File names are a readable slug of the key plus a hash of the whole key, so two keys never share
-    a file. AutoAttack's own resume state lives in ``path / "autoattack"``.
+    a file.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:

@@ -1,9 +1,14 @@
-"""AutoAttack (robaudit.attacks.autoattack), whole or one attack alone, resumable stage by stage.
+"""AutoAttack (robaudit.attacks.autoattack), whole or one attack alone, batch by batch, stage by stage.
 
-AutoAttack runs once on all points of its subset (the first ``autoattack_examples``), not batch by
-batch: its stages only see the points earlier stages left robust. Each finished stage is stored
-(``.../<stages so far>/0-m``), and an interrupted stage resumes from AutoAttack's own state file,
-which lives in the store's folder or is mirrored into a store that has none.
+Each stage runs on every batch before the next stage starts, and on each batch only sees the points
+earlier stages left robust (AutoAttack's own rule, kept per point). Each (stage, batch) result is a
+stored record like any other attack's, so an interrupted AutoAttack resumes at the batch it had
+reached, a shard runs it on its own batches, and the merge reads the per-point outcomes back. Only
+the first ``autoattack_examples`` points are attacked when the spec limits it.
+
+AutoAttack draws its random starts from torch's global generator, reseeded with the spec's seed
+at every call: a point's outcome depends on the points of its batch, which are the same whatever
+the shard count (shards are whole batches of one fixed size).
 """
 from __future__ import annotations
 
@@ -13,9 +18,8 @@ import numpy as np
 import torch
 
 from robaudit.attacks import autoattack as aa
-from robaudit.evaluation.batches import digest
 from robaudit.evaluation.cost import Cost, fixed
-from robaudit.evaluation.results import decode_bits, encode_bits
+from robaudit.evaluation.store import Record
 
 if TYPE_CHECKING:
     from robaudit.evaluation.presets import EvalSpec
@@ -27,8 +31,14 @@ ROBUST_GUESS = 0.5
 AA_POLL_SECONDS = 1.0   # should_stop is polled this often from inside AutoAttack (it may query a database)
 
 
-def autoattack_points(n: int, autoattack_examples: int | None) -> int:
-    return n if autoattack_examples is None else min(n, autoattack_examples)
+def autoattack_limit(spec: EvalSpec, n: int) -> int:
+    """AutoAttack attacks the first this-many of the n points."""
+    return n if spec.autoattack_examples is None else min(n, spec.autoattack_examples)
+
+
+def autoattack_subset(spec: EvalSpec, start: int, end: int) -> int:
+    """How many of the points [start, end) AutoAttack attacks."""
+    return max(0, min(end, autoattack_limit(spec, end)) - start)
 
 
 def run_single_stage(run: Run, attack: AttackInfo, eps: float) -> None:
@@ -39,10 +49,6 @@ def run_single_stage(run: Run, attack: AttackInfo, eps: float) -> None:
 def run_standard(run: Run, attack: AttackInfo, eps: float) -> None:
     """AutoAttack standard: a row per cumulative stage, the last one named ``autoattack``."""
     _run(run, eps, aa.STANDARD, single=False)
-
-
-def autoattack_subset(spec: EvalSpec, n: int) -> int:
-    return autoattack_points(n, spec.autoattack_examples)
 
 
 # The cost of each stage, per point that enters it (about ROBUST_GUESS of the subset): APGD-CE 100
@@ -56,83 +62,40 @@ STANDARD_COST = Cost(1.0, fixed(sum(per_step * steps for per_step, steps in STAG
                      autoattack_subset)
 
 
-def _stage_units(stage: str) -> tuple[float, float]:
-    """(units per point entering the stage, units per image in one forward call)."""
-    per_step, steps = STAGE_STEPS[stage]
-    return per_step * steps, per_step
-
-
 def _run(run: Run, eps: float, stages: tuple[str, ...], single: bool) -> None:
-    spec, batches, progress = run.spec, run.batches, run.progress
-    m = autoattack_points(run.n, spec.autoattack_examples)
-    base = f"autoattack/eps={eps:.6g}/seed={spec.seed}/bs={spec.batch_size}/m={m}"
-    index = np.nonzero(run.clean[:m])[0]
-    chain_keys = {stage: batches.key(f"{base}/{'+'.join(stages[:i + 1])}", 0, m) for i, stage in enumerate(stages)}
-    done: dict[str, torch.Tensor] = {}
-    for stage in stages:
-        record = batches.stored(chain_keys[stage])
-        if record is None:
-            break
-        done[stage] = torch.as_tensor(decode_bits(record["robust"], len(index)), device=run.device)
-        run.out.warn(record.get("warnings", []))
-    tag = digest(f"{batches.fingerprint}/{base}/{'+'.join(stages)}".encode())[:16]
-    state_dir, mirror = batches.autoattack_state(tag)
-
-    def poll() -> None:
-        progress.report()
-        if mirror is not None:
-            mirror.sync_now_and_then(tag)
-        progress.poll()
-
-    throttled_poll = aa.Throttle(poll, AA_POLL_SECONDS)
-    units = {stage: _stage_units(stage) for stage in stages}
-    # Re-plan the progress total as stages finish: each stage only sees the points still robust.
-    planned = ROBUST_GUESS * len(index) * sum(units[s][0] for s in stages)
-    used = 0.0
-
-    def replan(robust_count: int, next_stage: int) -> None:
-        nonlocal planned
-        new_plan = used + robust_count * sum(units[s][0] for s in stages[next_stage:])
-        progress.replan(planned, new_plan)
-        planned = new_plan
-
-    replan(len(index) if not done else int(list(done.values())[-1].sum()), len(done))
+    spec, progress = run.spec, run.progress
+    m = autoattack_limit(spec, run.n)
+    units = {stage: STAGE_STEPS[stage][0] * STAGE_STEPS[stage][1] for stage in stages}
+    first, last = run.batches.first, run.batches.last
+    in_shard = autoattack_subset(spec, first, last)   # the points of this shard that AutoAttack attacks
 
     def on_forward(stage: str, batch: int) -> None:
-        nonlocal used
-        step = min(units[stage][1] * batch, max(planned - used, 0.0))
-        used += step
-        progress.credit(step)
-        throttled_poll()
+        progress.throttled_poll(AA_POLL_SECONDS)
 
-    def on_stage(stage: str, flags: torch.Tensor, warnings: list[str]) -> None:
-        batches.put(chain_keys[stage], {"robust": encode_bits(flags.cpu().numpy()), "warnings": warnings})
-        replan(int(flags.sum()), stages.index(stage) + 1)
-        progress.report()
+    robust = np.zeros(run.n, dtype=bool)
+    robust[:m] = run.clean[:m]
+    for i, stage in enumerate(stages):
+        def attack(index: torch.Tensor, start: int, end: int, stage: str = stage) -> Record:
+            flags, warnings = aa.run_autoattack(run.model, run.x[index], run.y[index], eps=eps, stages=(stage,),
+                                                seed=spec.seed, batch_size=spec.batch_size, on_forward=on_forward)
+            return {"robust": flags[stage].int().tolist(), "warnings": warnings}
 
-    if len(done) < len(stages):
-        progress.poll()
-    i = torch.as_tensor(index, device=run.device)
-    try:
-        results, messages = aa.run_autoattack(run.model, run.x[i], run.y[i], eps=eps, stages=stages, seed=spec.seed,
-                                              batch_size=spec.batch_size, state_dir=state_dir, tag=tag,
-                                              on_forward=on_forward, on_stage=on_stage, done=done)
-    except BaseException:
-        if mirror is not None:
-            mirror.sync(tag)
-        raise
-    run.out.warn(messages)
-    batches.reused += len(done)
-    progress.credit(planned - used)
-    subset = m if m < run.n else None
-    for stage in stages:
-        robust = np.zeros(m, dtype=bool)
-        robust[index] = results[stage].cpu().numpy()
+        # The estimate planned ROBUST_GUESS of the points for each stage; re-plan from those that enter it.
+        entering = int(robust[first:last].sum())
+        progress.replan(ROBUST_GUESS * units[stage] * in_shard, units[stage] * entering)
+        per_point = units[stage] * entering / in_shard if in_shard else 0.0
+        job = f"autoattack/eps={eps:.6g}/seed={spec.seed}/{'+'.join(stages[:i + 1])}"
+        records = run.attack(job, per_point, attack, {"robust": [], "warnings": []}, mask=robust, limit=m)
+        robust = robust & (run.per_point(records, "robust", 0) == 1)
+        for _, _, record in records:
+            run.out.warn(record["warnings"])
+        subset = m if m < run.n else None
         if single:
-            run.out.add_row(stage, eps, robust, subset=subset, note="AutoAttack's attack alone, standard settings")
+            run.out.add_row(stage, eps, robust[:m].copy(), subset=subset,
+                            note="AutoAttack's attack alone, standard settings")
         elif stage == stages[-1]:
-            run.out.add_row("autoattack", eps, robust, subset=subset, version="standard",
+            run.out.add_row("autoattack", eps, robust[:m].copy(), subset=subset, version="standard",
                             note="AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square")
         else:
-            run.out.add_row(f"autoattack:{stage}", eps, robust, subset=subset, cumulative=True,
+            run.out.add_row(f"autoattack:{stage}", eps, robust[:m].copy(), subset=subset, cumulative=True,
                             note=f"AutoAttack after {stage} (cumulative over its earlier stages)")

@@ -19,7 +19,7 @@ def run_noise(run: Run, attack: AttackInfo, eps: float) -> None:
 
     def draw(index: torch.Tensor, start: int, end: int) -> Record:
         first = random_noise(run.model, run.x[index], run.y[index], eps=eps, draws=draws,
-                             generator=run.batches.generator(f"noise/eps={eps:.6g}", start, end))
+                             generator=run.streams(f"noise/eps={eps:.6g}", index))
         return {"first": first.tolist()}
 
     records = run.attack(f"noise/eps={eps:.6g}/draws={draws}", attack.cost.per_point(run.spec), draw, {"first": []})

@@ -19,7 +19,7 @@ def run_one_step(run: Run, attack: AttackInfo, eps: float, *, random_start: bool
 
     def one_step(index: torch.Tensor, start: int, end: int) -> Record:
         result = pgd(run.model, run.x[index], run.y[index], eps=eps, steps=1, alpha=eps, random_start=random_start,
-                     generator=run.batches.generator(f"fgsm-start/eps={eps:.6g}", start, end))
+                     generator=run.streams(f"fgsm-start/eps={eps:.6g}", index))
         return {"first": result.first_fooled[0].tolist()}
 
     records = run.attack(job, attack.cost.per_point(run.spec), one_step, {"first": []})

@@ -57,7 +57,7 @@ def run_pgd(run: Run, attack: AttackInfo, eps: float, *, loss: str) -> None:
     def long_run(index: torch.Tensor, start: int, end: int) -> Record:
         result = pgd(run.model, run.x[index], run.y[index], eps=eps, steps=steps, alpha=alpha, loss=loss,
                      kappa=spec.kappa, random_start=True,
-                     generator=run.batches.generator(f"pgd-start/eps={eps:.6g}", start, end), trace=True)
+                     generator=run.streams(f"pgd-start/eps={eps:.6g}", index), trace=True)
         assert result.trace is not None  # asked for with trace=True
         return {"first": result.first_fooled[0].tolist(),
                 "rescored": encode_bits(result.final_correct.cpu().numpy()), "trace": _trace_record(result.trace)}

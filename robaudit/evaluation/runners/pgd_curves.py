@@ -17,6 +17,7 @@ import torch
 from robaudit.attacks.common import default_alpha
 from robaudit.attacks.pgd import pgd
 from robaudit.evaluation.aggregate import fooled_by
+from robaudit.evaluation.cost import every_point
 from robaudit.evaluation.results import EPS_CURVE, LARGE_EPS, Bits, bit_key, same_eps
 from robaudit.evaluation.store import Record
 
@@ -35,7 +36,7 @@ class FollowUp:
     name: str
     run_order: float                                 # its slot in the schedule (see the registry's run_order)
     wanted: Callable[[EvalSpec], bool]
-    units: Callable[[EvalSpec, int], float]          # work units for n points (progress and ETA)
+    units: Callable[[EvalSpec, int, int], float]     # work units for the points [start, end) (progress and ETA)
     runner: Callable[[Run, float], None]
 
     def label(self, eps: float) -> str:
@@ -48,7 +49,7 @@ def nested_pgd(run: Run, job: str, eps: float, steps: int, alpha: float, robust_
 
     def attack(index: torch.Tensor, start: int, end: int) -> Record:
         result = pgd(run.model, run.x[index], run.y[index], eps=eps, steps=steps, alpha=alpha, random_start=True,
-                     generator=run.batches.generator(f"pgd-start/eps={eps:.6g}", start, end))
+                     generator=run.streams(f"pgd-start/eps={eps:.6g}", index))
         return {"first": result.first_fooled[0].tolist()}
 
     records = run.attack(job, (steps + 1.0) * share, attack, {"first": []}, mask=robust_before, limit=limit)
@@ -66,7 +67,7 @@ def run_restarts(run: Run, eps: float) -> None:
 
     def restart(index: torch.Tensor, start: int, end: int) -> Record:
         result = pgd(run.model, run.x[index], run.y[index], eps=eps, steps=k, alpha=alpha, restarts=extra,
-                     random_start=True, generator=run.batches.generator(f"pgd-restarts/eps={eps:.6g}", start, end))
+                     random_start=True, generator=run.streams(f"pgd-restarts/eps={eps:.6g}", index))
         return {"first": result.first_fooled.T.tolist()}
 
     records = run.attack(job, (k + 1.0) * extra * RESTART_SHARE, restart, {"first": []}, mask=~base_fooled)
@@ -132,8 +133,8 @@ def run_large_eps(run: Run, eps: float) -> None:
 
 
 def _units(share: float, runs: Callable[[EvalSpec], int], steps: Callable[[EvalSpec], int],
-           points: Callable[[EvalSpec, int], int] = lambda spec, n: n) -> Callable[[EvalSpec, int], float]:
-    return lambda spec, n: runs(spec) * (steps(spec) + 1) * points(spec, n) * share
+           points: Callable[[EvalSpec, int, int], int] = every_point) -> Callable[[EvalSpec, int, int], float]:
+    return lambda spec, start, end: runs(spec) * (steps(spec) + 1) * points(spec, start, end) * share
 
 
 FOLLOW_UPS = (
@@ -145,6 +146,6 @@ FOLLOW_UPS = (
              runner=run_eps_curve),
     FollowUp("large eps", run_order=47, wanted=lambda spec: bool(spec.large_eps),
              units=_units(LARGE_EPS_SHARE, lambda spec: len(spec.large_eps), lambda spec: spec.large_eps_steps,
-                          lambda spec, n: min(n, spec.large_eps_examples)),
+                          lambda spec, start, end: max(0, min(end, spec.large_eps_examples) - start)),
              runner=run_large_eps),
 )

@@ -7,7 +7,6 @@ import torch
 
 from robaudit.attacks.common import default_alpha
 from robaudit.attacks.transfer import transfer
-from robaudit.errors import RobauditError
 from robaudit.evaluation.store import Record
 
 if TYPE_CHECKING:
@@ -16,15 +15,12 @@ if TYPE_CHECKING:
 
 
 def run_transfer(run: Run, attack: AttackInfo, eps: float) -> None:
-    surrogate = run.surrogate
-    if surrogate is None:
-        raise RobauditError("the spec includes a transfer attack but no surrogate model was given")
     k = run.spec.transfer_steps
     alpha = default_alpha(eps, k)
 
     def craft(index: torch.Tensor, start: int, end: int) -> Record:
-        fooled = transfer(run.model, surrogate, run.x[index], run.y[index], eps=eps, steps=k, alpha=alpha,
-                          generator=run.batches.generator(f"transfer-start/eps={eps:.6g}", start, end))
+        fooled = transfer(run.model, run.surrogate, run.x[index], run.y[index], eps=eps, steps=k, alpha=alpha,
+                          generator=run.streams(f"transfer-start/eps={eps:.6g}", index))
         return {"fooled": fooled.int().tolist()}
 
     job = f"transfer/eps={eps:.6g}/steps={k}/alpha={alpha:.6g}"
