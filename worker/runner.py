@@ -5,6 +5,10 @@ Claim the job row (fencing stale deliveries and capping attempts), run it with
 throttled progress and cooperative cancellation, store its outputs idempotently,
 and record the outcome on the row. Exceptions end as a failed row, never as a
 Celery failure: the row is the record.
+
+An evaluation job is two steps of this task around its shards (robaudit.worker.shard_runner):
+the first delivery plans the shards and sends them as a Celery group; once the last shard has
+succeeded it queues the job again, and that delivery merges the shards' records into the results.
 """
 from __future__ import annotations
 
@@ -16,26 +20,28 @@ import threading
 import time
 import traceback
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-import robaudit
-from robaudit.backend.app import crud
+from robaudit.backend.app import crud, crud_shards
 from robaudit.backend.app.checkpoint_store import place, sha256_file
 from robaudit.backend.app.core.config import Settings
 from robaudit.backend.app.core.db import session_factory
 from robaudit.backend.app.models import Checkpoint, Job
 from robaudit.data import DATASETS
 from robaudit.errors import Cancelled, RobauditError
-from robaudit.evaluation import build_spec, evaluate
+from robaudit.evaluation import ShardOutcome, build_spec, merge, plan_shards
 from robaudit.evaluation.gate import GateSettings, check_gate
-from robaudit.models.checkpoint import CheckpointError, CheckpointMetadata, load_checkpoint
+from robaudit.models.checkpoint import CheckpointError
 from robaudit.models.validate import validate_file
 from robaudit.training import TrainConfig, train
+from robaudit.worker.evaluation_inputs import SqlStore, load_evaluation
+from robaudit.worker.fanout import Dispatch
 from robaudit.worker.procs import pid_alive
-from robaudit.worker.transfer import TransferError, ensure_local, upload
+from robaudit.worker.transfer import TransferError, upload
 
 log = logging.getLogger("robaudit.worker")
 
@@ -91,7 +97,8 @@ class JobContext:
         return self.cancel.is_set()
 
 
-def run_job(settings: Settings, job_id: int, task_id: str, worker_name: str | None = None) -> str:
+def run_job(settings: Settings, job_id: int, task_id: str, worker_name: str | None = None, *,
+            dispatch: Dispatch) -> str:
     """Entry point from the Celery task. Returns a short outcome string (for the worker log).
 
     ``worker_name`` is the Celery node name (-n); a restarted worker of that name requeues the
@@ -114,7 +121,7 @@ def run_job(settings: Settings, job_id: int, task_id: str, worker_name: str | No
             if kind == "training":
                 outcome = _run_training(settings, ctx, job_id, config)
             else:
-                outcome = _run_evaluation(settings, ctx, job_id, config)
+                outcome = _run_evaluation(settings, ctx, job_id, config, dispatch)
         except Cancelled as exc:
             with Session() as s:
                 crud.finish_job(session=s, job_id=job_id, task_id=task_id, status="cancelled", error=str(exc) or None)
@@ -198,49 +205,45 @@ def register_output(settings: Settings, path: Path, *, job_id: int, name: str) -
 
 
 # Evaluation ---------------------------------------------------------------------------
-class SqlStore:
-    """The evaluation engine's store protocol over the eval_batches table (unique per job and key)."""
-
-    def __init__(self, settings: Settings, job_id: int):
-        self.Session, self.job_id = session_factory(settings), job_id
-
-    def get(self, key: str) -> dict | None:
-        with self.Session() as s:
-            return crud.batch_get(session=s, job_id=self.job_id, key=key)
-
-    def put(self, key: str, value: dict) -> None:
-        with self.Session() as s:
-            crud.batch_put(session=s, job_id=self.job_id, key=key, value=value)
-
-
-def _load_model(settings: Settings, checkpoint: Checkpoint, device: str):
-    path = ensure_local(settings, checkpoint.sha256, checkpoint.ext)
-    fallback = None if checkpoint.embedded_metadata else CheckpointMetadata.from_dict(checkpoint.meta)
-    model, _ = load_checkpoint(path, metadata=fallback, device=device)
-    return model
-
-
-def _run_evaluation(settings: Settings, ctx: JobContext, job_id: int, config: dict[str, Any]) -> str:
-    device = _device(settings)
+def _run_evaluation(settings: Settings, ctx: JobContext, job_id: int, config: dict[str, Any],
+                    dispatch: Dispatch) -> str:
+    """Plan and send the shards, or, once they have all succeeded, merge them into the results."""
     with ctx.Session() as s:
-        job = s.get_one(Job, job_id)
-        target = job.checkpoint
-        if target is None:
-            raise RuntimeError(f"evaluation job {job_id} names no checkpoint")
-        surrogate = s.get(Checkpoint, job.surrogate_id) if job.surrogate_id else None
-    ctx.progress(force=True, stage="loading model and data")
-    model = _load_model(settings, target, device)
-    surrogate_model = _load_model(settings, surrogate, device) if surrogate is not None else None
+        shards = crud_shards.list_shards(session=s, job_id=job_id)
+        queue = s.get_one(Job, job_id).queue
+    if shards and all(shard.status == "succeeded" for shard in shards):
+        return _merge(settings, ctx, job_id, config, shards)
+    if not shards:
+        ctx.progress(force=True, stage="planning the shards")
+        loaded = load_evaluation(settings, job_id, config)
+        with ctx.Session() as s:
+            workers = [w for w in crud.list_workers_seen(session=s, within_s=settings.stale_after_s)
+                       if not w.queues or (queue or settings.queue) in w.queues.split(",")]
+        ranges = plan_shards(loaded.spec, loaded.prepared.n, workers=max(1, len(workers)),
+                             shard_size=config.get("shard_size"))
+        with ctx.Session() as s:
+            job = s.get_one(Job, job_id)
+            job.config = {**config, "plan": {"n": loaded.prepared.n, "fingerprint": loaded.prepared.fingerprint,
+                                             "batch_size": loaded.spec.batch_size, "shards": ranges}}
+            s.commit()
+            crud_shards.create_shards(session=s, job_id=job_id, ranges=ranges, max_attempts=job.max_attempts)
+    with ctx.Session() as s:
+        deliveries = crud_shards.shards_to_dispatch(session=s, job_id=job_id)
+    ctx.progress(force=True, stage=f"{len(deliveries)} shard(s) queued")
+    dispatch.shards(job_id, deliveries, queue)
+    with ctx.Session() as s:
+        crud_shards.mark_sent(session=s, job_id=job_id)
+    return "sharded"
+
+
+def _merge(settings: Settings, ctx: JobContext, job_id: int, config: dict[str, Any], shards: list) -> str:
+    ctx.progress(force=True, stage="merging the shards")
+    plan = config["plan"]
     spec = build_spec(**config["spec_args"])
-    x, y = robaudit.load_dataset(config["spec_args"]["dataset"], "test",
-                                 data_dir=settings.datasets_dir)
-
-    def on_progress(p) -> None:
-        ctx.progress(force=p.done >= p.total, current=p.done, total=p.total, stage=p.stage,
-                     eta_seconds=p.eta_seconds)
-
-    results = evaluate(model, x, y, spec, surrogate=surrogate_model, store=SqlStore(settings, job_id),
-                       progress=on_progress, should_stop=ctx.should_stop)
+    outcomes = [ShardOutcome.from_dict({**(shard.outcome or {}), "worker": shard.worker_hostname})
+                for shard in shards]
+    results = merge(replace(spec, batch_size=plan["batch_size"]), plan["n"], plan["fingerprint"],
+                    SqlStore(settings, job_id), outcomes)
     with ctx.Session() as s:
         crud.store_results(session=s, job_id=job_id, results=results)
         # Results and the status change commit together, or not at all (another delivery owns the job).

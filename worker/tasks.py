@@ -1,4 +1,5 @@
-"""The one task, plus worker lifecycle hooks. Imports no torch: see robaudit.worker.celery_app."""
+"""The two tasks (a job; one shard of an evaluation), plus worker lifecycle hooks. Imports no torch: see
+robaudit.worker.celery_app."""
 from __future__ import annotations
 
 import logging
@@ -8,8 +9,8 @@ import threading
 
 from celery import signals
 
-from robaudit.backend.app import crud
-from robaudit.backend.app.core.celery_app import TASK_NAME
+from robaudit.backend.app import crud, crud_shards
+from robaudit.backend.app.core.celery_app import SHARD_TASK_NAME, TASK_NAME
 from robaudit.backend.app.core.db import session_factory
 from robaudit.worker.celery_app import app
 from robaudit.worker.procs import EXIT_WITH_ENV, pid_alive
@@ -23,9 +24,21 @@ def run_job(self, job_id: int) -> str:
     """Run job `job_id` (training or evaluation). The message carries nothing else."""
     # Deliberately here: the runner imports torch and the science, which must load in the pool child,
     # never in the prefork parent.
+    from robaudit.worker.fanout import CeleryDispatch
     from robaudit.worker.runner import run_job as run
 
-    return run(self.app.robaudit_settings, int(job_id), self.request.id, worker_name=self.request.hostname)
+    return run(self.app.robaudit_settings, int(job_id), self.request.id, worker_name=self.request.hostname,
+               dispatch=CeleryDispatch(self.app))
+
+
+@app.task(name=SHARD_TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
+def run_shard(self, job_id: int, index: int) -> str:
+    """Run shard `index` of evaluation `job_id`; the last shard to succeed queues the merge."""
+    from robaudit.worker.fanout import CeleryDispatch
+    from robaudit.worker.shard_runner import run_shard as run
+
+    return run(self.app.robaudit_settings, int(job_id), int(index), self.request.id,
+               worker_name=self.request.hostname, dispatch=CeleryDispatch(self.app))
 
 
 # Worker presence: the parent announces itself in the workers table (what /health reports).
@@ -52,9 +65,14 @@ def _requeue_orphans(hostname: str) -> None:
     try:
         with session_factory(app.robaudit_settings)() as s:
             orphans = crud.requeue_orphans(session=s, hostname=hostname, pid_alive=pid_alive)
+            shards = crud_shards.requeue_orphan_shards(session=s, hostname=hostname, pid_alive=pid_alive)
         for job_id, task_id, queue in orphans:
             log.warning("job %s was running here before a restart; requeued as %s", job_id, task_id)
             app.send_task(TASK_NAME, args=[job_id], task_id=task_id, queue=queue or app.robaudit_settings.queue)
+        for job_id, index, task_id, queue in shards:
+            log.warning("shard %s of job %s was running here before a restart; requeued as %s", index, job_id, task_id)
+            app.send_task(SHARD_TASK_NAME, args=[job_id, index], task_id=task_id,
+                          queue=queue or app.robaudit_settings.queue)
     except Exception:
         log.warning("could not requeue jobs orphaned by a restart", exc_info=True)
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import Update, delete, func, or_, select, update
+from sqlalchemy import Update, delete, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
@@ -24,6 +24,7 @@ from robaudit.backend.app.models import (
     FINISHED,
     Checkpoint,
     EvalBatch,
+    EvalShard,
     EvaluationResult,
     Job,
     Report,
@@ -161,7 +162,15 @@ def job_public(job: Job) -> dict[str, Any]:
         "has_results": has_results,
         "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
         "heartbeat_at": job.heartbeat_at,
+        "shards": [shard_public(shard) for shard in job.shards],
     }
+
+
+def shard_public(shard: EvalShard) -> dict[str, Any]:
+    return {"index": shard.index, "start": shard.start, "end": shard.end, "status": shard.status,
+            "worker": shard.worker_hostname, "attempt": shard.attempt, "max_attempts": shard.max_attempts,
+            "done": round(shard.done, 1), "total": round(shard.total, 1), "stage": shard.stage,
+            "eta_seconds": shard.eta_seconds, "error": shard.error}
 
 
 def request_cancel(*, session: Session, job_id: int) -> tuple[str, str | None]:
@@ -179,6 +188,15 @@ def request_cancel(*, session: Session, job_id: int) -> tuple[str, str | None]:
         return "cancelled", job.task_id if job else None
     changed = _changed(session, update(Job).where(Job.id == job_id, Job.status == "running")
                                 .values(cancel_requested=True))
+    if changed and session.scalar(select(exists().where(EvalShard.job_id == job_id))):
+        # A sharded evaluation: queued shards never start, and with none running it is cancelled now.
+        session.execute(update(EvalShard).where(EvalShard.job_id == job_id, EvalShard.status == "queued")
+                        .values(status="cancelled", finished_at=now))
+        if not session.scalar(select(exists().where(EvalShard.job_id == job_id, EvalShard.status == "running"))):
+            session.execute(update(Job).where(Job.id == job_id, Job.status == "running")
+                            .values(status="cancelled", finished_at=now, eta_seconds=None))
+            session.commit()
+            return "cancelled", None
     session.commit()
     return ("requested", None) if changed else ("finished", None)
 
@@ -283,6 +301,14 @@ def finish_job(*, session: Session, job_id: int, task_id: str, status: str, erro
     return bool(changed)
 
 
+def _shards_unfinished():
+    """A sharded evaluation whose shards were sent and are still queued or running: its liveness is then
+    the shards' (crud_shards). Shards created but never sent (the planner died) leave the job to the
+    janitor, which requeues it so the planner sends them."""
+    return exists().where(EvalShard.job_id == Job.id, EvalShard.status.in_(("queued", "running")),
+                          EvalShard.heartbeat_at.is_not(None))
+
+
 def requeue_stale(*, session: Session, stale_after_s: float) -> list[tuple[int, str, str | None]]:
     """Running jobs whose heartbeat stopped (worker killed, host lost) go back to the queue.
 
@@ -291,7 +317,7 @@ def requeue_stale(*, session: Session, stale_after_s: float) -> list[tuple[int, 
     """
     cutoff = utcnow() - timedelta(seconds=stale_after_s)
     stale = session.execute(select(Job.id, Job.task_id, Job.queue)
-                            .where(Job.status == "running", Job.heartbeat_at < cutoff)).all()
+                            .where(Job.status == "running", Job.heartbeat_at < cutoff, ~_shards_unfinished())).all()
     out = []
     for job_id, old_task, queue in stale:
         new = new_task_id()
@@ -309,7 +335,8 @@ def requeue_orphans(*, session: Session, hostname: str, pid_alive) -> list[tuple
     """At worker start: jobs this host was running in processes that no longer exist go back to
     the queue at once (a restarted `robaudit serve`), instead of waiting for the janitor."""
     rows = session.execute(select(Job.id, Job.task_id, Job.queue, Job.worker_pid)
-                           .where(Job.status == "running", Job.worker_hostname == hostname)).all()
+                           .where(Job.status == "running", Job.worker_hostname == hostname,
+                                  ~_shards_unfinished())).all()
     out = []
     for job_id, old_task, queue, pid in rows:
         if pid is not None and pid_alive(pid):

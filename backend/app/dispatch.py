@@ -7,8 +7,8 @@ import threading
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from robaudit.backend.app import crud
-from robaudit.backend.app.core.celery_app import TASK_NAME
+from robaudit.backend.app import crud, crud_shards
+from robaudit.backend.app.core.celery_app import SHARD_TASK_NAME, TASK_NAME
 from robaudit.backend.app.core.config import Settings
 
 log = logging.getLogger("robaudit.api")
@@ -50,8 +50,22 @@ def requeue_stale_jobs(celery: Celery, settings: Settings, Session: sessionmaker
     return [job_id for job_id, _, _ in stale]
 
 
+def requeue_stale_shards(celery: Celery, settings: Settings, Session: sessionmaker) -> list[tuple[int, int]]:
+    """Shards whose worker stopped sending heartbeats go back to the queue alone; they resume from their
+    stored batches. A broker error leaves them queued and is retried on the next pass."""
+    with Session() as s:
+        stale = crud_shards.requeue_stale_shards(session=s, stale_after_s=settings.stale_after_s)
+    for job_id, index, task_id, queue in stale:
+        log.warning("job %s shard %s: worker stopped sending heartbeats; requeued as task %s", job_id, index, task_id)
+        try:
+            celery.send_task(SHARD_TASK_NAME, args=[job_id, index], task_id=task_id, queue=queue or settings.queue)
+        except Exception:
+            log.warning("could not requeue shard %s of job %s", index, job_id, exc_info=True)
+    return [(job_id, index) for job_id, index, _, _ in stale]
+
+
 class Janitor:
-    """A thread in the API process: every janitor_interval_s, requeue running jobs whose heartbeat stopped.
+    """A thread in the API process: every janitor_interval_s, requeue running jobs and shards whose heartbeat stopped.
 
     This is what brings a job back after its worker was SIGKILLed or its host vanished: with
     acks_late the message would otherwise wait for Redis' visibility timeout (longer than the
@@ -74,5 +88,6 @@ class Janitor:
         while not self._stop.wait(self.settings.janitor_interval_s):
             try:
                 requeue_stale_jobs(self.celery, self.settings, self.Session)
+                requeue_stale_shards(self.celery, self.settings, self.Session)
             except Exception:
                 log.warning("janitor pass failed", exc_info=True)

@@ -109,6 +109,8 @@ class Job(Base):
 
     checkpoint: Mapped[Checkpoint | None] = relationship(foreign_keys=[checkpoint_id])
     output_checkpoint: Mapped[Checkpoint | None] = relationship(foreign_keys=[output_checkpoint_id])
+    # A sharded evaluation's shards (none for training jobs and for evaluations not yet planned).
+    shards: Mapped[list[EvalShard]] = relationship(order_by="EvalShard.index", lazy="selectin", viewonly=True)
 
 
 class EvaluationResult(Base):
@@ -133,6 +135,38 @@ class SampleBitset(Base):
     restarts: Mapped[int] = mapped_column(Integer, default=0)
     n: Mapped[int] = mapped_column(Integer)
     bits: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class EvalShard(Base):
+    """One shard of an evaluation: a range of whole batches that one worker computes (docs/service.md).
+
+    Its own delivery fencing (task_id), attempt count and heartbeat, like a job's; the job row sums
+    the shards' progress, and the merge step runs once every shard has succeeded.
+    """
+    __tablename__ = "eval_shards"
+    __table_args__ = (UniqueConstraint("job_id", "index", name="uq_eval_shard_index"),
+                      Index("ix_eval_shards_status", "status"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    start: Mapped[int] = mapped_column(Integer)
+    end: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    worker_hostname: Mapped[str | None] = mapped_column(String(255))
+    worker_pid: Mapped[int | None] = mapped_column(Integer)
+    done: Mapped[float] = mapped_column(Float, default=0.0)       # work units (robaudit.evaluation.progress)
+    total: Mapped[float] = mapped_column(Float, default=0.0)
+    stage: Mapped[str | None] = mapped_column(String(200))
+    eta_seconds: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[dict[str, Any] | None] = mapped_column(JSON)   # robaudit.evaluation.ShardOutcome, once done
+    started_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+    heartbeat_at: Mapped[datetime | None] = mapped_column()
 
 
 class EvalBatch(Base):

@@ -60,6 +60,21 @@ class GatePublic(BaseModel):
     conditions: list[dict[str, Any]] = Field(description="Each condition: name, passed, message.")
 
 
+class ShardPublic(BaseModel):
+    index: int
+    start: int = Field(description="First test point of the shard.")
+    end: int = Field(description="One past its last test point.")
+    status: JobStatus
+    worker: str | None = Field(description="The worker running it, or that ran it last.")
+    attempt: int
+    max_attempts: int
+    done: float = Field(description="Work units done (about one forward+backward of one image each).")
+    total: float = Field(description="Work units planned for the shard.")
+    stage: str | None
+    eta_seconds: float | None
+    error: str | None
+
+
 class JobPublic(BaseModel):
     id: int
     kind: JobKind
@@ -86,6 +101,9 @@ class JobPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     heartbeat_at: datetime | None
+    shards: list[ShardPublic] = Field(
+        default_factory=list, description="Evaluations: the shards it is split into over the workers (empty until "
+                                          "it is planned, and for trainings).")
 
 
 class JobsPublic(BaseModel):
@@ -145,6 +163,12 @@ class EvaluationCreate(BaseModel):
                                    description="Test points per batch (GPU memory; resume granularity).")
     surrogate_id: int | None = Field(default=None, ge=1, le=2**31 - 1,
                                      description="Checkpoint used as the source of transfer attacks.")
+    aa_examples: int | None = Field(default=None, ge=0, le=1_000_000,
+                                    description="AutoAttack on the first N test points; 0 = all points. "
+                                                "Default: the preset's (200 for audit).")
+    shard_size: int | None = Field(default=None, ge=1, le=1_000_000,
+                                   description="Test points per shard (rounded up to whole batches). Default: one "
+                                               "shard per live worker, balanced by estimated work.")
     gate: GateCreate | None = Field(default=None, description="Pass/fail the results for CI; see `gate` "
                                                               "in the evaluation once it has results.")
     name: str | None = Name

@@ -141,6 +141,8 @@ def validate_evaluation(body: EvaluationCreate, session: Session, settings: Sett
         value = getattr(body, key)
         if value is not None:
             spec_args[key] = value
+    if body.aa_examples is not None:
+        spec_args["autoattack_examples"] = body.aa_examples
     if body.preset is None and body.attacks is None:
         spec_args["preset"] = "quick"
     try:
@@ -155,6 +157,8 @@ def validate_evaluation(body: EvaluationCreate, session: Session, settings: Sett
     except science as exc:
         raise JobRequestError(str(exc)) from None
     config: dict[str, Any] = {"spec_args": spec_args, "name": body.name}
+    if body.shard_size is not None:
+        config["shard_size"] = body.shard_size
     if body.gate is not None:  # only when asked, so a gate-less job's config is what it always was
         config["gate"] = body.gate.model_dump()
     to_dict = getattr(spec, "to_dict", None)

@@ -203,3 +203,34 @@ def upload(client: httpx.Client, path: Path, **fields) -> httpx.Response:
     with path.open("rb") as fh:
         return client.post("/checkpoints", files={"file": (path.name, fh, "application/octet-stream")},
                            data=fields)
+
+
+class InlineDispatch:
+    """Runs an evaluation's steps in this process instead of sending them to Celery: each shard in turn,
+    then the merge (what one embedded worker does, minus the broker)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def shards(self, job_id: int, deliveries: list[tuple[int, str]], queue: str | None) -> None:
+        from robaudit.worker.shard_runner import run_shard
+
+        for index, task_id in deliveries:
+            run_shard(self.settings, job_id, index, task_id, dispatch=self)
+
+    def merge(self, job_id: int, task_id: str, queue: str | None) -> None:
+        from robaudit.worker.runner import run_job
+
+        run_job(self.settings, job_id, task_id, dispatch=self)
+
+
+def run_inline(settings: Settings, job_id: int) -> str:
+    """Run a queued job to its end in this process; returns its final status."""
+    from robaudit.backend.app.models import Job
+    from robaudit.worker.runner import run_job
+
+    with session_factory(settings)() as s:
+        task_id = s.get_one(Job, job_id).task_id
+    run_job(settings, job_id, task_id, dispatch=InlineDispatch(settings))
+    with session_factory(settings)() as s:
+        return s.get_one(Job, job_id).status

@@ -10,9 +10,8 @@ from robaudit.backend.app.core.db import session_factory
 from robaudit.backend.app.main import create_app
 from robaudit.backend.app.models import Job
 from robaudit.evaluation.gate import GateSettings, check_gate, primary_worst_case
-from robaudit.worker.runner import run_job
 
-from .conftest import make_settings, save_smallcnn
+from .conftest import make_settings, run_inline, save_smallcnn
 
 
 @pytest.fixture
@@ -60,9 +59,7 @@ def test_bad_gate_fields_are_422_and_store_nothing(sqlite_client, gate, message)
 
 
 def _run(settings, job_id: int) -> None:
-    with session_factory(settings)() as s:
-        task_id = s.get_one(Job, job_id).task_id
-    assert run_job(settings, job_id, task_id) == "succeeded"
+    assert run_inline(settings, job_id) == "succeeded"
 
 
 def test_evaluation_carries_its_gate_once_results_exist(client, any_db_settings, checkpoint_id):

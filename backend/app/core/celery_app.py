@@ -16,7 +16,8 @@ from kombu.transport import sqlalchemy as sqla_transport
 
 from robaudit.backend.app.core.config import Settings
 
-TASK_NAME = "robaudit.run_job"
+TASK_NAME = "robaudit.run_job"          # a job: a training, or an evaluation's planning and merge steps
+SHARD_TASK_NAME = "robaudit.run_shard"  # one shard of an evaluation (robaudit.evaluation.shards)
 
 
 def make_celery(settings: Settings, *, include: Sequence[str] = ()) -> Celery:
@@ -55,7 +56,7 @@ def make_celery(settings: Settings, *, include: Sequence[str] = ()) -> Celery:
         worker_soft_shutdown_timeout=30.0,
         task_default_queue=settings.queue,
         task_queues=[Queue(settings.queue)],
-        task_routes={TASK_NAME: {"queue": settings.queue}},
+        task_routes={TASK_NAME: {"queue": settings.queue}, SHARD_TASK_NAME: {"queue": settings.queue}},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         # The SQL transport cannot broadcast: no remote control (revoke, inspect) there.

@@ -1,0 +1,76 @@
+"""What an evaluation step loads: the spec, the model(s) and the test points, and the SQL store of its batches.
+
+Imports torch and the science: only the task bodies import it, in the pool child.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+import robaudit
+from robaudit.backend.app import crud
+from robaudit.backend.app.core.config import Settings
+from robaudit.backend.app.core.db import session_factory
+from robaudit.backend.app.models import Checkpoint, Job
+from robaudit.evaluation import EvalSpec, build_spec, prepare
+from robaudit.evaluation.engine import Prepared
+from robaudit.models.checkpoint import CheckpointMetadata, load_checkpoint
+from robaudit.worker.transfer import ensure_local
+
+
+class SqlStore:
+    """The evaluation engine's store protocol over the eval_batches table (unique per job and key).
+
+    Every shard of a job writes its own keys into it; the merge reads them all back.
+    """
+
+    def __init__(self, settings: Settings, job_id: int):
+        self.Session, self.job_id = session_factory(settings), job_id
+
+    def get(self, key: str) -> dict | None:
+        with self.Session() as s:
+            return crud.batch_get(session=s, job_id=self.job_id, key=key)
+
+    def put(self, key: str, value: dict) -> None:
+        with self.Session() as s:
+            crud.batch_put(session=s, job_id=self.job_id, key=key, value=value)
+
+
+@dataclass(frozen=True)
+class LoadedEvaluation:
+    spec: EvalSpec
+    prepared: Prepared
+
+
+def device_for(settings: Settings) -> str:
+    if settings.device != "auto":
+        return settings.device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _load_model(settings: Settings, checkpoint: Checkpoint, device: str):
+    path = ensure_local(settings, checkpoint.sha256, checkpoint.ext)
+    fallback = None if checkpoint.embedded_metadata else CheckpointMetadata.from_dict(checkpoint.meta)
+    model, _ = load_checkpoint(path, metadata=fallback, device=device)
+    return model
+
+
+def load_evaluation(settings: Settings, job_id: int, config: dict[str, Any]) -> LoadedEvaluation:
+    """The job's spec (with the planned batch size once planned), model, surrogate and test points."""
+    device = device_for(settings)
+    with session_factory(settings)() as s:
+        job = s.get_one(Job, job_id)
+        target = job.checkpoint
+        if target is None:
+            raise RuntimeError(f"evaluation job {job_id} names no checkpoint")
+        surrogate = s.get(Checkpoint, job.surrogate_id) if job.surrogate_id else None
+    model = _load_model(settings, target, device)
+    surrogate_model = _load_model(settings, surrogate, device) if surrogate is not None else None
+    spec = build_spec(**config["spec_args"])
+    plan = config.get("plan")
+    if plan:   # every shard uses the batch size the planner fixed: batches must be the same everywhere
+        spec = replace(spec, batch_size=plan["batch_size"])
+    x, y = robaudit.load_dataset(config["spec_args"]["dataset"], "test", data_dir=settings.datasets_dir)
+    return LoadedEvaluation(spec, prepare(model, x, y, spec, surrogate_model))
