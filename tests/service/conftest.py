@@ -17,7 +17,9 @@ import psycopg
 import pytest
 import redis
 import torch
+import torch.nn.functional as F
 
+import robaudit
 from robaudit.backend.app import crud
 from robaudit.backend.app.core import db as dbmod
 from robaudit.backend.app.core.config import Settings
@@ -203,6 +205,29 @@ def upload(client: httpx.Client, path: Path, **fields) -> httpx.Response:
     with path.open("rb") as fh:
         return client.post("/checkpoints", files={"file": (path.name, fh, "application/octet-stream")},
                            data=fields)
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(tmp_path_factory):
+    """A SmallCNN trained for a few seconds (most test points correct), so attacks have correct points to work on."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # much faster than 2 OpenMP threads on a busy 2-core machine
+    try:
+        torch.manual_seed(0)
+        model = build_model("smallcnn", num_classes=10, in_channels=1, mean=[0.0], std=[1.0])
+        x, y = robaudit.load_dataset("mnist10k", "train")
+        opt = torch.optim.Adam(model.parameters(), lr=2e-3)   # one pass over 2,048 digits: ~85% clean
+        model.train()
+        for i in range(0, 2048, 64):
+            opt.zero_grad()
+            F.cross_entropy(model(x[i:i + 64]), y[i:i + 64]).backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    meta = CheckpointMetadata(arch="smallcnn", num_classes=10, in_channels=1, mean=[0.0], std=[1.0],
+                              dataset="mnist10k", input_size=28, method="standard",
+                              hyperparameters={"label_smoothing": 0.0, "epochs": 2})
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "trained.safetensors", model.eval(), meta)
 
 
 class InlineDispatch:
