@@ -20,7 +20,7 @@ from .conftest import LiveAPI, WorkerProcess, make_settings, upload, wait_job
 pytestmark = pytest.mark.services
 
 # The audit preset, small: every attack of it, AutoAttack on all points.
-AUDIT = {"preset": "audit", "n_examples": 48, "batch_size": 8, "aa_examples": 0, "eps": [0.1]}
+AUDIT = {"preset": "audit", "n_examples": 32, "batch_size": 8, "aa_examples": 0}
 
 
 def _count(settings, model, **where) -> int:
