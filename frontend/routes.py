@@ -25,11 +25,12 @@ from starlette.concurrency import run_in_threadpool
 
 from robaudit.data import DATASETS
 from robaudit.evaluation import ATTACKS, PRESETS
+from robaudit.evaluation.presets import AUDIT_AUTOATTACK_EXAMPLES
 from robaudit.frontend import figures as F
 from robaudit.frontend.report import EXPORT_CSP, render_report_html, report_csv
 from robaudit.frontend.results_view import Model
 from robaudit.frontend.templating import STATIC_DIR, environment, plotly_js_path
-from robaudit.frontend.views import Chart, evaluation_view, report_view
+from robaudit.frontend.views import Chart, evaluation_view, report_view, shard_rows, shard_summary
 from robaudit.models.registry import ALIASES, ARCHITECTURES
 from robaudit.sinkhorn import SINKHORN_MODES
 from robaudit.training import METHODS
@@ -110,7 +111,8 @@ def form_options() -> dict[str, Any]:
     datasets = [{"name": d.name, "default_eps": d.default_eps, "num_classes": d.num_classes,
                  "in_channels": d.in_channels, "size": d.size} for d in DATASETS.values()]
     return {"architectures": [*ARCHITECTURES, *ALIASES], "datasets": datasets, "methods": list(METHODS),
-            "presets": list(PRESETS), "attacks": list(ATTACKS), "sinkhorn_modes": list(SINKHORN_MODES)}
+            "presets": list(PRESETS), "attacks": list(ATTACKS), "sinkhorn_modes": list(SINKHORN_MODES),
+            "audit_autoattack_examples": AUDIT_AUTOATTACK_EXAMPLES}
 
 
 # --------------------------------------------------------------------------- static assets
@@ -163,7 +165,14 @@ async def job_page(request: Request, job_id: int) -> Response:
     if job.data.get("kind") == "evaluation":
         return RedirectResponse(f"/evaluations/{job_id}", status_code=307)
     chart = await _training_chart(request, job.data)
-    return render("job.html", active="jobs", page_title=f"Training {job_id}", job=job.data, training_chart=chart)
+    return render("job.html", active="jobs", page_title=f"Training {job_id}", job=job.data, training_chart=chart,
+                  **_shard_context(job.data))
+
+
+def _shard_context(job: dict[str, Any]) -> dict[str, Any]:
+    """The status card's shard table (_job_card.html): the job's shards and a one-line count."""
+    rows = shard_rows(job)
+    return {"shards": rows, "shard_summary": shard_summary(rows)}
 
 
 async def _training_chart(request: Request, job: dict[str, Any]) -> Chart:
@@ -232,7 +241,7 @@ async def evaluation_page(request: Request, evaluation_id: int) -> HTMLResponse:
         return problem(answer, active="jobs", what=f"evaluation {evaluation_id}")
     view, charts = evaluation_view(ev)
     return render("evaluation.html", active="jobs", page_title=f"Evaluation {evaluation_id}: {view.label}",
-                  job=ev, view=view, charts=charts)
+                  job=ev, view=view, charts=charts, **_shard_context(ev))
 
 
 @router.get("/compare", response_class=HTMLResponse)

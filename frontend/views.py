@@ -8,6 +8,7 @@ has no AutoAttack row.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,6 +87,139 @@ class Diagnostics:
         for c in self.checks:
             out[c.status] = out.get(c.status, 0) + 1
         return out
+
+
+SHARD_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+def _to_int(v: Any) -> int | None:
+    f = R.to_float(v)
+    return None if f is None else int(f)
+
+
+def _text(v: Any) -> str | None:
+    return None if v is None or v == "" else str(v)
+
+
+def points_text(start: int | None, end: int | None) -> str:
+    """A shard's points as people count them: ``start``..``end`` is half-open, so (0, 500) is 0–499."""
+    if start is None or end is None:
+        return "–"
+    return f"{start}–{end - 1}" if end > start else f"{start} (empty)"
+
+
+def fmt_duration(seconds: Any) -> str:
+    """Seconds as the live pages write them (api.js fmtDuration): 42 s, 3 min 05 s, 2 h 10 min."""
+    f = R.to_float(seconds)
+    if f is None:
+        return "–"
+    s = max(0, math.floor(f + 0.5))          # Math.round, as in api.js
+    if s < 60:
+        return f"{s} s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m} min {s:02d} s"
+    return f"{m // 60} h {m % 60} min"
+
+
+@dataclass
+class ShardRow:
+    """One shard of a running or finished evaluation (an entry of the job's ``shards``), as the status
+    card's table shows it. jobs.js (``shardRow``) draws the same row from each poll."""
+    index: int
+    start: int | None
+    end: int | None
+    status: str
+    worker: str | None
+    attempt: int | None
+    max_attempts: int | None
+    done: float | None
+    total: float | None
+    stage: str | None
+    eta_seconds: float | None
+    error: str | None
+
+    @property
+    def points(self) -> str:
+        return points_text(self.start, self.end)
+
+    @property
+    def size(self) -> int | None:
+        return None if self.start is None or self.end is None else max(0, self.end - self.start)
+
+    @property
+    def status_class(self) -> str:
+        return self.status if self.status in SHARD_STATUSES else "unknown"
+
+    @property
+    def percent(self) -> int:
+        """0–100 for the progress bar: 100 once succeeded, done/total while it runs, 0 before."""
+        if self.status == "succeeded":
+            return 100
+        if self.total and self.done is not None and self.total > 0:
+            return max(0, min(100, math.floor(100 * self.done / self.total + 0.5)))
+        return 0
+
+    @property
+    def attempt_text(self) -> str:
+        if self.attempt is None:
+            return "–"
+        return f"{self.attempt}/{self.max_attempts}" if self.max_attempts else str(self.attempt)
+
+    @property
+    def eta_text(self) -> str:
+        if self.status == "queued":
+            return "waiting"
+        if self.status != "running":
+            return "–"
+        return "estimating…" if self.eta_seconds is None else f"≈ {fmt_duration(self.eta_seconds)}"
+
+
+def shard_rows(job: Mapping[str, Any]) -> list[ShardRow]:
+    """The job's ``shards`` (empty for trainings and for evaluations not planned yet), by index."""
+    shards = job.get("shards")
+    if not isinstance(shards, list):
+        return []
+    rows = []
+    for i, s in enumerate(shards):
+        if not isinstance(s, Mapping):
+            continue
+        index = _to_int(s.get("index"))
+        rows.append(ShardRow(
+            index=i if index is None else index, start=_to_int(s.get("start")), end=_to_int(s.get("end")),
+            status=str(s.get("status") or "unknown"), worker=_text(s.get("worker")),
+            attempt=_to_int(s.get("attempt")), max_attempts=_to_int(s.get("max_attempts")),
+            done=R.to_float(s.get("done")), total=R.to_float(s.get("total")), stage=_text(s.get("stage")),
+            eta_seconds=R.to_float(s.get("eta_seconds")), error=_text(s.get("error"))))
+    return sorted(rows, key=lambda r: r.index)
+
+
+def shard_summary(rows: Sequence[ShardRow]) -> str:
+    """"4 shards: 2 running, 1 queued, 1 succeeded": the count of each status, running first."""
+    if not rows:
+        return ""
+    counts = {s: sum(r.status == s for r in rows) for s in SHARD_STATUSES}
+    counts["unknown"] = len(rows) - sum(counts.values())
+    order = ("running", "queued", "succeeded", "failed", "cancelled", "unknown")
+    parts = [f"{counts[s]} {s}" for s in order if counts[s]]
+    return f"{len(rows)} shard{'' if len(rows) == 1 else 's'}: " + ", ".join(parts)
+
+
+@dataclass
+class ShardTiming:
+    """One entry of the results' ``timing.shards``."""
+    start: int | None
+    end: int | None
+    seconds: float | None
+    worker: str | None
+
+    @property
+    def points(self) -> str:
+        return points_text(self.start, self.end)
+
+    @property
+    def seconds_text(self) -> str:
+        return _fmt_seconds(self.seconds) if self.seconds is not None else "–"
 
 
 @dataclass
@@ -183,8 +317,29 @@ class EvaluationView:
         t = (self.results or {}).get("timing")
         if not isinstance(t, Mapping):
             return []
+        # The merge's cost is shown with the per-shard table (timing_shards) when there is one.
+        skip = {"merge_seconds"} if self.timing_shards else set()
         return [(str(k), _fmt_seconds(v) if "second" in str(k) or str(k).endswith("_s") else _fmt_value(v))
-                for k, v in t.items() if not isinstance(v, (Mapping, list))]
+                for k, v in t.items() if not isinstance(v, (Mapping, list)) and k not in skip]
+
+    @property
+    def timing_shards(self) -> list[ShardTiming]:
+        """The results' ``timing.shards``: how long each shard took, on which worker, by start point."""
+        t = (self.results or {}).get("timing")
+        shards = t.get("shards") if isinstance(t, Mapping) else None
+        if not isinstance(shards, list):
+            return []
+        rows = [ShardTiming(start=_to_int(s.get("start")), end=_to_int(s.get("end")),
+                            seconds=R.to_float(s.get("seconds")), worker=_text(s.get("worker")))
+                for s in shards if isinstance(s, Mapping)]
+        return sorted(rows, key=lambda r: -1 if r.start is None else r.start)
+
+    @property
+    def merge_seconds(self) -> str | None:
+        """The merge step's cost (``timing.merge_seconds``), formatted, or None when not recorded."""
+        t = (self.results or {}).get("timing")
+        value = R.to_float(t.get("merge_seconds")) if isinstance(t, Mapping) else None
+        return None if value is None else _fmt_seconds(value)
 
 
 @dataclass

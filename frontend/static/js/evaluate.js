@@ -1,5 +1,5 @@
-/* New evaluation: pick checkpoints (and a surrogate), a preset, the ε grid and the number of points;
- * one POST /api/v1/evaluations per checkpoint. */
+/* New evaluation: pick checkpoints (and a surrogate), a preset, the ε grid, the number of points,
+ * AutoAttack's points and the points per shard; one POST /api/v1/evaluations per checkpoint. */
 (function () {
   "use strict";
   var R = window.robaudit, V = window.robauditForms, h = R.h;
@@ -67,6 +67,14 @@
           var raw = $("ev-n").value.trim();
           return raw && !/^[1-9]\d*$/.test(raw) ? "The number of test points must be a positive whole number." : "";
         } },
+      { input: $("ev-aa"), test: function () {
+          var raw = $("ev-aa").value.trim();
+          return raw && !/^\d+$/.test(raw) ? "AutoAttack points must be a whole number: 0 for every point, or leave it blank for the preset's." : "";
+        } },
+      { input: $("ev-shard"), test: function () {
+          var raw = $("ev-shard").value.trim();
+          return raw && !/^[1-9]\d*$/.test(raw) ? "Points per shard must be a whole number of at least 1, or blank for one shard per worker." : "";
+        } },
       { input: $("ev-steps"), test: function () { return V.parseIntList($("ev-steps").value, 1, 1000, "Each step count").error || ""; } },
       { input: surrogate, test: function () {
           var s = Number(surrogate.value);
@@ -87,6 +95,8 @@
     var steps = V.parseIntList($("ev-steps").value, 1, 1000).values;
     if (steps && steps.length) out.steps = steps;
     if ($("ev-n").value.trim()) out.n_examples = Number($("ev-n").value);
+    if ($("ev-aa").value.trim()) out.aa_examples = Number($("ev-aa").value);         // 0: every point
+    if ($("ev-shard").value.trim()) out.shard_size = Number($("ev-shard").value);    // blank: one per live worker
     if (surrogate.value && Number(surrogate.value) !== checkpointId) out.surrogate_id = Number(surrogate.value);
     if (dataset.value) out.dataset = dataset.value;
     var chosen = attacks();

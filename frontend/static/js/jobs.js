@@ -91,6 +91,70 @@
     return wrap;
   }
 
+  // ------------------------------------------------------------------ shards
+  /* One row per entry of job.shards (an evaluation split over workers), the same cells as the server
+   * draws in _job_card.html (views.ShardRow): #, points, status, worker, attempt, progress, ETA, error. */
+  var SHARD_STATUSES = { queued: true, running: true, succeeded: true, failed: true, cancelled: true };
+
+  function shardPercent(s) {
+    if (s.status === "succeeded") return 100;
+    if (s.total > 0 && s.done != null) return Math.max(0, Math.min(100, Math.round(100 * s.done / s.total)));
+    return 0;
+  }
+
+  /* start..end is half-open: (0, 500) holds points 0–499. */
+  function shardPoints(s) {
+    if (s.start == null || s.end == null) return "–";
+    return s.end > s.start ? s.start + "–" + (s.end - 1) : s.start + " (empty)";
+  }
+
+  function shardEta(s) {
+    if (s.status === "queued") return "waiting";
+    if (s.status !== "running") return "–";
+    return s.eta_seconds == null ? "estimating…" : "≈ " + R.fmtDuration(s.eta_seconds);
+  }
+
+  function shardRow(s, i) {
+    var index = s.index == null ? i : s.index;
+    var pct = shardPercent(s);
+    var attempt = s.attempt == null ? "–" : s.max_attempts ? s.attempt + "/" + s.max_attempts : String(s.attempt);
+    return h("tr", { "data-shard": index, "data-status": s.status }, [
+      h("td", { class: "num" }, [String(index)]),
+      h("td", { class: "num" }, [shardPoints(s)]),
+      h("td", {}, [h("span", { class: "pill " + (SHARD_STATUSES[s.status] ? s.status : "unknown") }, [String(s.status)])]),
+      h("td", { class: "mono small" }, [s.worker || "–"]),
+      h("td", { class: "num" }, [attempt]),
+      h("td", {}, [h("progress", { max: "100", value: String(pct), "aria-label": "progress of shard " + index }, [pct + " %"]),
+                   h("div", { class: "small muted" }, [pct + " %" + (s.stage ? " · " + s.stage : "")])]),
+      h("td", { class: "small" }, [shardEta(s)]),
+      h("td", { class: "small shard-error" }, [s.error || ""])
+    ]);
+  }
+
+  /* "4 shards: 2 running, 1 queued, 1 succeeded" (views.shard_summary). */
+  function shardSummary(shards) {
+    var counts = {}, order = ["running", "queued", "succeeded", "failed", "cancelled", "unknown"];
+    shards.forEach(function (s) {
+      var k = SHARD_STATUSES[s.status] ? s.status : "unknown";
+      counts[k] = (counts[k] || 0) + 1;
+    });
+    var parts = order.filter(function (k) { return counts[k]; }).map(function (k) { return counts[k] + " " + k; });
+    return shards.length + " shard" + (shards.length === 1 ? "" : "s") + ": " + parts.join(", ");
+  }
+
+  /* Repaints #job-shards from the job's shards; hides it while there are none (trainings, unplanned evaluations). */
+  function paintShards(job) {
+    var wrap = document.getElementById("job-shards");
+    if (!wrap) return;
+    var shards = (Array.isArray(job.shards) ? job.shards : []).filter(function (s) { return s && typeof s === "object"; });
+    shards.sort(function (a, b) { return (a.index || 0) - (b.index || 0); });
+    wrap.hidden = !shards.length;
+    var rows = document.getElementById("job-shards-rows");
+    rows.textContent = "";
+    shards.forEach(function (s, i) { rows.appendChild(shardRow(s, i)); });
+    document.getElementById("job-shards-summary").textContent = shards.length ? shardSummary(shards) : "";
+  }
+
   // ------------------------------------------------------------------ polling
   function poller(fn) {
     var timer = null, stopped = false;
@@ -157,7 +221,7 @@
 
   // ------------------------------------------------------------------ one job's live card
   /* <div id="job-live" data-job="ID" data-status="..."> with #job-progress, #job-eta, #job-status,
-   * #job-actions and #job-message inside. Calls onFinish(job) when the job leaves queued/running. */
+   * #job-actions, #job-shards and #job-message inside. Calls onChange(job, previous status) after each poll. */
   function liveCard(onChange) {
     var card = document.getElementById("job-live");
     if (!card) return;
@@ -176,6 +240,7 @@
       var acts = document.getElementById("job-actions");
       acts.textContent = "";
       acts.appendChild(actions(job, box, function () { p.now(); }));
+      paintShards(job);
       var err = document.getElementById("job-error");
       if (err) {
         err.hidden = !job.error;
@@ -199,6 +264,6 @@
     return p;
   }
 
-  window.robauditJobs = { liveCard: liveCard, progressCell: progressCell, etaText: etaText };
+  window.robauditJobs = { liveCard: liveCard, progressCell: progressCell, etaText: etaText, paintShards: paintShards };
   if (document.getElementById("jobs-rows")) listPage();
 })();
