@@ -24,7 +24,9 @@ from torch import nn
 from robaudit.attacks.common import eval_mode
 from robaudit.errors import RobauditError
 from robaudit.evaluation import probes
+from robaudit.evaluation.accel import prepare_model, unwrap  # accel:
 from robaudit.evaluation.aggregate import Aggregate
+from robaudit.evaluation.autobatch import default_cache_path, resolve_batch_size  # accel:
 from robaudit.evaluation.batches import Batches, data_fingerprint
 from robaudit.evaluation.diagnostics import run_diagnostics
 from robaudit.evaluation.presets import EvalSpec
@@ -79,6 +81,27 @@ def _probes(run: Run) -> None:
                         "dynamic": probes.dynamic_forward(run.model, xb[:32])}
         run.batches.store.put(key, model_probes)
     run.out.probes = {"gradients": totals, **model_probes}
+    if run.spec.precision != "fp32":  # accel: the fp32 reference of the gradient counts, for check C10
+        run.out.probes["gradients_fp32"] = _fp32_gradient_counts(run, eps)  # accel:
+
+
+# accel: the gradient probe again with the unwrapped model in fp32, on the same points and random starts,
+# accel: so that check C10 can tell zero gradients caused by reduced precision from the model's own.
+def _fp32_gradient_counts(run: Run, eps: float) -> dict[str, int]:  # accel:
+    fp32_model = unwrap(run.model)  # accel:
+
+    def gradients(start: int, end: int) -> Record:  # accel:
+        index = torch.as_tensor(run.points(start, end), device=run.device)  # accel:
+        return probes.gradient_stats(fp32_model, run.x[index], run.y[index], eps=eps,  # accel:
+                                     generator=run.batches.generator(f"pgd-start/eps={eps:.6g}",  # accel:
+                                                                     start, end))  # accel:
+
+    run.progress.replan(0.0, PROBE_UNITS * run.n)  # accel: work the schedule's estimate does not know of
+    totals: dict[str, int] = {}  # accel:
+    for _, _, record in run.batches.run(f"probe-gradients-fp32/eps={eps:.6g}", gradients, PROBE_UNITS):  # accel:
+        for key, value in record.items():  # accel:
+            totals[key] = totals.get(key, 0) + int(value)  # accel:
+    return totals  # accel:
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec, *, surrogate: nn.Module | None = None,
@@ -96,6 +119,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec,
     device = _device(model)
     n = min(spec.n_examples, len(x))
     x, y = x[:n].to(device, torch.float32), y[:n].to(device, torch.long)
+    model = prepare_model(model, spec, device, sample=x[:2])  # accel: the model itself without levers
+    spec = resolve_batch_size(spec, model, x, device, default_cache_path())  # accel: unchanged unless auto
     with eval_mode(model):
         if surrogate is None:
             return _evaluate(model, None, x, y, spec, store, progress, should_stop, device)
