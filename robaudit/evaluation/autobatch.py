@@ -41,7 +41,8 @@ from robaudit.evaluation.presets import EvalSpec
 MIN_BATCH = 8
 SAFETY = 0.85            # on CUDA, use this share of the largest batch that fit
 CPU_GAIN = 0.10          # on CPU, keep doubling while images/s improve by more than this
-CPU_TIMED_REPEATS = 3    # best of these timed passes per size, after one warm-up pass
+CPU_TIMED_REPEATS = 3    # best of at least these timed passes per size, after one warm-up pass,
+CPU_MIN_SECONDS = 0.3    # and of at least this much timed work
 MAX_AUTO_BATCH = 8192    # the largest batch resolve_batch_size asks for
 CACHE_VERSION = 1
 
@@ -147,11 +148,13 @@ def _search_cuda(model: nn.Module, sample: torch.Tensor, device: torch.device, l
 def _images_per_second(model: nn.Module, sample: torch.Tensor, size: int, device: torch.device) -> float:
     x = _batch(sample, size, device)
     _pass(model, x)  # warm-up: allocator, oneDNN primitive creation
-    best = float("inf")
-    for _ in range(CPU_TIMED_REPEATS):
+    best, spent, repeats = float("inf"), 0.0, 0
+    # Small batches take milliseconds: time enough passes that one scheduler hiccup cannot decide.
+    while repeats < CPU_TIMED_REPEATS or spent < CPU_MIN_SECONDS:
         start = time.perf_counter()
         _pass(model, x)
-        best = min(best, time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        best, spent, repeats = min(best, elapsed), spent + elapsed, repeats + 1
     return size / max(best, 1e-9)
 
 
