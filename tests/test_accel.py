@@ -70,7 +70,7 @@ def test_levers_are_off_by_default_and_round_trip():
     spec = build_spec(n_examples=10, batch_size="auto", precision="bf16", channels_last=True, compile=True)
     assert spec.auto_batch_size and spec.precision == "bf16" and spec.channels_last and spec.compile
     assert EvalSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
-    model = standard_model()
+    model = Tiny()
     assert accel.prepare_model(model, plain, "cpu") is model   # fp32 without options: untouched
 
 
