@@ -40,7 +40,7 @@ def test_sharded_audit_merges_into_the_one_worker_results(audit, cut):
               "uneven, in reverse order": [(24, 40), (8, 24), (0, 8)],
               "one batch each": plan_shards(spec, prepared.n, shard_size=1)}[cut]
     store = MemoryStore()
-    outcomes = [evaluate_shard(prepared, spec, shard=shard, store=store) for shard in shards]
+    outcomes = [evaluate_shard(prepared, shard=shard, store=store) for shard in shards]
     merged = merge(spec, prepared.n, prepared.fingerprint, store, outcomes)
     assert _without_timings(merged) == _without_timings(reference)
     assert len(merged["timing"]["shards"]) == len(shards)
@@ -51,7 +51,7 @@ def test_merge_refuses_missing_or_overlapping_shards(audit):
     model, surrogate, x, y, spec, _ = audit
     prepared = prepare(model, x, y, spec, surrogate)
     store = MemoryStore()
-    first = evaluate_shard(prepared, spec, shard=(0, 16), store=store)
+    first = evaluate_shard(prepared, shard=(0, 16), store=store)
     with pytest.raises(RobauditError, match="do not cover"):
         merge(spec, prepared.n, prepared.fingerprint, store, [first])
     with pytest.raises(RobauditError, match="do not cover"):
@@ -73,5 +73,5 @@ def test_shards_are_whole_batches_balanced_by_work():
     assert plan_shards(spec, 1000, shard_size=250) == [(0, 300), (300, 600), (600, 900), (900, 1000)]
     assert plan_shards(spec, 1000, workers=1) == [(0, 1000)]
     with pytest.raises(RobauditError, match="whole batches"):
-        evaluate_shard(prepare(torch.nn.Flatten(), torch.zeros(10, 1, 2, 2), torch.zeros(10), spec), spec,
+        evaluate_shard(prepare(torch.nn.Flatten(), torch.zeros(10, 1, 2, 2), torch.zeros(10), spec),
                        shard=(0, 50), store=MemoryStore())

@@ -4,7 +4,7 @@ Imports torch and the science: only the task bodies import it, in the pool child
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -14,7 +14,7 @@ from robaudit.backend.app import crud
 from robaudit.backend.app.core.config import Settings
 from robaudit.backend.app.core.db import session_factory
 from robaudit.backend.app.models import Checkpoint, Job
-from robaudit.evaluation import EvalSpec, build_spec, prepare
+from robaudit.evaluation import build_spec, prepare
 from robaudit.evaluation.engine import Prepared
 from robaudit.models.checkpoint import CheckpointMetadata, load_checkpoint
 from robaudit.worker.transfer import ensure_local
@@ -38,12 +38,6 @@ class SqlStore:
             crud.batch_put(session=s, job_id=self.job_id, key=key, value=value)
 
 
-@dataclass(frozen=True)
-class LoadedEvaluation:
-    spec: EvalSpec
-    prepared: Prepared
-
-
 def device_for(settings: Settings) -> str:
     if settings.device != "auto":
         return settings.device
@@ -57,8 +51,9 @@ def _load_model(settings: Settings, checkpoint: Checkpoint, device: str):
     return model
 
 
-def load_evaluation(settings: Settings, job_id: int, config: dict[str, Any]) -> LoadedEvaluation:
-    """The job's spec (with the planned batch size once planned), model, surrogate and test points."""
+def load_evaluation(settings: Settings, job_id: int, config: dict[str, Any]) -> Prepared:
+    """The job's model, surrogate and test points, and its spec with the batch size resolved: found on this
+    device by the planner when it is "auto", then the planned one for every shard and the merge."""
     device = device_for(settings)
     with session_factory(settings)() as s:
         job = s.get_one(Job, job_id)
@@ -71,6 +66,6 @@ def load_evaluation(settings: Settings, job_id: int, config: dict[str, Any]) -> 
     spec = build_spec(**config["spec_args"])
     plan = config.get("plan")
     if plan:   # every shard uses the batch size the planner fixed: batches must be the same everywhere
-        spec = replace(spec, batch_size=plan["batch_size"])
+        spec = replace(spec, batch_size=plan["batch_size"], auto_batch_size=False)
     x, y = robaudit.load_dataset(config["spec_args"]["dataset"], "test", data_dir=settings.datasets_dir)
-    return LoadedEvaluation(spec, prepare(model, x, y, spec, surrogate_model))
+    return prepare(model, x, y, spec, surrogate_model)

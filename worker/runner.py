@@ -215,16 +215,16 @@ def _run_evaluation(settings: Settings, ctx: JobContext, job_id: int, config: di
         return _merge(settings, ctx, job_id, config, shards)
     if not shards:
         ctx.progress(force=True, stage="planning the shards")
-        loaded = load_evaluation(settings, job_id, config)
+        prepared = load_evaluation(settings, job_id, config)
         with ctx.Session() as s:
             workers = [w for w in crud.list_workers_seen(session=s, within_s=settings.stale_after_s)
                        if not w.queues or (queue or settings.queue) in w.queues.split(",")]
-        ranges = plan_shards(loaded.spec, loaded.prepared.n, workers=max(1, len(workers)),
+        ranges = plan_shards(prepared.spec, prepared.n, workers=max(1, len(workers)),
                              shard_size=config.get("shard_size"))
         with ctx.Session() as s:
             job = s.get_one(Job, job_id)
-            job.config = {**config, "plan": {"n": loaded.prepared.n, "fingerprint": loaded.prepared.fingerprint,
-                                             "batch_size": loaded.spec.batch_size, "shards": ranges}}
+            job.config = {**config, "plan": {"n": prepared.n, "fingerprint": prepared.fingerprint,
+                                             "batch_size": prepared.spec.batch_size, "shards": ranges}}
             s.commit()
             crud_shards.create_shards(session=s, job_id=job_id, ranges=ranges, max_attempts=job.max_attempts)
     with ctx.Session() as s:
@@ -242,7 +242,8 @@ def _merge(settings: Settings, ctx: JobContext, job_id: int, config: dict[str, A
     spec = build_spec(**config["spec_args"])
     outcomes = [ShardOutcome.from_dict({**(shard.outcome or {}), "worker": shard.worker_hostname})
                 for shard in shards]
-    results = merge(replace(spec, batch_size=plan["batch_size"]), plan["n"], plan["fingerprint"],
+    spec = replace(spec, batch_size=plan["batch_size"], auto_batch_size=False)
+    results = merge(spec, plan["n"], plan["fingerprint"],
                     SqlStore(settings, job_id), outcomes)
     with ctx.Session() as s:
         crud.store_results(session=s, job_id=job_id, results=results)

@@ -66,8 +66,8 @@ def run_shard(settings: Settings, job_id: int, index: int, task_id: str, worker_
     with ShardContext(settings, job_id, index, task_id) as ctx:
         try:
             ctx.progress(force=True, stage="loading model and data")
-            loaded = load_evaluation(settings, job_id, config)
-            if loaded.prepared.fingerprint != config["plan"]["fingerprint"]:
+            prepared = load_evaluation(settings, job_id, config)
+            if prepared.fingerprint != config["plan"]["fingerprint"]:
                 raise RobauditError("this worker's copy of the checkpoint or of the test set differs from the one "
                                     "the evaluation was planned with (fingerprints differ)")
 
@@ -75,7 +75,7 @@ def run_shard(settings: Settings, job_id: int, index: int, task_id: str, worker_
                 ctx.progress(force=p.done >= p.total, current=p.done, total=p.total, stage=p.stage,
                              eta_seconds=p.eta_seconds)
 
-            outcome = evaluate_shard(loaded.prepared, loaded.spec, shard=bounds, store=SqlStore(settings, job_id),
+            outcome = evaluate_shard(prepared, shard=bounds, store=SqlStore(settings, job_id),
                                      progress=on_progress, should_stop=ctx.should_stop)
             outcome.worker = worker
             with Session() as s:

@@ -159,8 +159,15 @@ class EvaluationCreate(BaseModel):
     n_examples: int | None = Field(default=None, ge=1, le=1_000_000, description="Test points to evaluate.")
     dataset: str | None = Field(default=None, min_length=1, max_length=64,
                                 description="Defaults to the checkpoint's dataset.")
-    batch_size: int | None = Field(default=None, ge=1, le=100_000,
-                                   description="Test points per batch (GPU memory; resume granularity).")
+    batch_size: int | Literal["auto"] | None = Field(
+        default=None, description="Test points per batch (GPU memory; resume granularity), 1 to 100000, or "
+                                  "\"auto\": the largest that fits the planning worker's device, found once per "
+                                  "model and device and cached.")
+    precision: Literal["fp32", "bf16"] | None = Field(
+        default=None, description="bf16: autocast for the attacks' forward and backward passes (faster on GPUs; "
+                                  "check C10 compares its gradients with fp32's). Default fp32.")
+    channels_last: bool | None = Field(default=None, description="Run the model in channels_last memory format.")
+    compile: bool | None = Field(default=None, description="torch.compile the model (opt-in; compile time counts).")
     surrogate_id: int | None = Field(default=None, ge=1, le=2**31 - 1,
                                      description="Checkpoint used as the source of transfer attacks.")
     aa_examples: int | None = Field(default=None, ge=0, le=1_000_000,
@@ -177,6 +184,13 @@ class EvaluationCreate(BaseModel):
     @classmethod
     def _eps_scalar(cls, value):
         return [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_size_range(cls, value):
+        if isinstance(value, int) and not 1 <= value <= 100_000:
+            raise ValueError("batch_size must be 1 to 100000, or \"auto\"")
+        return value
 
     @field_validator("steps", mode="before")
     @classmethod

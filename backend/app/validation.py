@@ -126,7 +126,7 @@ def validate_evaluation(body: EvaluationCreate, session: Session, settings: Sett
 
     _reject_non_finite(body.eps, "eps")
     _check_cap(settings, "max_eval_examples", "n_examples", body.n_examples)
-    _check_cap(settings, "max_batch_size", "batch_size", body.batch_size)
+    _check_cap(settings, "max_batch_size", "batch_size", body.batch_size if isinstance(body.batch_size, int) else None)
     _check_cap(settings, "max_attack_steps", "steps", max(body.steps or [0]))
     checkpoint = crud.get_checkpoint(session=session, checkpoint_id=body.checkpoint_id)
     if checkpoint is None:
@@ -137,7 +137,8 @@ def validate_evaluation(body: EvaluationCreate, session: Session, settings: Sett
                               "give 'dataset'")
     science = _science_errors()
     spec_args: dict[str, Any] = {"dataset": dataset}
-    for key in ("preset", "attacks", "eps", "steps", "n_examples", "batch_size"):
+    for key in ("preset", "attacks", "eps", "steps", "n_examples", "batch_size", "precision", "channels_last",
+                "compile"):
         value = getattr(body, key)
         if value is not None:
             spec_args[key] = value

@@ -31,9 +31,18 @@ def _fail_under(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _batch_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     from robaudit.evaluation.gate import FAIL_ON
-    from robaudit.evaluation.presets import ATTACKS, PRESETS
+    from robaudit.evaluation.presets import ATTACKS, PRECISION_CHOICES, PRESETS
 
     p = subparsers.add_parser(
         "evaluate", help="attack a checkpoint and audit it for gradient masking",
@@ -56,7 +65,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="run AutoAttack on the first N points only (audit default 200; 0 = all points)")
     p.add_argument("--surrogate", help="checkpoint for the transfer attack (adds 'transfer' to the audit)")
     p.add_argument("--arch", help="architecture for checkpoints without robaudit metadata")
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-size", type=_batch_size, default=500, metavar="N|auto",
+                   help="points per batch (default 500); auto: the largest that fits the GPU's memory, or on CPU "
+                        "the fastest, found once per model and device and cached in ~/.cache/robaudit")
+    levers = p.add_argument_group("speed levers", "opt-in; the results record them in config")
+    levers.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
+                        help="bf16: autocast the attacks' forward and backward passes (check C10 then compares "
+                             "the input gradients with fp32 and fails if bf16 lost any)")
+    levers.add_argument("--channels-last", action="store_true", help="channels_last memory format for model and inputs")
+    levers.add_argument("--compile", action="store_true",
+                        help="torch.compile the model's forward (needs a C++ compiler on CPU, Triton on GPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--state-dir", help="store finished batches here; rerunning with it resumes")
@@ -148,12 +166,29 @@ def _progress_bar(enabled: bool) -> tuple[Callable[[EvalProgress], None] | None,
     return update, bar.close
 
 
+def _levers(config: dict[str, Any]) -> str:
+    """The speed levers a run used ('' for a plain fp32 run): the precision matters when reading the numbers."""
+    levers = []
+    if config.get("precision", "fp32") != "fp32":
+        levers.append(f"{config['precision']} autocast")
+    if config.get("channels_last"):
+        levers.append("channels_last")
+    if config.get("compile"):
+        levers.append("torch.compile")
+    if config.get("auto_batch_size"):
+        levers.append(f"batch size {config['batch_size']} (auto)")
+    return ", ".join(levers)
+
+
 def format_summary(results: dict[str, Any]) -> str:
     lines = []
     ck = results.get("checkpoint")
     head = f"{Path(ck['path']).name} on " if ck else ""
     lines.append(f"{head}{results['dataset']}, {results['test_points']}; preset {results['config']['preset'] or '-'}")
     lines.append(f"clean accuracy {100 * results['clean_accuracy']:.2f} %")
+    levers = _levers(results["config"])
+    if levers:
+        lines.append(f"run with: {levers}")
     lines.append("")
     header = f"{'attack':<22}{'eps':>8}{'steps':>7}{'restarts':>10}{'alpha':>9}{'robust acc':>12}{'n':>7}"
     lines.append(header)
@@ -197,7 +232,8 @@ def run(args: argparse.Namespace) -> int:
     spec = build_spec(args.preset, attacks=args.attacks, eps=args.eps, steps=args.steps, dataset=dataset,
                       n_examples=args.n_examples, surrogate=args.surrogate is not None, alpha=args.alpha,
                       restarts=args.restarts, batch_size=args.batch_size, seed=args.seed,
-                      thresholds=_thresholds(args.threshold) or None, autoattack_examples=args.aa_examples)
+                      thresholds=_thresholds(args.threshold) or None, autoattack_examples=args.aa_examples,
+                      precision=args.precision, channels_last=args.channels_last, compile=args.compile)
     surrogate = surrogate_info = None
     if args.surrogate:
         surrogate, _, surrogate_info = _load(args.surrogate, args.device, args.arch, dataset)

@@ -32,7 +32,9 @@ from torch import nn
 from robaudit.attacks.common import eval_mode
 from robaudit.errors import RobauditError
 from robaudit.evaluation import probes
+from robaudit.evaluation.accel import prepare_model, unwrap  # accel:
 from robaudit.evaluation.aggregate import Aggregate
+from robaudit.evaluation.autobatch import default_cache_path, resolve_batch_size  # accel:
 from robaudit.evaluation.batches import Batches, data_fingerprint
 from robaudit.evaluation.diagnostics import run_diagnostics
 from robaudit.evaluation.presets import EvalSpec
@@ -80,6 +82,8 @@ def _probes(run: Run) -> None:
     for _, _, record in run.batches.run(f"probe-gradients/eps={eps:.6g}", gradients, PROBE_UNITS):
         for key, value in record.items():
             totals[key] = totals.get(key, 0) + int(value)
+    # Reduced precision: the same counts in fp32, on every batch, for check C10.
+    fp32_totals = _fp32_gradient_counts(run, eps) if run.spec.precision != "fp32" else None
     # The model probes run once, on the evaluation's first batch: by the shard that holds it.
     start, end = run.batches.bounds[0]
     if start != 0:
@@ -93,6 +97,25 @@ def _probes(run: Run) -> None:
 
     found = run.batches.get_or_compute(run.batches.key("probe-model", start, end), model_probes)
     run.out.probes = {"gradients": totals, **found}
+    if fp32_totals is not None:
+        run.out.probes["gradients_fp32"] = fp32_totals
+
+
+# The gradient probe again with the unwrapped model in fp32, on the same points and random starts,
+# so that check C10 can tell zero gradients caused by reduced precision from the model's own.
+def _fp32_gradient_counts(run: Run, eps: float) -> dict[str, int]:
+    def gradients(start: int, end: int) -> Record:
+        index = torch.as_tensor(run.points(start, end), device=run.device)
+        return probes.gradient_stats(unwrap(run.model), run.x[index], run.y[index], eps=eps,
+                                     generator=run.streams(f"pgd-start/eps={eps:.6g}", index))
+
+    # Work the schedule's estimate does not know of.
+    run.progress.replan(0.0, PROBE_UNITS * (run.batches.last - run.batches.first))
+    totals: dict[str, int] = {}
+    for _, _, record in run.batches.run(f"probe-gradients-fp32/eps={eps:.6g}", gradients, PROBE_UNITS):
+        for key, value in record.items():
+            totals[key] = totals.get(key, 0) + int(value)
+    return totals
 
 
 @dataclass(frozen=True)
@@ -100,6 +123,7 @@ class Prepared:
     """The evaluation's points on the model's device, how many, and the fingerprint its stored batches carry."""
 
     inputs: Inputs
+    spec: EvalSpec       # with the batch size resolved when it was "auto"
     n: int
     fingerprint: str
     device: torch.device
@@ -107,7 +131,8 @@ class Prepared:
 
 def prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec,
             surrogate: nn.Module | None = None) -> Prepared:
-    """The first ``spec.n_examples`` of (x, y) on the model's device, and the fingerprint of model, data, surrogate."""
+    """The first ``spec.n_examples`` of (x, y) on the model's device, the model with the spec's speed levers
+    (robaudit.evaluation.accel), the batch size, and the fingerprint of model, data and surrogate."""
     if "transfer" in spec.attacks and surrogate is None:
         raise RobauditError("the spec includes a transfer attack but no surrogate model was given")
     if len(x) != len(y) or len(x) == 0:
@@ -115,7 +140,9 @@ def prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec,
     device = _device(model)
     n = min(spec.n_examples, len(x))
     x, y = x[:n].to(device, torch.float32), y[:n].to(device, torch.long)
-    return Prepared(Inputs(model, x, y, surrogate), n, data_fingerprint(model, x, y, surrogate), device)
+    model = prepare_model(model, spec, device, sample=x[:2])   # the model itself when no lever is asked for
+    spec = resolve_batch_size(spec, model, x, device, default_cache_path())   # unchanged unless auto
+    return Prepared(Inputs(model, x, y, surrogate), spec, n, data_fingerprint(model, x, y, surrogate), device)
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec, *, surrogate: nn.Module | None = None,
@@ -129,15 +156,15 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec,
     """
     store = store if store is not None else MemoryStore()
     prepared = prepare(model, x, y, spec, surrogate)
-    shard = evaluate_shard(prepared, spec, store=store, progress=progress, should_stop=should_stop)
-    return merge(spec, prepared.n, prepared.fingerprint, store, [shard])
+    shard = evaluate_shard(prepared, store=store, progress=progress, should_stop=should_stop)
+    return merge(prepared.spec, prepared.n, prepared.fingerprint, store, [shard])
 
 
-def evaluate_shard(prepared: Prepared, spec: EvalSpec, *, shard: Range | None = None, store: Store,
+def evaluate_shard(prepared: Prepared, *, shard: Range | None = None, store: Store,
                    progress: Callable[[EvalProgress], None] | None = None,
                    should_stop: Callable[[], bool] | None = None) -> ShardOutcome:
     """Compute every batch of ``shard`` (default: all points) into ``store``; the merge builds the results."""
-    inputs = prepared.inputs
+    inputs, spec = prepared.inputs, prepared.spec
     with eval_mode(inputs.model):
         if inputs.surrogate is None:
             return _shard(prepared, spec, shard, store, progress, should_stop)

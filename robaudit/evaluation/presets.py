@@ -32,6 +32,7 @@ from robaudit.evaluation.runners.pgd import STEPS_CURVE_GRID
 T = TypeVar("T")
 # ATTACKS (the registry, name -> entry) is what --attacks accepts, including attacks registered later.
 PRESETS = ("quick", "paper", "audit")
+PRECISION_CHOICES = ("fp32", "bf16")
 EPS_CURVE_FRACTIONS = (0.25, 0.5, 0.75, 1.0, 1.25)
 LARGE_EPS = (0.5, 1.0)
 # AutoAttack costs ~3 s of one CPU core per robust MNIST digit on a PGD-AT SmallCNN (APGD-T 0.7 s,
@@ -62,8 +63,13 @@ class EvalSpec:
     autoattack_examples: int | None = None  # AutoAttack on the first N points only (None: all)
     diagnostics: bool = True
     thresholds: Thresholds = field(default_factory=Thresholds)
-    batch_size: int = 500
+    batch_size: int = 500               # with auto_batch_size: the size resolve_batch_size found
     seed: int = 0
+    # Speed levers (robaudit.evaluation.accel, autobatch); all off by default.
+    auto_batch_size: bool = False       # find the largest batch that fits (GPU) or runs fastest (CPU)
+    precision: str = "fp32"             # "bf16": autocast the attack passes; C10 compares gradients with fp32
+    channels_last: bool = False
+    compile: bool = False               # torch.compile the forward (needs a C++ compiler on CPU)
 
     @property
     def primary_eps(self) -> float:
@@ -132,13 +138,15 @@ def _parse_eps(value: Any) -> float:
 def build_spec(preset: str | None = None, attacks: ListArg = None, eps: ListArg = None, steps: ListArg = None,
                dataset: str = "mnist10k",
                n_examples: int = 1000, surrogate: bool = False, *, alpha: float | None = None,
-               restarts: int | None = None, batch_size: int | None = None, seed: int | None = None,
+               restarts: int | None = None, batch_size: int | str | None = None, seed: int | None = None,
                thresholds: Thresholds | dict[str, Any] | None = None, noise_draws: int | None = None,
-               kappa: float | None = None, autoattack_examples: int | None = None) -> EvalSpec:
+               kappa: float | None = None, autoattack_examples: int | None = None, precision: str = "fp32",
+               channels_last: bool = False, compile: bool = False) -> EvalSpec:
     """Validate the request and build the spec; every problem is a RobauditError with a plain reason.
 
     ``attacks`` replaces the preset's attack list (curves that need PGD are dropped when PGD is);
-    with neither ``preset`` nor ``attacks`` the ``quick`` preset is used.
+    with neither ``preset`` nor ``attacks`` the ``quick`` preset is used. ``batch_size="auto"``
+    leaves the size to ``robaudit.evaluation.autobatch.resolve_batch_size`` at evaluation time.
     """
     info = dataset_info(dataset)
     eps_values = _as_tuple(eps, _parse_eps, "eps") or (info.default_eps,)
@@ -181,8 +189,18 @@ def build_spec(preset: str | None = None, attacks: ListArg = None, eps: ListArg 
         values["restarts"] = restarts
     if values.get("restarts", 1) > 1:
         values["restart_steps"] = min(values.get("restart_steps", 20), max(values["steps"]))
-    if batch_size is not None and batch_size < 1:
-        raise RobauditError("batch size must be at least 1")
+    auto_batch = batch_size == "auto"
+    if auto_batch:
+        batch_size = None
+    elif batch_size is not None:
+        try:
+            batch_size = int(batch_size)
+        except (TypeError, ValueError):
+            raise RobauditError(f"batch size must be a positive integer or 'auto', got {batch_size!r}") from None
+        if batch_size < 1:
+            raise RobauditError("batch size must be at least 1")
+    if precision not in PRECISION_CHOICES:
+        raise RobauditError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISION_CHOICES)}")
     if autoattack_examples is not None:
         if autoattack_examples < 0:
             raise RobauditError("the number of AutoAttack examples must be positive (0 = all points)")
@@ -192,10 +210,11 @@ def build_spec(preset: str | None = None, attacks: ListArg = None, eps: ListArg 
     if isinstance(thresholds, dict):
         thresholds = Thresholds.from_overrides(thresholds)
     spec = EvalSpec(dataset=dataset, n_examples=int(n_examples), eps=eps_values, preset=preset, alpha=alpha,
-                    thresholds=thresholds or Thresholds(), **values)
+                    thresholds=thresholds or Thresholds(), auto_batch_size=auto_batch, precision=precision,
+                    channels_last=bool(channels_last), compile=bool(compile), **values)
     overrides: dict[str, Any] = {k: v for k, v in dict(batch_size=batch_size, seed=seed, noise_draws=noise_draws,
                                                        kappa=kappa).items() if v is not None}
     return replace(spec, **overrides)
 
 
-__all__ = ["ATTACKS", "PRESETS", "EvalSpec", "build_spec", "DATASETS"]
+__all__ = ["ATTACKS", "PRECISION_CHOICES", "PRESETS", "EvalSpec", "build_spec", "DATASETS"]

@@ -17,6 +17,7 @@ from torch import nn
 
 from robaudit.attacks.common import RandomSource, eval_mode, input_gradient, uniform_in_ball
 from robaudit.attacks.losses import cross_entropy, dlr, margin
+from robaudit.evaluation.accel import unwrap
 
 
 def _point_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_name: str) -> torch.Tensor:
@@ -108,7 +109,12 @@ def _count_gradient_calls(counter: dict[str, int]) -> Iterator[dict[str, int]]:
 
 
 def dynamic_forward(model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
-    """Gradient computations made inside one plain forward pass (AutoAttack's check_dynamic)."""
+    """Gradient computations made inside one plain forward pass (AutoAttack's check_dynamic).
+
+    Of the user's model, unwrapped from the speed levers: torch.compile calls torch.autograd.grad
+    itself whenever it traces a new graph, which is not the model optimising anything.
+    """
+    model = unwrap(model)
     counter: dict[str, int] = {}
     with eval_mode(model), _count_gradient_calls(counter):
         model(x)
