@@ -125,7 +125,9 @@ def test_c10_passes_a_healthy_model_in_bf16():
     results = evaluate(standard_model(), x, y, build_spec(attacks="fgsm", eps="0.1", n_examples=100,
                                                           batch_size=100, precision="bf16"))
     c10 = _check(results, "C10")
-    assert c10["status"] == "pass" and c10["evidence"]["lost_to_precision"] == {}
+    # bf16 may round two top logits to one value now and then (a warning); it must never fail a healthy model.
+    assert c10["status"] in ("pass", "warn"), c10
+    assert max(c10["evidence"]["lost_to_precision"].values(), default=0) <= 2, c10
 
 
 def _c10(bf16_zero: int, fp32_zero: int, n: int = 300):
