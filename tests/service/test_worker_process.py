@@ -46,7 +46,7 @@ def test_worker_parent_never_imports_torch_and_uses_long_job_settings(tmp_path, 
     got = _probe(settings)
     assert got["torch_imported"] is False and got["cuda_initialized"] is None
     assert got["bare_models_imported"] is False
-    assert got["tasks"] == ["robaudit.run_job"]
+    assert got["tasks"] == ["robaudit.run_job", "robaudit.run_shard"]
     assert got["acks_late"] and got["prefetch"] == 1 and got["concurrency"] == 1
     assert got["max_tasks_per_child"] == 1 and got["reject_on_worker_lost"] and got["cancel_on_connection_loss"]
     assert got["serializers"] == ["json", "json", ["json"]]
