@@ -28,6 +28,7 @@ FORMAT = "robaudit-checkpoint"
 FORMAT_VERSION = 1
 # A safetensors header larger than this is rejected (the format's own DoS cap).
 MAX_HEADER_BYTES = 100 * 1024 * 1024
+MAX_HEADER_ENTRIES = 100_000   # tensors in one file; the largest published robust models have a few thousand
 
 
 class CheckpointError(ValueError):
@@ -123,16 +124,34 @@ def _looks_like_pickle(head: bytes) -> bool:
 
 
 def _check_safetensors_length(path: Path, header_len: int, size: int) -> None:
-    # safetensors itself reports a cut-off data section as a header error ("incomplete
-    # metadata"); say what happened instead: the tensors need more bytes than the file has.
+    """The header is a JSON object of well-formed entries, and the tensors fit in the file.
+
+    Checked here, before safetensors or anything else reads the file, so that a malformed header
+    (an upload is untrusted) is a plain CheckpointError, never an exception from deeper down.
+    safetensors itself reports a cut-off data section as a header error ("incomplete metadata");
+    this says what happened instead: the tensors need more bytes than the file has.
+    """
     with path.open("rb") as fh:
         fh.seek(8)
         raw = fh.read(header_len)
     try:
         header = json.loads(raw)
-        ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError, IndexError, AttributeError) as exc:
-        raise CheckpointError(f"{path.name} is corrupt: its safetensors header is not valid ({exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"{path.name} is corrupt: its safetensors header is not valid JSON ({exc})") from None
+    if len(header) > MAX_HEADER_ENTRIES:
+        raise CheckpointError(f"{path.name}: its safetensors header lists {len(header)} tensors; at most "
+                              f"{MAX_HEADER_ENTRIES} are accepted")
+    ends = []
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in offsets)
+                and offsets[0] <= offsets[1]):
+            raise CheckpointError(f"{path.name} is corrupt: tensor {str(key)[:80]!r} in its safetensors header has "
+                                  "no valid data_offsets (two non-negative integers, start <= end)")
+        ends.append(offsets[1])
     needed = 8 + header_len + max(ends, default=0)
     if needed > size:
         raise CheckpointError(f"{path.name} is truncated: its tensors need {needed} bytes but the file has {size}")

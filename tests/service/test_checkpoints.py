@@ -75,6 +75,17 @@ def test_bare_state_dict_needs_arch_and_dataset(client, tmp_path):
     (b"", "empty"),
     (b"definitely not a checkpoint" * 10, "not a checkpoint"),
     (b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":", "truncated"),
+    *[(len(h).to_bytes(8, "little") + h, reason) for h, reason in (
+        (b'{"a": {"data_offsets": [0, "x"]}}', "no valid data_offsets"),
+        (b'{"a": {"data_offsets": [0, 4]}, "b": {"data_offsets": [0, "4"]}}', "no valid data_offsets"),
+        (b'{"a": {"data_offsets": [8, 4]}}', "no valid data_offsets"),
+        (b'{"a": {"data_offsets": [0, true]}}', "no valid data_offsets"),
+        (b'{"a": [1, 2]}', "no valid data_offsets"),
+        (b'{"a": {"dtype": "F32"}}', "no valid data_offsets"),
+        (b'{"a": {"data_offsets": [0, 99999999999999999999]}}', "truncated"),
+        (b'{"a": 1' + b" " * 8, "not valid JSON"),
+        (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "not valid JSON"),   # nested past the stack
+    )],
 ])
 def test_bad_files_are_refused_and_nothing_is_stored(client, settings, payload, reason):
     resp = _post(client, "x.safetensors", payload)
