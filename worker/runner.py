@@ -219,12 +219,13 @@ def _run_evaluation(settings: Settings, ctx: JobContext, job_id: int, config: di
         with ctx.Session() as s:
             workers = [w for w in crud.list_workers_seen(session=s, within_s=settings.stale_after_s)
                        if not w.queues or (queue or settings.queue) in w.queues.split(",")]
-        ranges = plan_shards(prepared.spec, prepared.n, workers=max(1, len(workers)),
-                             shard_size=config.get("shard_size"))
+        # "auto" was resolved on this worker's device; the service's cap still holds.
+        spec = replace(prepared.spec, batch_size=min(prepared.spec.batch_size, settings.max_batch_size))
+        ranges = plan_shards(spec, prepared.n, workers=max(1, len(workers)), shard_size=config.get("shard_size"))
         with ctx.Session() as s:
             job = s.get_one(Job, job_id)
             job.config = {**config, "plan": {"n": prepared.n, "fingerprint": prepared.fingerprint,
-                                             "batch_size": prepared.spec.batch_size, "shards": ranges}}
+                                             "batch_size": spec.batch_size, "shards": ranges}}
             s.commit()
             crud_shards.create_shards(session=s, job_id=job_id, ranges=ranges, max_attempts=job.max_attempts)
     with ctx.Session() as s:
@@ -242,7 +243,7 @@ def _merge(settings: Settings, ctx: JobContext, job_id: int, config: dict[str, A
     spec = build_spec(**config["spec_args"])
     outcomes = [ShardOutcome.from_dict({**(shard.outcome or {}), "worker": shard.worker_hostname})
                 for shard in shards]
-    spec = replace(spec, batch_size=plan["batch_size"], auto_batch_size=False)
+    spec = replace(spec, batch_size=plan["batch_size"])
     results = merge(spec, plan["n"], plan["fingerprint"],
                     SqlStore(settings, job_id), outcomes)
     with ctx.Session() as s:

@@ -130,7 +130,7 @@ class Prepared:
 
 
 def prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec,
-            surrogate: nn.Module | None = None) -> Prepared:
+            surrogate: nn.Module | None = None, *, resolve_batch_size_here: bool = True) -> Prepared:
     """The first ``spec.n_examples`` of (x, y) on the model's device, the model with the spec's speed levers
     (robaudit.evaluation.accel), the batch size, and the fingerprint of model, data and surrogate."""
     if "transfer" in spec.attacks and surrogate is None:
@@ -141,7 +141,8 @@ def prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec,
     n = min(spec.n_examples, len(x))
     x, y = x[:n].to(device, torch.float32), y[:n].to(device, torch.long)
     model = prepare_model(model, spec, device, sample=x[:2])   # the model itself when no lever is asked for
-    spec = resolve_batch_size(spec, model, x, device, default_cache_path())   # unchanged unless auto
+    if resolve_batch_size_here:   # a shard of a planned evaluation keeps the planned size instead
+        spec = resolve_batch_size(spec, model, x, device, default_cache_path())   # unchanged unless auto
     return Prepared(Inputs(model, x, y, surrogate), spec, n, data_fingerprint(model, x, y, surrogate), device)
 
 
