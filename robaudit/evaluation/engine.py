@@ -69,21 +69,32 @@ def _clean(run: Run) -> None:
     run.num_classes = records[0][2]["num_classes"]
 
 
-def _probes(run: Run) -> None:
+def _gradient_counts(run: Run, job: str, model: Callable[[], nn.Module]) -> dict[str, int]:
+    """Zero and non-finite input-gradient counts over every batch: each batch stores its counts (no per-point
+    index), and the totals are their sum. ``model`` is called only when a batch is computed (never in the merge)."""
     eps = run.spec.primary_eps
 
     def gradients(start: int, end: int) -> Record:
-        # Every batch gets a record (no per-point index): the counts of zero and non-finite gradients.
         index = torch.as_tensor(run.points(start, end), device=run.device)
-        return probes.gradient_stats(run.model, run.x[index], run.y[index], eps=eps,
+        return probes.gradient_stats(model(), run.x[index], run.y[index], eps=eps,
                                      generator=run.streams(f"pgd-start/eps={eps:.6g}", index))
 
     totals: dict[str, int] = {}
-    for _, _, record in run.batches.run(f"probe-gradients/eps={eps:.6g}", gradients, PROBE_UNITS):
+    for _, _, record in run.batches.run(f"{job}/eps={eps:.6g}", gradients, PROBE_UNITS):
         for key, value in record.items():
             totals[key] = totals.get(key, 0) + int(value)
-    # Reduced precision: the same counts in fp32, on every batch, for check C10.
-    fp32_totals = _fp32_gradient_counts(run, eps) if run.spec.precision != "fp32" else None
+    return totals
+
+
+def _probes(run: Run) -> None:
+    totals = _gradient_counts(run, "probe-gradients", lambda: run.model)
+    fp32_totals = None
+    if run.spec.precision != "fp32":
+        # The same probe with the unwrapped model in fp32, on the same points and random starts, so that
+        # check C10 can tell zero gradients caused by reduced precision from the model's own. Work the
+        # schedule's estimate does not know of.
+        run.progress.replan(0.0, PROBE_UNITS * (run.batches.last - run.batches.first))
+        fp32_totals = _gradient_counts(run, "probe-gradients-fp32", lambda: unwrap(run.model))
     # The model probes run once, on the evaluation's first batch: by the shard that holds it.
     start, end = run.batches.bounds[0]
     if start != 0:
@@ -99,23 +110,6 @@ def _probes(run: Run) -> None:
     run.out.probes = {"gradients": totals, **found}
     if fp32_totals is not None:
         run.out.probes["gradients_fp32"] = fp32_totals
-
-
-# The gradient probe again with the unwrapped model in fp32, on the same points and random starts,
-# so that check C10 can tell zero gradients caused by reduced precision from the model's own.
-def _fp32_gradient_counts(run: Run, eps: float) -> dict[str, int]:
-    def gradients(start: int, end: int) -> Record:
-        index = torch.as_tensor(run.points(start, end), device=run.device)
-        return probes.gradient_stats(unwrap(run.model), run.x[index], run.y[index], eps=eps,
-                                     generator=run.streams(f"pgd-start/eps={eps:.6g}", index))
-
-    # Work the schedule's estimate does not know of.
-    run.progress.replan(0.0, PROBE_UNITS * (run.batches.last - run.batches.first))
-    totals: dict[str, int] = {}
-    for _, _, record in run.batches.run(f"probe-gradients-fp32/eps={eps:.6g}", gradients, PROBE_UNITS):
-        for key, value in record.items():
-            totals[key] = totals.get(key, 0) + int(value)
-    return totals
 
 
 @dataclass(frozen=True)
