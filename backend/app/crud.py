@@ -221,6 +221,17 @@ def mark_dispatch_failed(*, session: Session, job_id: int, error: str) -> None:
     session.commit()
 
 
+def held_elsewhere(row: Job | EvalShard, *, hostname: str, stale_after_s: float, pid_alive=None) -> bool:
+    """A running job or shard still owned by a live process: its heartbeat is fresh, and it is not this
+    host's process that died (a pool child killed on this host is taken over at once)."""
+    if row.heartbeat_at is None:
+        return False
+    fresh = utcnow() - row.heartbeat_at < timedelta(seconds=stale_after_s)
+    same_host_dead = (row.worker_hostname == hostname and row.worker_pid is not None
+                      and pid_alive is not None and not pid_alive(row.worker_pid))
+    return fresh and not same_host_dead
+
+
 def claim_job(*, session: Session, job_id: int, task_id: str, hostname: str, pid: int,
               stale_after_s: float, pid_alive=None) -> tuple[Job | None, str]:
     """The worker's first step for a delivery. Returns (job, "run") or (None|job, reason to skip).
@@ -238,13 +249,10 @@ def claim_job(*, session: Session, job_id: int, task_id: str, hostname: str, pid
     if job.cancel_requested:
         finish_job(session=session, job_id=job_id, task_id=task_id, status="cancelled")
         return job, "cancelled before start"
-    if job.status == "running" and job.heartbeat_at is not None:
-        fresh = utcnow() - job.heartbeat_at < timedelta(seconds=stale_after_s)
-        same_host_dead = (job.worker_hostname == hostname and job.worker_pid is not None
-                          and pid_alive is not None and not pid_alive(job.worker_pid))
-        if fresh and not same_host_dead:
-            session.rollback()
-            return job, "running elsewhere"
+    if job.status == "running" and held_elsewhere(job, hostname=hostname, stale_after_s=stale_after_s,
+                                                  pid_alive=pid_alive):
+        session.rollback()
+        return job, "running elsewhere"
     attempt = job.attempt + 1
     now = utcnow()
     if attempt > job.max_attempts:

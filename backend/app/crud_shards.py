@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from robaudit.backend.app.crud import _changed, new_task_id
+from robaudit.backend.app.crud import _changed, held_elsewhere, new_task_id
 from robaudit.backend.app.models import FINISHED, EvalShard, Job, utcnow
 
 ACTIVE = ("queued", "running")
@@ -86,13 +86,10 @@ def claim_shard(*, session: Session, job_id: int, index: int, task_id: str, host
         session.commit()
         settle_job(session=session, job_id=job_id)
         return shard, "evaluation cancelled or finished"
-    if shard.status == "running" and shard.heartbeat_at is not None:
-        fresh = utcnow() - shard.heartbeat_at < timedelta(seconds=stale_after_s)
-        same_host_dead = (shard.worker_hostname == hostname and shard.worker_pid is not None
-                          and pid_alive is not None and not pid_alive(shard.worker_pid))
-        if fresh and not same_host_dead:
-            session.rollback()
-            return shard, "running elsewhere"
+    if shard.status == "running" and held_elsewhere(shard, hostname=hostname, stale_after_s=stale_after_s,
+                                                    pid_alive=pid_alive):
+        session.rollback()
+        return shard, "running elsewhere"
     now = utcnow()
     if shard.attempt + 1 > shard.max_attempts:
         fail_shard(session=session, shard=shard, error=(
