@@ -38,7 +38,7 @@ from robaudit.evaluation.gate import GateSettings, check_gate
 from robaudit.models.checkpoint import CheckpointError
 from robaudit.models.validate import validate_file
 from robaudit.training import TrainConfig, train
-from robaudit.worker.evaluation_inputs import SqlStore, load_evaluation
+from robaudit.worker.evaluation_inputs import SqlStore, device_for, load_evaluation
 from robaudit.worker.fanout import Dispatch
 from robaudit.worker.procs import pid_alive
 from robaudit.worker.transfer import TransferError, upload
@@ -127,11 +127,8 @@ def run_job(settings: Settings, job_id: int, task_id: str, worker_name: str | No
                 crud.finish_job(session=s, job_id=job_id, task_id=task_id, status="cancelled", error=str(exc) or None)
             return "cancelled"
         except Exception as exc:
-            if type(exc).__name__ == "SoftTimeLimitExceeded":
-                message = (f"time limit of {settings.soft_time_limit_s} s exceeded "
-                           "(ROBAUDIT_TASK_SOFT_TIME_LIMIT); retry resumes from the stored state")
-            else:
-                message = _user_message(exc)
+            message = failure_message(settings, exc, resumes_from="retry resumes from the stored state")
+            if type(exc).__name__ != "SoftTimeLimitExceeded":
                 log.error("job %s failed:\n%s", job_id, traceback.format_exc())
             with Session() as s:
                 crud.finish_job(session=s, job_id=job_id, task_id=task_id, status="failed", error=message)
@@ -139,22 +136,23 @@ def run_job(settings: Settings, job_id: int, task_id: str, worker_name: str | No
     return outcome
 
 
-def _user_message(exc: BaseException) -> str:
-    if isinstance(exc, (RobauditError, CheckpointError, TransferError)):
+# Errors that say what is wrong with the request itself: shown as they are, and never worth a retry.
+PERMANENT = (RobauditError, CheckpointError, TransferError)
+
+
+def failure_message(settings: Settings, exc: BaseException, *, resumes_from: str) -> str:
+    """What a failed job or shard row says: the time limit, a user error as is, or the exception's type and text."""
+    if type(exc).__name__ == "SoftTimeLimitExceeded":
+        return f"time limit of {settings.soft_time_limit_s} s exceeded (ROBAUDIT_TASK_SOFT_TIME_LIMIT); {resumes_from}"
+    if isinstance(exc, PERMANENT):
         return str(exc)
     return f"{type(exc).__name__}: {str(exc)[:1000]}"
-
-
-def _device(settings: Settings) -> str:
-    if settings.device != "auto":
-        return settings.device
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 # Training -----------------------------------------------------------------------------
 def _run_training(settings: Settings, ctx: JobContext, job_id: int, config: dict[str, Any]) -> str:
     cfg = TrainConfig.from_dict(config["train_config"])
-    cfg.device = _device(settings)
+    cfg.device = device_for(settings)
     cfg.data_dir = str(settings.datasets_dir) if settings.datasets_dir else None
     out_dir = settings.jobs_dir / str(job_id)   # stable per job: train() resumes from its state.pt
 

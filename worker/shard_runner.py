@@ -19,17 +19,12 @@ from robaudit.backend.app.core.db import session_factory
 from robaudit.backend.app.models import Job
 from robaudit.errors import Cancelled, RobauditError
 from robaudit.evaluation import evaluate_shard
-from robaudit.models.checkpoint import CheckpointError
 from robaudit.worker.evaluation_inputs import SqlStore, load_evaluation
 from robaudit.worker.fanout import Dispatch
 from robaudit.worker.procs import pid_alive
-from robaudit.worker.runner import JobContext, hostname
-from robaudit.worker.transfer import TransferError
+from robaudit.worker.runner import PERMANENT, JobContext, failure_message, hostname
 
 log = logging.getLogger("robaudit.worker")
-
-# Errors a retry cannot fix: the same request fails the same way on any worker.
-PERMANENT = (RobauditError, CheckpointError, TransferError)
 
 
 class ShardContext(JobContext):
@@ -98,13 +93,8 @@ def run_shard(settings: Settings, job_id: int, index: int, task_id: str, worker_
 
 
 def _failed(settings: Settings, dispatch: Dispatch, job_id: int, index: int, task_id: str, exc: Exception) -> str:
-    if type(exc).__name__ == "SoftTimeLimitExceeded":
-        message = (f"time limit of {settings.soft_time_limit_s} s exceeded (ROBAUDIT_TASK_SOFT_TIME_LIMIT); "
-                   "a retry resumes from the stored batches")
-    elif isinstance(exc, PERMANENT):
-        message = str(exc)
-    else:
-        message = f"{type(exc).__name__}: {str(exc)[:1000]}"
+    message = failure_message(settings, exc, resumes_from="a retry resumes from the stored batches")
+    if type(exc).__name__ != "SoftTimeLimitExceeded" and not isinstance(exc, PERMANENT):
         log.error("job %s shard %s failed:\n%s", job_id, index, traceback.format_exc())
     with session_factory(settings)() as s:
         retry = None if isinstance(exc, PERMANENT) else crud_shards.retry_shard(
