@@ -14,6 +14,11 @@ import robaudit
 from robaudit import models
 
 
+def without_timings(results: dict) -> dict:
+    """A results JSON minus ``timing``: what must be equal between runs (resumed, sharded, refactored)."""
+    return {k: v for k, v in results.items() if k != "timing"}
+
+
 @functools.cache
 def mnist(split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
     return robaudit.load_dataset("mnist10k", split)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers_eval import CountingModel, first_test_points, standard_model
+from helpers_eval import CountingModel, first_test_points, standard_model, without_timings
 
 from robaudit import models
 from robaudit.errors import Cancelled, RobauditError
@@ -162,10 +162,6 @@ def test_eps_curve_is_nested_and_monotone():
 
 
 # ---------------------------------------------------------------------------- resume
-def _strip(results):
-    return {k: v for k, v in results.items() if k != "timing"}
-
-
 def test_resume_after_cancel_recomputes_nothing(tmp_path):
     x, y = first_test_points(120)
     spec = build_spec(attacks="rs-fgsm,pgd,noise", eps="0.1", steps="5", n_examples=120, batch_size=40,
@@ -189,14 +185,14 @@ def test_resume_after_cancel_recomputes_nothing(tmp_path):
     progress = []
     resumed = evaluate(model, x, y, spec, store=DirectoryStore(tmp_path / "state"), progress=progress.append)
     assert model.images == full_cost  # the batches done before the cancel were not recomputed
-    assert _strip(resumed) == _strip(reference)
+    assert without_timings(resumed) == without_timings(reference)
     assert resumed["timing"]["reused_batches"] == 5
     assert progress[-1].done == progress[-1].total and progress[-1].stage == "done"
     assert all(a.done <= b.done for a, b in zip(progress, progress[1:]))
     # A finished evaluation rerun on its store does no work at all.
     before = model.images
     again = evaluate(model, x, y, spec, store=DirectoryStore(tmp_path / "state"))
-    assert model.images == before and _strip(again) == _strip(reference)
+    assert model.images == before and without_timings(again) == without_timings(reference)
 
 
 @pytest.fixture
@@ -217,7 +213,7 @@ def test_autoattack_resumes_at_the_batch_it_reached(poll_every_forward):
     resumed = evaluate(model, x, y, spec, store=store)
     # Clean, gradient probes and APGD-CE: 2 batches each; the model probes; APGD-T's first batch.
     assert resumed["timing"]["reused_batches"] == 8 and resumed["timing"]["computed_batches"] == 1
-    assert _strip(resumed) == _strip(reference)
+    assert without_timings(resumed) == without_timings(reference)
     model.images = 0
     with pytest.raises(Cancelled):   # a cancel is polled from inside AutoAttack, not only between batches
         evaluate(model, x, y, build_spec(attacks="apgd-t", eps="0.08", n_examples=16, batch_size=16, seed=1),

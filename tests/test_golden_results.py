@@ -12,16 +12,12 @@ import os
 from pathlib import Path
 
 import torch
-from helpers_eval import golden_models
+from helpers_eval import golden_models, without_timings
 
 import robaudit
 from robaudit.evaluation import build_spec, evaluate
 
 GOLDEN = Path(__file__).parent / "golden"
-
-
-def _without_timings(results: dict) -> dict:
-    return {k: v for k, v in results.items() if k != "timing"}
 
 
 def test_audit_results_equal_the_golden_file():
@@ -30,7 +26,7 @@ def test_audit_results_equal_the_golden_file():
     x, y = robaudit.load_dataset("mnist10k", "test")
     spec = build_spec("audit", dataset="mnist10k", eps=(0.1, 0.05), n_examples=48, surrogate=True, batch_size=16,
                       autoattack_examples=16)
-    results = json.loads(json.dumps(_without_timings(evaluate(model, x, y, spec, surrogate=surrogate))))
+    results = json.loads(json.dumps(without_timings(evaluate(model, x, y, spec, surrogate=surrogate))))
     path = GOLDEN / "audit_tiny.json"
     if os.environ.get("ROBAUDIT_UPDATE_GOLDEN") or not path.exists():
         path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")

@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers_eval import golden_models
+from helpers_eval import golden_models, without_timings
 
 import robaudit
 from robaudit.errors import RobauditError
 from robaudit.evaluation import MemoryStore, build_spec, evaluate, evaluate_shard, merge, plan_shards, prepare
 from robaudit.evaluation.batches import MissingRecord
-
-
-def _without_timings(results: dict) -> dict:
-    return {k: v for k, v in results.items() if k != "timing"}
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +38,7 @@ def test_sharded_audit_merges_into_the_one_worker_results(audit, cut):
     store = MemoryStore()
     outcomes = [evaluate_shard(prepared, shard=shard, store=store) for shard in shards]
     merged = merge(spec, prepared.n, prepared.fingerprint, store, outcomes)
-    assert _without_timings(merged) == _without_timings(reference)
+    assert without_timings(merged) == without_timings(reference)
     assert len(merged["timing"]["shards"]) == len(shards)
     assert merged["timing"]["computed_batches"] == reference["timing"]["computed_batches"]  # nothing done twice
 

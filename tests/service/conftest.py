@@ -18,6 +18,7 @@ import pytest
 import redis
 import torch
 import torch.nn.functional as F
+from sqlalchemy import func, select
 
 import robaudit
 from robaudit.backend.app import crud
@@ -188,6 +189,15 @@ class LiveAPI:
     def __exit__(self, *exc) -> None:
         self.client.close()
         self.service.stop()
+
+
+def count_rows(settings: Settings, model, **where) -> int:
+    """How many rows of ``model`` match ``where`` (column=value)."""
+    with session_factory(settings)() as s:
+        stmt = select(func.count()).select_from(model)
+        for key, value in where.items():
+            stmt = stmt.where(getattr(model, key) == value)
+        return s.scalar(stmt)
 
 
 def wait_job(client: httpx.Client, job_id: int, *, timeout: float = 180.0, until=FINISHED) -> dict:

@@ -7,22 +7,13 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
 
 from robaudit.backend.app.core.db import session_factory
 from robaudit.backend.app.models import EvalBatch, EvaluationResult, Job, SampleBitset
 
-from .conftest import LiveAPI, WorkerProcess, make_settings, upload, wait_job
+from .conftest import LiveAPI, WorkerProcess, count_rows, make_settings, upload, wait_job
 
 pytestmark = pytest.mark.services
-
-
-def _count(settings, model, **where) -> int:
-    with session_factory(settings)() as s:
-        stmt = select(func.count()).select_from(model)
-        for key, value in where.items():
-            stmt = stmt.where(getattr(model, key) == value)
-        return s.scalar(stmt)
 
 
 def _scenario(client, settings, checkpoint_path):
@@ -51,8 +42,8 @@ def _scenario(client, settings, checkpoint_path):
     assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
     assert csv.text.splitlines()[0].startswith("attack,eps,steps")
     # One bitset row per per-sample bitset (plus clean), and nothing left of the resume state.
-    assert _count(settings, SampleBitset, job_id=ev_id) == len(results["per_sample"]["bits"]) + 1
-    assert _count(settings, EvalBatch, job_id=ev_id) == 0
+    assert count_rows(settings, SampleBitset, job_id=ev_id) == len(results["per_sample"]["bits"]) + 1
+    assert count_rows(settings, EvalBatch, job_id=ev_id) == 0
 
     trained = wait_job(client, training.json()["id"])
     assert trained["status"] == "succeeded", trained
@@ -135,7 +126,7 @@ def test_sigkilled_worker_resumes_without_duplicates(backend, restarted_as, tmp_
             job = client.post("/evaluations", json={"checkpoint_id": ckpt["id"], "preset": "quick",
                                                     "n_examples": 64, "batch_size": 16}).json()
             deadline = time.monotonic() + 120
-            while _count(settings, EvalBatch, job_id=job["id"]) < 5:   # some batches done, not all
+            while count_rows(settings, EvalBatch, job_id=job["id"]) < 5:   # some batches done, not all
                 assert time.monotonic() < deadline, client.get(f"/jobs/{job['id']}").json()
                 assert client.get(f"/jobs/{job['id']}").json()["status"] in ("queued", "running")
                 time.sleep(0.05)
@@ -161,7 +152,7 @@ def test_sigkilled_worker_resumes_without_duplicates(backend, restarted_as, tmp_
     assert results["summary"] == reference["summary"]
     assert results["worst_case"] == reference["worst_case"]
     assert results["clean_accuracy"] == reference["clean_accuracy"]
-    assert _count(settings, EvaluationResult, job_id=job["id"]) == 1
-    assert _count(settings, SampleBitset, job_id=job["id"]) == len(reference["per_sample"]["bits"]) + 1
+    assert count_rows(settings, EvaluationResult, job_id=job["id"]) == 1
+    assert count_rows(settings, SampleBitset, job_id=job["id"]) == len(reference["per_sample"]["bits"]) + 1
     with session_factory(settings)() as s:
         assert s.get(Job, job["id"]).worker_hostname == restarted_as

@@ -9,30 +9,18 @@ from __future__ import annotations
 import time
 
 import pytest
-from sqlalchemy import func, select
+from helpers_eval import without_timings
 
 from robaudit.backend.app import crud
 from robaudit.backend.app.core.db import session_factory
 from robaudit.backend.app.models import EvalBatch, EvalShard, EvaluationResult, SampleBitset
 
-from .conftest import LiveAPI, WorkerProcess, make_settings, upload, wait_job
+from .conftest import LiveAPI, WorkerProcess, count_rows, make_settings, upload, wait_job
 
 pytestmark = pytest.mark.services
 
 # The audit preset, small: every attack of it, AutoAttack on all points.
 AUDIT = {"preset": "audit", "n_examples": 32, "batch_size": 8, "aa_examples": 0}
-
-
-def _count(settings, model, **where) -> int:
-    with session_factory(settings)() as s:
-        stmt = select(func.count()).select_from(model)
-        for key, value in where.items():
-            stmt = stmt.where(getattr(model, key) == value)
-        return s.scalar(stmt)
-
-
-def _without_timings(results: dict) -> dict:
-    return {k: v for k, v in results.items() if k != "timing"}
 
 
 @pytest.fixture
@@ -80,7 +68,7 @@ def test_two_workers_split_an_audit_into_the_one_worker_results(tmp_path, redis_
     assert {s["worker"] for s in sharded["shards"]} == {"w0@test", "w1@test"}
     assert [(s["start"], s["end"]) for s in single["shards"]] == [(0, AUDIT["n_examples"])]
     assert {r["attack"] for r in results["summary"]} >= {"fgsm", "rs-fgsm", "pgd", "cw", "autoattack", "noise"}
-    assert _without_timings(results) == _without_timings(reference)
+    assert without_timings(results) == without_timings(reference)
     assert [s["worker"] for s in results["timing"]["shards"]] == ["w0@test", "w1@test"] or \
         [s["worker"] for s in results["timing"]["shards"]] == ["w1@test", "w0@test"]
     assert sharded["progress"]["current"] == sharded["progress"]["total"] > 0
@@ -103,7 +91,7 @@ def test_a_worker_killed_mid_shard_is_replaced_without_duplicates(tmp_path, redi
             while True:
                 shards = client.get(f"/jobs/{job['id']}").json()["shards"]
                 mine = [s for s in shards if s["worker"] == "victim@test" and s["status"] == "running"]
-                stored = _count(settings, EvalBatch, job_id=job["id"])
+                stored = count_rows(settings, EvalBatch, job_id=job["id"])
                 if mine and stored >= 4 and 0 < mine[0]["done"] < mine[0]["total"]:
                     break
                 assert time.monotonic() < deadline, shards
@@ -122,7 +110,7 @@ def test_a_worker_killed_mid_shard_is_replaced_without_duplicates(tmp_path, redi
     victim = [s for s in done["shards"] if s["index"] == mine[0]["index"]][0]
     assert victim["worker"] == "rescuer@test" and victim["attempt"] == 2   # redelivered once, resumed elsewhere
     assert results["timing"]["reused_batches"] > reference["timing"]["reused_batches"]
-    assert _without_timings(results) == _without_timings(reference)
-    assert _count(settings, EvaluationResult, job_id=job["id"]) == 1
-    assert _count(settings, SampleBitset, job_id=job["id"]) == len(reference["per_sample"]["bits"]) + 1
-    assert _count(settings, EvalShard, job_id=job["id"]) == len(done["shards"]) == 2
+    assert without_timings(results) == without_timings(reference)
+    assert count_rows(settings, EvaluationResult, job_id=job["id"]) == 1
+    assert count_rows(settings, SampleBitset, job_id=job["id"]) == len(reference["per_sample"]["bits"]) + 1
+    assert count_rows(settings, EvalShard, job_id=job["id"]) == len(done["shards"]) == 2
