@@ -31,7 +31,7 @@ from robaudit.frontend.report import EXPORT_CSP, render_report_html, report_csv
 from robaudit.frontend.results_view import Model
 from robaudit.frontend.templating import STATIC_DIR, environment, plotly_js_path
 from robaudit.frontend.views import Chart, evaluation_view, report_view, shard_rows, shard_summary
-from robaudit.models.registry import ALIASES, ARCHITECTURES
+from robaudit.models.registry import architecture_names
 from robaudit.sinkhorn import SINKHORN_MODES
 from robaudit.training import METHODS
 
@@ -110,7 +110,7 @@ def form_options() -> dict[str, Any]:
     """Choices for the forms, from the science package's own registries."""
     datasets = [{"name": d.name, "default_eps": d.default_eps, "num_classes": d.num_classes,
                  "in_channels": d.in_channels, "size": d.size} for d in DATASETS.values()]
-    return {"architectures": [*ARCHITECTURES, *ALIASES], "datasets": datasets, "methods": list(METHODS),
+    return {"architectures": architecture_names(), "datasets": datasets, "methods": list(METHODS),
             "presets": list(PRESETS), "attacks": list(ATTACKS), "sinkhorn_modes": list(SINKHORN_MODES),
             "audit_autoattack_examples": AUDIT_AUTOATTACK_EXAMPLES}
 
