@@ -231,6 +231,7 @@ class EvaluationView:
     results: Mapping[str, Any] | None
     model: R.Model
     error: str | None = None
+    imported: str | None = None     # where results pushed from elsewhere were made (robaudit push)
 
     @property
     def arch(self) -> str | None:
@@ -463,12 +464,26 @@ def diagnostics_of(results: Mapping[str, Any] | None) -> Diagnostics | None:
 
 # --------------------------------------------------------------------------- building views
 
+def imported_source(evaluation: Mapping[str, Any]) -> str | None:
+    """Where an imported evaluation's results were made; None for evaluations this service ran."""
+    imported = R.section(evaluation, "config").get("imported")
+    if not imported:
+        return None
+    source = imported.get("source") if isinstance(imported, Mapping) else None
+    return str(source or "elsewhere")
+
+
 def _labels(evaluations: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Checkpoint names, made unique with the evaluation id when two evaluations share one."""
+    """Checkpoint names, made unique with the evaluation id when two evaluations share one.
+
+    Imported results have no checkpoint here: they go by their evaluation's name, marked "(imported)"
+    wherever the label appears (tables, legends, exports)."""
     base = []
     for ev in evaluations:
         ck = R.section(ev, "checkpoint")
         name = R.checkpoint_field(ck, "name")
+        if imported_source(ev):
+            name = f"{ev.get('name') or 'evaluation ' + str(ev.get('id'))} (imported)"
         if not name:
             parts = [R.method_of(ck), R.checkpoint_field(ck, "arch")]
             name = " ".join(str(p) for p in parts if p) or f"evaluation {ev.get('id')}"
@@ -487,7 +502,7 @@ def evaluation_views(evaluations: Sequence[Mapping[str, Any]]) -> list[Evaluatio
         results = ev.get("results") if isinstance(ev.get("results"), Mapping) else None
         views.append(EvaluationView(
             id=ev.get("id"), label=label, status=str(ev.get("status") or ("succeeded" if results else "unknown")),
-            checkpoint=ck, results=results, error=ev.get("error"),
+            checkpoint=ck, results=results, error=ev.get("error"), imported=imported_source(ev),
             model=R.Model(label=label, results=results, checkpoint=ck, key=str(ev.get("id")))))
     return views
 

@@ -31,10 +31,10 @@ from robaudit.backend.app.checkpoint_store import place, sha256_file
 from robaudit.backend.app.core.config import Settings
 from robaudit.backend.app.core.db import session_factory
 from robaudit.backend.app.models import Checkpoint, Job
+from robaudit.backend.app.summaries import results_summary
 from robaudit.data import DATASETS
 from robaudit.errors import Cancelled, RobauditError
 from robaudit.evaluation import ShardOutcome, build_spec, merge, plan_shards
-from robaudit.evaluation.gate import GateSettings, check_gate
 from robaudit.models.checkpoint import CheckpointError
 from robaudit.models.validate import validate_file
 from robaudit.training import TrainConfig, train
@@ -255,25 +255,3 @@ def _merge(settings: Settings, ctx: JobContext, job_id: int, config: dict[str, A
     with ctx.Session() as s:
         crud.purge_job_state(session=s, job_id=job_id)
     return "succeeded"
-
-
-def results_summary(results: dict[str, Any], gate: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Headline numbers for job lists: clean accuracy, worst case per eps, PGD-20 and the verdict.
-
-    With the job's gate settings, also the gate's outcome under "gate" (the API shows it as the job's
-    `gate`), judged once here so job lists need not load every results JSON.
-    """
-    summary: dict[str, Any] = {"clean_accuracy": results.get("clean_accuracy")}
-    rows = results.get("summary") or []
-    pgd20 = [r for r in rows if str(r.get("attack", "")).startswith("pgd") and r.get("steps") == 20]
-    if pgd20:
-        summary["pgd20_accuracy"] = min(r["robust_accuracy"] for r in pgd20)
-        summary["pgd20_eps"] = max(r["eps"] for r in pgd20)
-    summary["worst_case"] = results.get("worst_case")
-    diagnostics = results.get("diagnostics") or {}
-    if isinstance(diagnostics, dict):
-        summary["verdict"] = diagnostics.get("verdict")
-    if gate:
-        summary["gate"] = check_gate(results, GateSettings.from_dict(gate)).to_dict()
-    return summary
-

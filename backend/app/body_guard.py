@@ -21,10 +21,14 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class BodyGuard:
-    def __init__(self, app: ASGIApp, *, api_prefix: str, api_token: str, max_json_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, api_prefix: str, api_token: str, max_json_bytes: int,
+                 max_import_bytes: int | None = None) -> None:
         self.app, self.api_prefix, self.api_token = app, api_prefix, api_token
         self.max_json_bytes = max_json_bytes
         self.upload_path = f"{api_prefix}/checkpoints"
+        # Imported results carry per-point bitsets, so their route has its own, larger cap.
+        self.import_path = f"{api_prefix}/evaluations/import"
+        self.max_import_bytes = max_import_bytes or max_json_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -40,9 +44,10 @@ class BodyGuard:
                 and headers.get("content-type", "").lower().startswith("multipart/form-data")):
             await self.app(scope, receive, send)
             return
+        cap = self.max_import_bytes if path == self.import_path else self.max_json_bytes
         declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_json_bytes:
-            await _answer(send, 413, self._too_large())
+        if declared.isdigit() and int(declared) > cap:
+            await _answer(send, 413, self._too_large(path))
             return
         body = bytearray()
         while True:
@@ -50,14 +55,17 @@ class BodyGuard:
             if message["type"] == "http.disconnect":
                 return                               # the client went away: nobody to answer
             body += message.get("body", b"")
-            if len(body) > self.max_json_bytes:
-                await _answer(send, 413, self._too_large())
+            if len(body) > cap:
+                await _answer(send, 413, self._too_large(path))
                 return
             if not message.get("more_body", False):
                 break
         await self.app(scope, _replay(bytes(body), receive), send)
 
-    def _too_large(self) -> str:
+    def _too_large(self, path: str) -> str:
+        if path == self.import_path:
+            return (f"imported results over the {self.max_import_bytes / 2**20:g} MB limit "
+                    "(ROBAUDIT_MAX_IMPORT_MB)")
         return (f"request body over the {self.max_json_bytes / 1024:g} KB limit for JSON requests "
                 "(ROBAUDIT_MAX_JSON_KB); checkpoints are uploaded as multipart/form-data to "
                 f"POST {self.upload_path}")

@@ -119,6 +119,22 @@ def create_job(*, session: Session, kind: str, config: dict[str, Any], name: str
     return job
 
 
+def import_evaluation(*, session: Session, results: dict[str, Any], name: str | None,
+                      summary: dict[str, Any]) -> Job:
+    """A finished evaluation job holding results made elsewhere; row, results and bitsets in one commit."""
+    now = utcnow()
+    source = results.get("source") if isinstance(results.get("source"), str) else "robaudit evaluate"
+    job = Job(kind="evaluation", status="succeeded", name=name, task_id=None, metrics=[], summary=summary,
+              config={"imported": {"source": source[:100]}, "spec_args": {"dataset": results["dataset"]},
+                      "spec": results.get("config") or {}},
+              created_at=now, started_at=now, finished_at=now, max_attempts=0)
+    session.add(job)
+    session.flush()
+    store_results(session=session, job_id=job.id, results=results)
+    session.commit()
+    return job
+
+
 def get_job(*, session: Session, job_id: int, kind: str | None = None) -> Job | None:
     job = session.get(Job, job_id)
     if job is None or (kind is not None and job.kind != kind):
@@ -163,6 +179,7 @@ def job_public(job: Job) -> dict[str, Any]:
         "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
         "heartbeat_at": job.heartbeat_at,
         "shards": [shard_public(shard) for shard in job.shards],
+        "imported": bool((job.config or {}).get("imported")),
     }
 
 

@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None, *, janitor: bool = True) -> Fas
     app.state.api_token = api_token
     # Added before CORS, so CORS stays the outer layer and its headers reach the 401 and 413 too.
     app.add_middleware(BodyGuard, api_prefix=API_V1_STR, api_token=api_token,
-                       max_json_bytes=settings.max_json_bytes)
+                       max_json_bytes=settings.max_json_bytes, max_import_bytes=settings.max_import_bytes)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type"])

@@ -104,6 +104,8 @@ class JobPublic(BaseModel):
     shards: list[ShardPublic] = Field(
         default_factory=list, description="Evaluations: the shards it is split into over the workers (empty until "
                                           "it is planned, and for trainings).")
+    imported: bool = Field(default=False, description="Evaluations: results made elsewhere (robaudit.audit, "
+                                                      "robaudit evaluate) and pushed here, not run by a worker.")
 
 
 class JobsPublic(BaseModel):
@@ -144,6 +146,15 @@ class GateCreate(BaseModel):
         if self.fail_under is None and self.fail_on is None:
             raise ValueError("a gate needs fail_under, fail_on or both")
         return self
+
+
+class EvaluationImport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    results: dict[str, Any] = Field(description="A results JSON (docs/results-schema.md), as robaudit.audit() "
+                                                "returns it or `robaudit evaluate --out` writes it.")
+    name: str | None = Field(default=None, min_length=1, max_length=200,
+                             description="What to call the model in lists and reports.")
 
 
 class EvaluationCreate(BaseModel):

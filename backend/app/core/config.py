@@ -44,6 +44,8 @@ class Settings:
     max_upload_mb: float = 1024.0
     # Every request body except a multipart checkpoint upload: job and report requests are small.
     max_json_kb: float = 256.0
+    # Results pushed from elsewhere (POST /evaluations/import) carry per-point bitsets: larger.
+    max_import_mb: float = 16.0
     # What one job may ask for (422 past a cap; validation.py): generous for real CIFAR-10 work
     # (WRN-34-10 has 46 M parameters), far below what would hold a worker for years or exhaust it.
     max_epochs: int = 1000
@@ -94,6 +96,7 @@ class Settings:
             reads_require_token=_env_bool("ROBAUDIT_READS_REQUIRE_TOKEN"),
             max_upload_mb=_env_float("ROBAUDIT_MAX_UPLOAD_MB", 1024.0),
             max_json_kb=_env_float("ROBAUDIT_MAX_JSON_KB", 256.0),
+            max_import_mb=_env_float("ROBAUDIT_MAX_IMPORT_MB", 16.0),
             max_epochs=int(_env_float("ROBAUDIT_MAX_EPOCHS", 1_000)),
             max_batch_size=int(_env_float("ROBAUDIT_MAX_BATCH_SIZE", 4_096)),
             max_train_examples=int(_env_float("ROBAUDIT_MAX_TRAIN_EXAMPLES", 1_000_000)),
@@ -133,6 +136,7 @@ class Settings:
             "ROBAUDIT_READS_REQUIRE_TOKEN": "1" if self.reads_require_token else "0",
             "ROBAUDIT_MAX_UPLOAD_MB": str(self.max_upload_mb),
             "ROBAUDIT_MAX_JSON_KB": str(self.max_json_kb),
+            "ROBAUDIT_MAX_IMPORT_MB": str(self.max_import_mb),
             "ROBAUDIT_MAX_EPOCHS": str(self.max_epochs),
             "ROBAUDIT_MAX_BATCH_SIZE": str(self.max_batch_size),
             "ROBAUDIT_MAX_TRAIN_EXAMPLES": str(self.max_train_examples),
@@ -205,6 +209,10 @@ class Settings:
     @property
     def max_json_bytes(self) -> int:
         return int(self.max_json_kb * 1024)
+
+    @property
+    def max_import_bytes(self) -> int:
+        return int(self.max_import_mb * 1024 * 1024)
 
     @property
     def checkpoints_dir(self) -> Path:

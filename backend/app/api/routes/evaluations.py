@@ -6,11 +6,17 @@ from fastapi import HTTPException, Path, Query
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from robaudit.backend.app import crud
-from robaudit.backend.app.api.deps import ReadAccess, SessionDep
+from robaudit.backend.app.api.deps import ReadAccess, SessionDep, WriteAccess
 from robaudit.backend.app.api.job_routes import MAX_ID, JobKindRoutes, find_job, job_routes
-from robaudit.backend.app.schemas import EvaluationCreate, Message
+from robaudit.backend.app.schemas import EvaluationCreate, EvaluationImport, JobPublic, Message
+from robaudit.backend.app.summaries import results_summary
 from robaudit.backend.app.validation import validate_evaluation
 from robaudit.evaluation import results_to_csv
+from robaudit.evaluation.results_check import ResultsError, check_results
+from robaudit.frontend.views import evaluation_view
+
+# Results pushed from elsewhere may cover more points than this service would evaluate itself.
+MAX_IMPORTED_POINTS = 1_000_000
 
 router = job_routes(JobKindRoutes(
     kind="evaluation", schema=EvaluationCreate, validate=validate_evaluation,
@@ -36,3 +42,24 @@ def read_evaluation_results(session: SessionDep, evaluation_id: int = Path(ge=1,
         return PlainTextResponse(results_to_csv(results), media_type="text/csv",
                                  headers={"Content-Disposition": disposition})
     return JSONResponse(results)
+
+
+@router.post("/import", dependencies=[WriteAccess], response_model=JobPublic, status_code=201,
+             responses={422: {"model": Message}, 413: {"model": Message}})
+def import_evaluation(body: EvaluationImport, session: SessionDep) -> Any:
+    """Store results made elsewhere (robaudit.audit(), `robaudit evaluate --out`) as a finished evaluation.
+
+    It then appears in lists, comparisons and reports like any other, marked as imported. The results
+    are checked field by field first (docs/results-schema.md), and must render as a page: nothing is
+    stored otherwise.
+    """
+    try:
+        results = check_results(body.results, max_points=MAX_IMPORTED_POINTS)
+        evaluation_view({"id": 0, "status": "succeeded", "name": body.name, "checkpoint": {}, "results": results})
+    except ResultsError as exc:
+        raise HTTPException(422, detail=str(exc)) from None
+    except Exception as exc:  # a shape the checks let through but the pages cannot draw
+        detail = f"the results cannot be shown: {type(exc).__name__}: {str(exc)[:200]}"
+        raise HTTPException(422, detail=detail) from None
+    job = crud.import_evaluation(session=session, results=results, name=body.name, summary=results_summary(results))
+    return crud.job_public(job)
