@@ -123,7 +123,8 @@ def import_evaluation(*, session: Session, results: dict[str, Any], name: str | 
                       summary: dict[str, Any]) -> Job:
     """A finished evaluation job holding results made elsewhere; row, results and bitsets in one commit."""
     now = utcnow()
-    source = results.get("source") if isinstance(results.get("source"), str) else "robaudit evaluate"
+    given = results.get("source")
+    source = given if isinstance(given, str) else "robaudit evaluate"
     job = Job(kind="evaluation", status="succeeded", name=name, task_id=None, metrics=[], summary=summary,
               config={"imported": {"source": source[:100]}, "spec_args": {"dataset": results["dataset"]},
                       "spec": results.get("config") or {}},
