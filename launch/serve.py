@@ -13,8 +13,16 @@ import signal
 from robaudit.launch.service import EmbeddedService, announce, settings_for
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def run_serve(args: argparse.Namespace) -> int:
-    signal.signal(signal.SIGINT, signal.default_int_handler)   # even if our shell ignored it (uvicorn takes over)
+    # uvicorn handles SIGINT/SIGTERM while it runs, shuts down, then re-raises the signal with the handler
+    # found before it started. These handlers turn both into KeyboardInterrupt, so serve_forever's cleanup
+    # (stop the worker, requeue its job) runs; SIGTERM's default would end the process before it.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
 
     settings = settings_for(args.data_dir)
     service = EmbeddedService(settings, host=args.host, port=args.port, worker=not args.no_worker)
@@ -22,7 +30,7 @@ def run_serve(args: argparse.Namespace) -> int:
     announce(settings, service.url)
     try:
         service.serve_forever()
-    except KeyboardInterrupt:   # uvicorn re-raises the Ctrl-C it handled; everything is stopped by now
+    except KeyboardInterrupt:   # uvicorn re-raises the signal it handled; everything is stopped by now
         pass
     return 0
 

@@ -71,22 +71,50 @@ class EmbeddedService:
                                             EXIT_WITH_ENV: str(os.getpid())},
                                        start_new_session=True, stdout=log_file, stderr=log_file)
 
-    def stop_worker(self, timeout: float = 15.0) -> None:
+    def stop_worker(self, timeout: float = 5.0) -> None:
+        """Stop the worker within about ``timeout`` seconds, then put what it was running back in the queue.
+
+        Cold shutdown: a running job stops now (waiting for a 48-hour job is no shutdown). Its row goes
+        back to queued at no attempt's cost, and it resumes from its stored batches when a worker takes
+        it again. A worker whose own shutdown hangs (seen: blocked on a pool semaphore) is killed.
+        """
         proc, self.worker = self.worker, None
         if proc is None or proc.poll() is not None:
             return
-        # Cold shutdown: running jobs stop now; their rows go back to the queue through the janitor
-        # (heartbeat gone) and resume from stored state when the service starts again.
         try:
+            # The first SIGQUIT starts Celery's soft shutdown (worker_soft_shutdown_timeout lets a task run on);
+            # a second one during it cancels the running task at once.
             os.kill(proc.pid, signal.SIGQUIT)
-            proc.wait(timeout=timeout)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
+            proc.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            try:
+                os.kill(proc.pid, signal.SIGQUIT)
+                proc.wait(timeout=timeout)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        except ProcessLookupError:
             pass
         try:
             os.killpg(proc.pid, signal.SIGKILL)   # the pool children, whatever state they are in
         except ProcessLookupError:
             pass
         proc.wait()
+        self.release_interrupted()
+
+    def release_interrupted(self) -> None:
+        from robaudit.backend.app.core.celery_app import make_celery
+        from robaudit.backend.app.core.db import session_factory
+        from robaudit.backend.app.dispatch import release_interrupted_work
+
+        try:
+            released = release_interrupted_work(make_celery(self.settings), self.settings,
+                                                session_factory(self.settings), self.worker_name)
+        except Exception as exc:   # database gone too: the next worker start requeues them (at an attempt's cost)
+            print(f"robaudit: could not requeue the interrupted jobs: {exc}", file=sys.stderr, flush=True)
+            return
+        if released:
+            print(f"robaudit: stopped; back in the queue, resuming at the next start: {', '.join(released)}",
+                  file=sys.stderr, flush=True)
 
     # Foreground (serve) -------------------------------------------------------------------
     def serve_forever(self) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import Update, delete, exists, func, or_, select, update
+from sqlalchemy import Update, case, delete, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
@@ -372,6 +372,30 @@ def requeue_orphans(*, session: Session, hostname: str, pid_alive) -> list[tuple
                                                       Job.task_id == old_task)
                                     .values(status="queued", task_id=new, stage="requeued: worker restarted"))
         if changed:
+            out.append((job_id, new, queue))
+    session.commit()
+    return out
+
+
+SHUTDOWN_STAGE = "interrupted by a shutdown; waits for a worker (no attempt counted)"
+
+
+def release_interrupted(*, session: Session, hostname: str) -> list[tuple[int, str, str | None]]:
+    """After a clean shutdown of worker ``hostname`` (its processes are gone): the jobs it was running
+    go back to the queue without costing an attempt, since a shutdown is not a failure of the job.
+
+    Returns [(job_id, new task id, queue)] for the caller to send. Sharded jobs whose shards are
+    still out are left alone: their shards are released by crud_shards.release_interrupted_shards.
+    """
+    rows = session.execute(select(Job.id, Job.task_id, Job.queue)
+                           .where(Job.status == "running", Job.worker_hostname == hostname,
+                                  ~_shards_unfinished())).all()
+    out = []
+    for job_id, old_task, queue in rows:
+        new = new_task_id()
+        if _changed(session, update(Job).where(Job.id == job_id, Job.status == "running", Job.task_id == old_task)
+                    .values(status="queued", task_id=new, stage=SHUTDOWN_STAGE, worker_pid=None, heartbeat_at=None,
+                            attempt=case((Job.attempt > 0, Job.attempt - 1), else_=0))):
             out.append((job_id, new, queue))
     session.commit()
     return out

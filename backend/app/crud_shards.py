@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from robaudit.backend.app.crud import _changed, held_elsewhere, new_task_id
+from robaudit.backend.app.crud import SHUTDOWN_STAGE, _changed, held_elsewhere, new_task_id
 from robaudit.backend.app.models import FINISHED, EvalShard, Job, utcnow
 
 ACTIVE = ("queued", "running")
@@ -238,14 +238,29 @@ def requeue_orphan_shards(*, session: Session, hostname: str, pid_alive) -> list
     return _requeue(session, orphans, "requeued: worker restarted")
 
 
-def _requeue(session: Session, rows, stage: str, *conditions) -> list[tuple[int, int, str, str | None]]:
+def release_interrupted_shards(*, session: Session, hostname: str) -> list[tuple[int, int, str, str | None]]:
+    """After a clean shutdown of worker ``hostname``: its running shards go back to the queue without
+    costing an attempt (crud.release_interrupted does the same for jobs)."""
+    rows = session.execute(select(EvalShard.job_id, EvalShard.index, EvalShard.task_id, Job.queue)
+                           .join(Job, Job.id == EvalShard.job_id)
+                           .where(EvalShard.status == "running", EvalShard.worker_hostname == hostname)).all()
+    return _requeue(session, rows, SHUTDOWN_STAGE, refund=True)
+
+
+def _requeue(session: Session, rows, stage: str, *conditions,
+             refund: bool = False) -> list[tuple[int, int, str, str | None]]:
     out = []
     for job_id, index, old_task, queue in rows:
         new = new_task_id()
+        values: dict[str, Any] = {"status": "queued", "task_id": new, "stage": stage}
+        if refund:
+            # heartbeat_at stays set: it marks a shard whose task is in the broker (mark_sent).
+            values.update(attempt=case((EvalShard.attempt > 0, EvalShard.attempt - 1), else_=0),
+                          worker_pid=None, heartbeat_at=utcnow())
         if _changed(session, update(EvalShard).where(EvalShard.job_id == job_id, EvalShard.index == index,
                                                      EvalShard.task_id == old_task, EvalShard.status == "running",
                                                      *conditions)
-                    .values(status="queued", task_id=new, stage=stage)):
+                    .values(**values)):
             out.append((job_id, index, new, queue))
     session.commit()
     return out

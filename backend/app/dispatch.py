@@ -64,6 +64,29 @@ def requeue_stale_shards(celery: Celery, settings: Settings, Session: sessionmak
     return [(job_id, index) for job_id, index, _, _ in stale]
 
 
+def release_interrupted_work(celery: Celery, settings: Settings, Session: sessionmaker, hostname: str) -> list[str]:
+    """After worker ``hostname`` was shut down on purpose (its processes are gone): its jobs and shards go
+    back to the queue without costing an attempt, and it is marked offline. Returns what was released."""
+    with Session() as s:
+        jobs = crud.release_interrupted(session=s, hostname=hostname)
+        shards = crud_shards.release_interrupted_shards(session=s, hostname=hostname)
+        crud.worker_offline(session=s, hostname=hostname)
+    released = []
+    for job_id, task_id, queue in jobs:
+        released.append(f"job {job_id}")
+        try:
+            dispatch(celery, settings, job_id=job_id, task_id=task_id, queue=queue)
+        except Exception:   # it stays queued; the next worker start sends it (requeue of interrupted work)
+            log.warning("could not requeue job %s after the shutdown", job_id, exc_info=True)
+    for job_id, index, task_id, queue in shards:
+        released.append(f"job {job_id} shard {index}")
+        try:
+            celery.send_task(SHARD_TASK_NAME, args=[job_id, index], task_id=task_id, queue=queue or settings.queue)
+        except Exception:
+            log.warning("could not requeue shard %s of job %s after the shutdown", index, job_id, exc_info=True)
+    return released
+
+
 class Janitor:
     """A thread in the API process: every janitor_interval_s, requeue running jobs and shards whose heartbeat stopped.
 

@@ -1,0 +1,101 @@
+"""Stopping `robaudit serve` in the middle of a job (SIGTERM, as systemd or docker stop does; Ctrl-C) is
+not a failure of the job: serve and its worker are gone within seconds, the job goes back to the
+queue without costing an attempt, and after any number of stop/start cycles it finishes with the
+results of an undisturbed run."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import httpx
+import pytest
+from helpers_eval import without_timings
+
+from robaudit.backend.app.crud import SHUTDOWN_STAGE
+
+from .conftest import TOKEN, free_port, upload, wait_job
+from .test_commands import ROBAUDIT, _alive, _descendants, _env
+
+pytestmark = pytest.mark.services
+
+# Many small batches, so that every cycle stores some and the next start resumes from them.
+EVALUATION = {"preset": "paper", "n_examples": 96, "batch_size": 4}
+
+
+class Serve:
+    def __init__(self, tmp_path, port: int):
+        self.tmp_path, self.port = tmp_path, port
+        env = {**_env(tmp_path), "ROBAUDIT_API_TOKEN": TOKEN}
+        self.proc = subprocess.Popen([*ROBAUDIT, "serve", "--port", str(port), "--data-dir", str(tmp_path / "var")],
+                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=60,
+                                   headers={"Authorization": f"Bearer {TOKEN}"})
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if self.client.get("/health").json()["workers"]:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert self.proc.poll() is None and time.monotonic() < deadline, "serve did not come up"
+            time.sleep(0.3)
+
+    def stop(self, sig: int) -> tuple[float, str]:
+        """Send ``sig``; how long serve took to exit, and what it printed."""
+        processes = _descendants(self.proc.pid)
+        started = time.monotonic()
+        self.proc.send_signal(sig)
+        assert self.proc.wait(timeout=30) == 0
+        took = time.monotonic() - started
+        self.client.close()
+        output = self.proc.stdout.read()
+        assert not [pid for pid in processes if _alive(pid)], f"a worker process outlived serve:\n{output}"
+        return took, output
+
+
+def _wait_progress(client: httpx.Client, job_id: int, above: int, timeout: float = 120.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.get(f"/evaluations/{job_id}").json()
+        shards_running = job["shards"] and all(shard["status"] == "running" for shard in job["shards"])
+        if job["status"] == "running" and shards_running and job["progress"]["current"] > above:
+            return job
+        assert job["status"] in ("queued", "running") and time.monotonic() < deadline, job
+        time.sleep(0.2)
+
+
+def test_stopping_serve_mid_job_requeues_it_at_no_cost_and_it_finishes_identically(tmp_path, trained_checkpoint):
+    port = free_port()
+    serve = Serve(tmp_path, port)
+    ckpt = upload(serve.client, trained_checkpoint).json()
+    job_id = serve.client.post("/evaluations", json={"checkpoint_id": ckpt["id"], **EVALUATION}).json()["id"]
+
+    done = 0
+    for sig in [signal.SIGTERM, signal.SIGINT, signal.SIGTERM]:
+        running = _wait_progress(serve.client, job_id, above=done)
+        # An evaluation runs as shards; the earlier stops cost its shard no attempt.
+        assert [shard["attempt"] for shard in running["shards"]] == [1], running
+        took, output = serve.stop(sig)
+        assert took < 15, f"serve took {took:.1f} s to stop"
+        serve = Serve(tmp_path, port)
+        (shard,) = serve.client.get(f"/evaluations/{job_id}").json()["shards"]
+        if shard["status"] == "succeeded":   # it finished in the instant the worker was being stopped
+            break
+        log = "\n".join(line for line in output.splitlines() if '"GET /api' not in line)
+        assert f"job {job_id} shard 0" in output and "back in the queue" in output, log[-3000:]
+        if shard["status"] == "queued":   # the restarted worker may already have taken it again
+            assert shard["attempt"] == 0 and shard["stage"] == SHUTDOWN_STAGE, shard
+        done = running["progress"]["current"]
+
+    finished = wait_job(serve.client, job_id, timeout=300)
+    assert finished["status"] == "succeeded" and finished["attempt"] == 1, finished
+    assert [shard["attempt"] for shard in finished["shards"]] == [1], finished
+    results = serve.client.get(f"/evaluations/{job_id}/results").json()
+    assert results["timing"]["reused_batches"] > 0   # it resumed from the batches stored before the stops
+
+    undisturbed_id = serve.client.post("/evaluations", json={"checkpoint_id": ckpt["id"], **EVALUATION}).json()["id"]
+    assert wait_job(serve.client, undisturbed_id, timeout=300)["status"] == "succeeded"
+    reference = serve.client.get(f"/evaluations/{undisturbed_id}/results").json()
+    serve.stop(signal.SIGTERM)
+    assert without_timings(results) == without_timings(reference)
