@@ -74,9 +74,7 @@ def randomise(net: nn.Module, seed: int) -> nn.Module:
                 m.weight.normal_(1, 0.1, generator=gen)
                 m.bias.normal_(0, 0.1, generator=gen)
         for p in net.parameters():
-            if p.numel() > 1 and bool(p.min() == p.max()):   # e.g. TRADES' zero last layer, zero biases
-                p.normal_(0, 0.05, generator=gen)
-            elif p.numel() == 1 or p.dim() == 1 and bool((p == 0).all()):
+            if bool(p.min() == p.max()):   # constant: TRADES' zero last layer, zero-initialised biases
                 p.normal_(0, 0.05, generator=gen)
     return net.eval()
 
