@@ -22,6 +22,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from robaudit.attacks.common import input_gradient  # noqa: E402
 from robaudit.attacks.losses import cross_entropy, dlr  # noqa: E402
 from robaudit.evaluation import build_spec, evaluate  # noqa: E402
+from robaudit.models import onnx_model  # noqa: E402
 from robaudit.models.checkpoint import (  # noqa: E402
     CheckpointError,
     CheckpointMetadata,
@@ -208,6 +209,23 @@ def test_external_data_is_refused_with_how_to_save(tmp_path):
         load_checkpoint(path, metadata=_cifar_metadata(input_size=4))
     message = _one_line(exc)
     assert "external data" in message and "save_as_external_data=False" in message and "external_data=False" in message
+
+
+def test_graph_claiming_more_than_the_file_holds_is_refused(tmp_path, monkeypatch):
+    # A weight whose dims claim 4 GB with 4 bytes of data: refused before anything allocates it.
+    huge = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[10**9], raw_data=b"\0\0\0\0")
+    model = _graph_model([helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("Add", ["f", "w"], ["y"])],
+                         [_image_input()], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 48])], [huge])
+    with pytest.raises(CheckpointError) as exc:
+        load_onnx(_save(model, tmp_path / "huge.onnx"))
+    assert "claim 4000000000 bytes" in _one_line(exc)
+
+    monkeypatch.setattr(onnx_model, "MAX_NODES", 1)
+    two_nodes = _graph_model([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Flatten", ["r"], ["y"])],
+                             [_image_input()], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 48])])
+    with pytest.raises(CheckpointError) as exc:
+        load_onnx(_save(two_nodes, tmp_path / "nodes.onnx"))
+    assert "has 2 nodes; at most 1" in _one_line(exc)
 
 
 def test_unsupported_op_names_op_type_domain_and_opset(tmp_path):
