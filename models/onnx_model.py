@@ -13,7 +13,8 @@ What is accepted (docs/onnx.md says the same to users):
   (``dynamo=False``) and its default dynamo exporter write (opset 18 to 20 in torch 2.x);
 * weights inside the file: a tensor stored as external data names a path, and a path in an
   upload could point anywhere on the server;
-* exactly one float32 input (N, C, H, W) with a dynamic batch dimension, exactly one output (N, classes).
+* exactly one float32 input (N, C, H, W), exactly one output (N, classes). A graph exported with a
+  fixed batch size runs in chunks of that size (``FixedBatch``); a dynamic batch dimension is faster.
 
 onnx2torch 1.5 stops at opset 17 for a few ops. The converters below close that gap for the
 graphs torch writes: the Reduce family from v18 (axes became an input), Reshape with
@@ -46,7 +47,7 @@ ONNX_DOMAINS = ("", "ai.onnx")
 FIELD1_VARINT = 0x08   # protobuf tag of ModelProto.ir_version, the first field every exporter writes
 SAVE_HINT = ("save it with the weights inside the file: onnx.save(model, path, save_as_external_data=False) "
              "or torch.onnx.export(..., external_data=False)")
-DYNAMIC_BATCH_HINT = ("export with a dynamic batch dimension: torch.onnx.export(model, (x,), path, "
+DYNAMIC_BATCH_HINT = ("export it with a dynamic batch dimension: torch.onnx.export(model, (x,), path, "
                       "dynamic_shapes=({0: torch.export.Dim('batch')},)), or with dynamo=False, "
                       "input_names=['x'], dynamic_axes={'x': {0: 'batch'}}")
 
@@ -186,9 +187,38 @@ def _check_io(model: ModelProto, name: str) -> None:
     if tensor_type.HasField("shape") and len(dims) != 4:
         raise CheckpointError(f"{name}: the graph input {inputs[0].name!r} has rank {len(dims)}; robaudit feeds "
                               "images of shape (N, C, H, W)")
-    if dims and dims[0].HasField("dim_value") and dims[0].dim_value != 0:
-        raise CheckpointError(f"{name}: the graph input fixes the batch size to {dims[0].dim_value}; "
-                              f"{DYNAMIC_BATCH_HINT}")
+
+
+def _fixed_batch(model: ModelProto) -> int | None:
+    """The batch size the graph's input declares, when it fixes one (an export without a dynamic batch)."""
+    weights = {t.name for t in model.graph.initializer}
+    dims = next(v for v in model.graph.input if v.name not in weights).type.tensor_type.shape.dim
+    if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
+        return int(dims[0].dim_value)
+    return None
+
+
+class FixedBatch(nn.Module):
+    """Runs a graph exported with a fixed batch size B on any batch: in chunks of B, the last one
+    padded with copies of its final image whose outputs are dropped.
+
+    Exact for a classifier in eval mode (each image's logits depend on that image only), so the
+    input gradients are the graph's own; slower than a dynamic-batch export by the padding and the
+    number of calls.
+    """
+
+    def __init__(self, graph: nn.Module, batch: int) -> None:
+        super().__init__()
+        self.graph, self.batch = graph, batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = []
+        for chunk in torch.split(x, self.batch):
+            n = len(chunk)
+            if n < self.batch:
+                chunk = torch.cat([chunk, chunk[-1:].expand(self.batch - n, *chunk.shape[1:])])
+            outputs.append(self.graph(chunk)[:n])
+        return torch.cat(outputs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -476,6 +506,11 @@ def _load(path: Path) -> tuple[nn.Module, tuple[int | None, int | None, int | No
     for tensor in [*converted.parameters(), *converted.buffers()]:
         if tensor.is_floating_point() and tensor.dtype != torch.float32:
             raise CheckpointError(f"{path.name} holds {tensor.dtype} weights; export the model in float32")
+    batch = _fixed_batch(model)
+    if batch is not None:
+        # An exporter that was not told the batch is dynamic bakes the example's size into the graph
+        # (dynamo: into every Reshape); other batch sizes would fail or, worse, mix images.
+        converted = FixedBatch(converted, batch)
     return converted.eval(), _declared_shape(model)
 
 
@@ -487,7 +522,8 @@ def _first_line(exc: BaseException) -> str:
 def check_onnx_output(model: nn.Module, in_channels: int, size: int, num_classes: int) -> None:
     """Run a batch of 3 images (C, size, size) through a converted model: the output must be (3, num_classes).
 
-    Three, because an exporter that baked the example batch size into a Reshape usually used 1 or 2.
+    Three, because an exporter that baked the example batch size into a Reshape usually used 1 or 2
+    (load_onnx runs graphs that declare a fixed batch size in chunks of it).
     """
     x = torch.rand(3, in_channels, size, size, generator=torch.Generator().manual_seed(0))
     device = next((t.device for t in [*model.parameters(), *model.buffers()]), torch.device("cpu"))
