@@ -441,6 +441,17 @@ def _fold_identities_of_weights(graph: GraphProto) -> None:
     graph.node.extend(kept)
 
 
+def _canonical_domain(model: ModelProto) -> None:
+    """Spell the default domain "" everywhere: ONNX allows "ai.onnx" too, onnx2torch looks up ""."""
+    for opset in model.opset_import:
+        if opset.domain == "ai.onnx":
+            opset.domain = ""
+    for graph in _graphs(model.graph):
+        for node in graph.node:
+            if node.domain == "ai.onnx":
+                node.domain = ""
+
+
 def load_onnx(path: str | Path) -> nn.Module:
     """An ONNX file as a torch module in eval mode: float32 (N, C, H, W) in, logits out.
 
@@ -483,6 +494,7 @@ def _declared_shape(model: ModelProto) -> tuple[int | None, int | None, int | No
 
 def _load(path: Path) -> tuple[nn.Module, tuple[int | None, int | None, int | None]]:
     model = _parse(path)
+    _canonical_domain(model)
     size = path.stat().st_size
     _check_limits(model, path.name, size)
     opsets = _opsets(model, path.name)
@@ -501,7 +513,9 @@ def _load(path: Path) -> tuple[nn.Module, tuple[int | None, int | None, int | No
         converted: nn.Module = convert(model)
     except UnsupportedOp as exc:
         raise CheckpointError(f"{path.name}: unsupported ONNX op: {exc}") from None
-    except Exception as exc:   # a converter refusing an attribute value, or malformed shapes
+    except NotImplementedError as exc:   # an onnx2torch converter refusing an attribute value
+        raise CheckpointError(f"{path.name}: unsupported ONNX op feature: {_first_line(exc)}") from None
+    except Exception as exc:   # malformed shapes or values the checker does not see
         raise CheckpointError(f"{path.name} could not be converted: {_first_line(exc)}") from None
     for tensor in [*converted.parameters(), *converted.buffers()]:
         if tensor.is_floating_point() and tensor.dtype != torch.float32:
