@@ -67,6 +67,11 @@ def sniff_onnx(path: Path) -> bool:
     Raises CheckpointError for a file that starts like one (the ir_version tag every exporter writes
     first) but does not parse: that is a truncated or damaged ONNX file, not some other format.
     """
+    return _read_model(path) is not None
+
+
+def _read_model(path: Path) -> ModelProto | None:
+    """The parsed ModelProto, None for a file that is not ONNX, or CheckpointError (see sniff_onnx)."""
     size = path.stat().st_size
     with path.open("rb") as fh:
         first = fh.read(1)
@@ -75,32 +80,32 @@ def sniff_onnx(path: Path) -> bool:
         if starts_like_onnx:
             raise CheckpointError(f"{path.name} is larger than 2 GiB, which no ONNX file with its weights "
                                   f"inside can be; {SAVE_HINT}")
-        return False
+        return None
     try:
         import onnx
     except ImportError:
         if starts_like_onnx:
             _require_onnx(path.name)
-        return False
+        return None
+    model: ModelProto | None
     try:
+        # Parsed from bytes, never onnx.load(path): that would follow external-data paths.
         model = onnx.ModelProto.FromString(path.read_bytes())
     except Exception:   # protobuf raises DecodeError, or RuntimeError from its C parser
         model = None
     if model is not None and model.ir_version > 0 and len(model.graph.node) > 0 and len(model.opset_import) > 0:
-        return True
+        return model
     if starts_like_onnx:
         raise CheckpointError(f"{path.name} is truncated or corrupt: it starts like an ONNX model but does not "
                               "parse as one (a graph with nodes and an opset)")
-    return False
+    return None
 
 
 def _parse(path: Path) -> ModelProto:
     _require_onnx(path.name)
-    import onnx
-    if not sniff_onnx(path):
+    model = _read_model(path)
+    if model is None:
         raise CheckpointError(f"{path.name} is not an ONNX model")
-    # Parsed from bytes, never onnx.load(path): that would follow external-data paths.
-    model: ModelProto = onnx.ModelProto.FromString(path.read_bytes())
     return model
 
 
