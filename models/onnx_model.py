@@ -159,8 +159,8 @@ def _check_limits(model: ModelProto, name: str, size: int) -> None:
         except (KeyError, ValueError, TypeError):
             itemsize = 1
         claimed += math.prod(tensor.dims) * itemsize
-    # Every element of a stored tensor is in the file (raw or typed fields are at least as large,
-    # bar 4-bit and bool packing, hence the slack), so a claim beyond it is a corrupt or hostile file.
+    # Every element of a stored tensor is in the file, in at least one byte (an int64 zero as a typed
+    # varint: 8 claimed bytes in 1, hence the slack), so a claim beyond it is a corrupt or hostile file.
     if claimed > 8 * size + 1024:
         raise CheckpointError(f"{name} is corrupt: its tensors claim {claimed} bytes but the file has {size}")
 
@@ -212,9 +212,9 @@ class FixedBatch(nn.Module):
     number of calls.
     """
 
-    def __init__(self, graph: nn.Module, batch: int) -> None:
+    def __init__(self, net: nn.Module, batch: int) -> None:
         super().__init__()
-        self.graph, self.batch = graph, batch
+        self.net, self.batch = net, batch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outputs = []
@@ -222,7 +222,7 @@ class FixedBatch(nn.Module):
             n = len(chunk)
             if n < self.batch:
                 chunk = torch.cat([chunk, chunk[-1:].expand(self.batch - n, *chunk.shape[1:])])
-            outputs.append(self.graph(chunk)[:n])
+            outputs.append(self.net(chunk)[:n])
         return torch.cat(outputs)
 
 
@@ -318,13 +318,14 @@ def _average_pool_converter(node: Any, graph: Any) -> Any:
     return get_converter("AveragePool", 11)(node, graph)
 
 
-# Float 8/4 element types (ONNX 1.14+): Cast v19 added `saturate` for them; torch has no exact match.
-_SMALL_FLOATS = frozenset(range(17, 30))
+# 8- and 4-bit element types (float8 from ONNX 1.14, int4 and float4 later): Cast v19 added `saturate`
+# for float8, and torch has no exact cast to any of them.
+_SMALL_TYPES = frozenset(range(17, 30))
 
 
 def _cast_converter(node: Any, graph: Any) -> Any:
-    if int(node.attributes.get("to", 1)) in _SMALL_FLOATS:
-        raise UnsupportedOp("Cast to a float8/float4 type")
+    if int(node.attributes.get("to", 1)) in _SMALL_TYPES:
+        raise UnsupportedOp("Cast to an 8- or 4-bit element type")
     _, get_converter, _, _ = _onnx2torch_api()
     return get_converter("Cast", 13)(node, graph)
 
