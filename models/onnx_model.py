@@ -10,7 +10,8 @@ execute whatever the file contains, so robaudit never calls them on an upload.
 What is accepted (docs/onnx.md says the same to users):
 
 * the ``ai.onnx`` domain at opsets ``MIN_OPSET``..``MAX_OPSET``: what torch's legacy exporter
-  (``dynamo=False``) and its default dynamo exporter write (opset 18 to 20 in torch 2.x);
+  (``dynamo=False``) and its default dynamo exporter write (opset 20 in torch 2.14, or the
+  ``opset_version`` asked for; 17 to 22 are tested);
 * weights inside the file: a tensor stored as external data names a path, and a path in an
   upload could point anywhere on the server;
 * exactly one float32 input (N, C, H, W), exactly one output (N, classes). A graph exported with a
@@ -172,7 +173,7 @@ def _opsets(model: ModelProto, name: str) -> dict[str, int]:
         raise CheckpointError(f"{name}: the model imports no ai.onnx opset")
     if not MIN_OPSET <= onnx_opset <= MAX_OPSET:
         raise CheckpointError(f"{name} uses ai.onnx opset {onnx_opset}; robaudit converts opsets {MIN_OPSET} to "
-                              f"{MAX_OPSET} (torch.onnx.export writes 18 to 20 by default)")
+                              f"{MAX_OPSET}: re-export with torch.onnx.export(..., opset_version=20)")
     return opsets
 
 
