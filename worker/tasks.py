@@ -27,8 +27,10 @@ def run_job(self, job_id: int) -> str:
     from robaudit.worker.fanout import CeleryDispatch
     from robaudit.worker.runner import run_job as run
 
-    return run(self.app.robaudit_settings, int(job_id), self.request.id, worker_name=self.request.hostname,
-               dispatch=CeleryDispatch(self.app))
+    # The module's app, not self.app: a spawned pool child rebuilds self.app from its pickle, which keeps
+    # Celery's configuration but not the settings robaudit hangs on it.
+    return run(app.robaudit_settings, int(job_id), self.request.id, worker_name=self.request.hostname,
+               dispatch=CeleryDispatch(app))
 
 
 @app.task(name=SHARD_TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
@@ -37,8 +39,8 @@ def run_shard(self, job_id: int, index: int) -> str:
     from robaudit.worker.fanout import CeleryDispatch
     from robaudit.worker.shard_runner import run_shard as run
 
-    return run(self.app.robaudit_settings, int(job_id), int(index), self.request.id,
-               worker_name=self.request.hostname, dispatch=CeleryDispatch(self.app))
+    return run(app.robaudit_settings, int(job_id), int(index), self.request.id,
+               worker_name=self.request.hostname, dispatch=CeleryDispatch(app))
 
 
 # Worker presence: the parent announces itself in the workers table (what /health reports).

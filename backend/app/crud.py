@@ -520,6 +520,43 @@ def report_public(report: Report, *, with_share: bool, public_url: str | None = 
 
 
 # Workers ------------------------------------------------------------------------------
+def waiting_deliveries(*, session: Session) -> list[tuple[int, int | None, str, str | None]]:
+    """Every delivery a worker should take now: queued jobs, and queued shards whose tasks were sent.
+    Rows of (job_id, shard index or None, task id, queue)."""
+    jobs = session.execute(select(Job.id, Job.task_id, Job.queue)
+                           .where(Job.status == "queued", Job.task_id.is_not(None), ~Job.cancel_requested)).all()
+    shards = session.execute(select(EvalShard.job_id, EvalShard.index, EvalShard.task_id, Job.queue)
+                             .join(Job, Job.id == EvalShard.job_id)
+                             .where(EvalShard.status == "queued", EvalShard.heartbeat_at.is_not(None),
+                                    EvalShard.task_id.is_not(None), ~Job.cancel_requested)).all()
+    # task ids are never null here (filtered above); str() tells the type checker so.
+    waiting: list[tuple[int, int | None, str, str | None]] = [(job_id, None, str(task), queue)
+                                                               for job_id, task, queue in jobs]
+    return waiting + [(job_id, index, str(task), queue) for job_id, index, task, queue in shards]
+
+
+def idle_workers(*, session: Session, within_s: float) -> list[WorkerSeen]:
+    """Live workers running no job and no shard: they would take a waiting delivery at once."""
+    busy = {h for (h,) in session.execute(select(Job.worker_hostname).where(Job.status == "running"))}
+    busy |= {h for (h,) in session.execute(select(EvalShard.worker_hostname).where(EvalShard.status == "running"))}
+    return [w for w in list_workers_seen(session=session, within_s=within_s) if w.hostname not in busy]
+
+
+def resend(*, session: Session, job_id: int, index: int | None, old_task: str) -> str | None:
+    """A new task id for a queued delivery that was never taken (the old message is lost or stuck);
+    None if it was taken meanwhile. The caller sends the new task."""
+    new = new_task_id()
+    if index is None:
+        stmt = update(Job).where(Job.id == job_id, Job.status == "queued", Job.task_id == old_task)
+    else:
+        stmt = update(EvalShard).where(EvalShard.job_id == job_id, EvalShard.index == index,
+                                       EvalShard.status == "queued", EvalShard.task_id == old_task)
+    changed = _changed(session, stmt.values(task_id=new))
+    session.commit()
+    return new if changed else None
+
+
+
 def worker_seen(*, session: Session, hostname: str, pid: int, queues: list[str], device: str | None,
                 started: bool = False) -> None:
     now = utcnow()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
@@ -87,6 +88,60 @@ def release_interrupted_work(celery: Celery, settings: Settings, Session: sessio
     return released
 
 
+class UnclaimedWatch:
+    """Deliveries that idle workers have not taken: found, reported and sent again.
+
+    A queued job or shard normally starts within seconds when a worker of its queue is idle. If it
+    is still waiting, with the same task id, unclaimed_after_s after the janitor first saw it while
+    such a worker was idle, its message is lost (or the worker that got it is stuck): the janitor
+    sends it again under a new task id, and /health says "degraded" with the reason until it is taken.
+    """
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.first_seen: dict[tuple[int, int | None, str], float] = {}
+        # (job_id, shard index) sent again -> why; reported by /health until a worker takes it.
+        self.resent: dict[tuple[int, int | None], str] = {}
+
+    @property
+    def problems(self) -> list[str]:
+        return list(self.resent.values())
+
+    def sweep(self, celery: Celery, session: Session, now: float) -> list[str]:
+        """One pass; returns the deliveries sent again in it."""
+        waiting = crud.waiting_deliveries(session=session)
+        idle = crud.idle_workers(session=session, within_s=max(60.0, 3 * self.settings.heartbeat_interval_s))
+        self.first_seen = {k: t for k, t in self.first_seen.items() if k in {w[:3] for w in waiting}}
+        self.resent = {k: v for k, v in self.resent.items() if k in {w[:2] for w in waiting}}
+        found = []
+        for job_id, index, task, queue in waiting:
+            queue = queue or self.settings.queue
+            takers = [w.hostname for w in idle if queue in w.queues.split(",")]
+            if not takers:   # every worker of the queue is busy, or none is up: waiting is normal
+                self.first_seen.pop((job_id, index, task), None)
+                continue
+            since = self.first_seen.setdefault((job_id, index, task), now)
+            if now - since < self.settings.unclaimed_after_s:
+                continue
+            new = crud.resend(session=session, job_id=job_id, index=index, old_task=task)
+            if new is None:   # taken meanwhile
+                continue
+            what = f"job {job_id}" if index is None else f"job {job_id} shard {index}"
+            problem = (f"{what} waited {now - since:.0f} s in queue {queue!r} while idle worker(s) "
+                       f"{', '.join(takers)} did not take it; sent again")
+            log.warning("%s", problem)
+            self.resent[(job_id, index)] = problem
+            found.append(problem)
+            try:
+                if index is None:
+                    dispatch(celery, self.settings, job_id=job_id, task_id=new, queue=queue)
+                else:
+                    celery.send_task(SHARD_TASK_NAME, args=[job_id, index], task_id=new, queue=queue)
+            except Exception:
+                log.warning("could not send %s again", what, exc_info=True)
+        return found
+
+
 class Janitor:
     """A thread in the API process: every janitor_interval_s, requeue running jobs and shards whose heartbeat stopped.
 
@@ -97,6 +152,7 @@ class Janitor:
 
     def __init__(self, celery: Celery, settings: Settings, Session: sessionmaker):
         self.celery, self.settings, self.Session = celery, settings, Session
+        self.unclaimed = UnclaimedWatch(settings)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="janitor", daemon=True)
 
@@ -112,5 +168,7 @@ class Janitor:
             try:
                 requeue_stale_jobs(self.celery, self.settings, self.Session)
                 requeue_stale_shards(self.celery, self.settings, self.Session)
+                with self.Session() as s:
+                    self.unclaimed.sweep(self.celery, s, time.monotonic())
             except Exception:
                 log.warning("janitor pass failed", exc_info=True)

@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None, *, janitor: bool = True) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        sweeper = Janitor(celery, settings, Session) if janitor else None
+        sweeper = app.state.janitor = Janitor(celery, settings, Session) if janitor else None
         if sweeper:
             sweeper.start()
         try:

@@ -290,3 +290,5 @@ class Health(BaseModel):
     database: ComponentHealth
     broker: ComponentHealth
     workers: list[WorkerPublic]
+    problems: list[str] = Field(default_factory=list, description="Why the status is degraded besides the components: "
+                                "queued jobs or shards that idle workers did not take (the janitor sent them again).")

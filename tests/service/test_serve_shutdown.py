@@ -5,8 +5,10 @@ results of an undisturbed run."""
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -74,6 +76,12 @@ def test_stopping_serve_mid_job_requeues_it_at_no_cost_and_it_finishes_identical
     done = 0
     for sig in [signal.SIGTERM, signal.SIGINT, signal.SIGTERM]:
         running = _wait_progress(serve.client, job_id, above=done)
+        if done == 0:
+            # The pool child is a fresh interpreter (spawn), not a fork of a parent whose threads may be
+            # inside SQLite at that moment (a forked child once deadlocked on SQLite's mutex).
+            with sqlite3.connect(tmp_path / "var" / "robaudit.db") as db:
+                (pid,) = db.execute("SELECT worker_pid FROM eval_shards WHERE job_id = ?", (job_id,)).fetchone()
+            assert "billiard.spawn" in (Path("/proc") / str(pid) / "cmdline").read_text()
         # An evaluation runs as shards; the earlier stops cost its shard no attempt.
         assert [shard["attempt"] for shard in running["shards"]] == [1], running
         took, output = serve.stop(sig)

@@ -66,6 +66,9 @@ class Settings:
     stale_after_s: float = 120.0
     heartbeat_interval_s: float = 10.0
     janitor_interval_s: float = 30.0
+    # A queued job or shard that idle workers of its queue have not taken for this long is reported
+    # (/health degraded) and sent again: its message was lost, or the worker that got it is stuck.
+    unclaimed_after_s: float = 120.0
     progress_interval_s: float = 1.0
     api_url: str | None = None             # workers on other hosts fetch/upload checkpoints here
     device: str = "auto"                   # worker compute device: auto, cpu, cuda, cuda:1, ...
@@ -113,6 +116,7 @@ class Settings:
             stale_after_s=_env_float("ROBAUDIT_STALE_AFTER", 120.0),
             heartbeat_interval_s=_env_float("ROBAUDIT_HEARTBEAT_INTERVAL", 10.0),
             janitor_interval_s=_env_float("ROBAUDIT_JANITOR_INTERVAL", 30.0),
+            unclaimed_after_s=_env_float("ROBAUDIT_UNCLAIMED_AFTER", 120.0),
             progress_interval_s=_env_float("ROBAUDIT_PROGRESS_INTERVAL", 1.0),
             api_url=(os.environ.get("ROBAUDIT_API_URL") or "").rstrip("/") or None,
             device=os.environ.get("ROBAUDIT_DEVICE") or "auto",
@@ -153,6 +157,7 @@ class Settings:
             "ROBAUDIT_STALE_AFTER": str(self.stale_after_s),
             "ROBAUDIT_HEARTBEAT_INTERVAL": str(self.heartbeat_interval_s),
             "ROBAUDIT_JANITOR_INTERVAL": str(self.janitor_interval_s),
+            "ROBAUDIT_UNCLAIMED_AFTER": str(self.unclaimed_after_s),
             "ROBAUDIT_PROGRESS_INTERVAL": str(self.progress_interval_s),
             "ROBAUDIT_DEVICE": self.device,
         }

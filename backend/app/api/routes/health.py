@@ -38,5 +38,8 @@ def health(request: Request, settings: SettingsDep) -> Any:
     except Exception as exc:
         db = {"ok": False, "detail": f"database unreachable: {type(exc).__name__}: {str(exc)[:200]}"}
     ok, detail = _broker_check(request)
-    status = "ok" if db["ok"] and ok and workers else "degraded"
-    return {"status": status, "database": db, "broker": {"ok": ok, "detail": detail}, "workers": workers}
+    janitor = getattr(request.app.state, "janitor", None)
+    problems = janitor.unclaimed.problems if janitor is not None else []
+    status = "ok" if db["ok"] and ok and workers and not problems else "degraded"
+    return {"status": status, "database": db, "broker": {"ok": ok, "detail": detail}, "workers": workers,
+            "problems": problems}
