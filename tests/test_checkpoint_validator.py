@@ -32,14 +32,18 @@ def test_verdicts(tmp_path):
 
     with pytest.raises(RobauditError) as unknown:   # the science package's message for the same mistake
         dataset_info("mnist11k")
-    assert validate_file(path, datasets=DATASETS, dataset="mnist11k") == {"ok": False, "error": str(unknown.value)}
+    assert validate_file(path, datasets=DATASETS, dataset="mnist11k") == {"ok": False, "error": str(unknown.value),
+                                                                              "closest": None}
     mismatch = validate_file(path, datasets=DATASETS, dataset="cifar10")
     assert not mismatch["ok"] and mismatch["error"].startswith("dataset/architecture mismatch")
 
     bare = tmp_path / "bare.pt"
     torch.save(mnist_model().state_dict(), bare)
     assert "carries no robaudit metadata" in validate_file(bare, datasets=DATASETS)["error"]
-    assert validate_file(bare, datasets=DATASETS, arch="smallcnn", dataset="mnist10k")["ok"]
+    no_preprocessing = validate_file(bare, datasets=DATASETS, arch="smallcnn", dataset="mnist10k")
+    assert "give a preprocessing preset (none, cifar-0.5, imagenet, cifar10)" in no_preprocessing["error"]
+    ok = validate_file(bare, datasets=DATASETS, arch="smallcnn", dataset="mnist10k", preprocessing="none")
+    assert ok["ok"] and ok["metadata"]["preprocessing"] == "none" and ok["detected_arch"] is None
 
 
 def test_the_api_runs_it_as_a_module(tmp_path):
