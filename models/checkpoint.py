@@ -298,6 +298,14 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], *, arch: str = "
         if tuple(got.shape) != tuple(want.shape):
             raise CheckpointError(f"checkpoint does not match {arch}: the file's {name(key)!r} is "
                                   f"{_fmt(got.shape)} where {arch} has {_fmt(want.shape)}")
+    # A robaudit-wrapped file saved without metadata carries its own Normalize buffers: they must agree
+    # with the preprocessing given, or one of the two is wrong and the model would be audited on the wrong inputs.
+    for key in ("0.mean", "0.std"):
+        if wrapped and key in state and key in expected and state[key].shape == expected[key].shape \
+                and not torch.allclose(state[key].float(), expected[key].float(), rtol=1e-5, atol=1e-7):
+            raise CheckpointError(f"the file's own normalisation {key!r} is {state[key].flatten().tolist()} but "
+                                  f"{expected[key].flatten().tolist()} was given; give the preprocessing the "
+                                  "network was trained with")
     extra = [k for k in state if k not in expected]
     if extra:
         raise CheckpointError(f"checkpoint does not match {arch}: the file's {name(extra[0])!r} "
