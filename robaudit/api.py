@@ -55,9 +55,11 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu", arch: st
 
 
 def load_dataset(name: str, split: str = "test", data_dir: str | Path | None = None,
-                 download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images in [0, 1] as (N, C, H, W) float32 and int64 labels: exactly what robaudit evaluates on."""
-    return load_arrays(name, split, data_dir, download)
+                 download: bool = False, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images in [0, 1] as (N, C, H, W) float32 and int64 labels: exactly what robaudit evaluates on.
+
+    ``limit``: only the first N points (for ``imagenet``, only those images are decoded)."""
+    return load_arrays(name, split, data_dir, download, limit=limit)
 
 
 def audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, preset: str = "quick",
