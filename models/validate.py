@@ -131,9 +131,10 @@ def validate_file(path: Path, *, datasets: Mapping[str, DatasetShape], arch: str
                 if found.arch is None and not arch:
                     raise Unrecognised(found.message, found.closest)
                 choices = ", ".join(_compatible(datasets, found.num_classes, found.in_channels, found.input_size))
-                raise CheckpointError("the file carries no robaudit metadata: give the 'dataset' form field"
-                                      + (f" ({found.message}; compatible datasets: {choices or 'none known'})"
-                                         if found.arch else ""))
+                raise CheckpointError("the file carries no robaudit metadata: give the 'dataset' and 'preprocessing' "
+                                      "form fields" + (f" (the 'arch' field is optional: {found.message}; compatible "
+                                                       f"datasets: {choices or 'none known'})" if found.arch
+                                                       else " and the 'arch' field"))
             shapes, original = read_shapes(path)
             described = describe_foreign(shapes, original, ForeignFile(
                 arch=arch, arch_kwargs=dict(arch_kwargs or {}), dataset=dataset, num_classes=info.num_classes,
