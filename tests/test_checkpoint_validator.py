@@ -99,3 +99,16 @@ def test_a_file_matching_nothing_names_the_closest_network(tmp_path):
         "(200, 999) where smallcnn has (200, 1024)")}
     inspected = inspect_file(tmp_path / "odd.pt", datasets=DATASETS)
     assert not inspected["ok"] and inspected["closest"] == "smallcnn"
+
+
+def test_the_validator_takes_the_input_range(tmp_path):
+    state = {k[2:]: v for k, v in mnist_model().state_dict().items() if k.startswith("1.")}
+    torch.save(state, tmp_path / "net.pt")
+    out = subprocess.run([sys.executable, "-m", "robaudit.models.validate", str(tmp_path / "net.pt"), "--datasets",
+                          datasets_json(DATASETS), "--dataset", "mnist10k", "--preprocessing", "none",
+                          "--input-range", "[0, 255]"], capture_output=True, text=True, timeout=120, check=True)
+    verdict = json.loads(out.stdout.strip().splitlines()[-1])
+    assert verdict["ok"] and verdict["detected_arch"] == "smallcnn" and verdict["metadata"]["input_range"] == [0, 255]
+    bad = validate_file(tmp_path / "net.pt", datasets=DATASETS, dataset="mnist10k", preprocessing="none",
+                        input_range=[0, 2])
+    assert bad["error"] == "input_range must be [0, 1] or [0, 255], got [0, 2]"

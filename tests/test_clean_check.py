@@ -146,6 +146,11 @@ def test_cli_recognises_the_architecture_and_warns_near_chance(trained, tmp_path
     printed = capsys.readouterr().out
     assert "WARNING: clean accuracy" in printed and SUSPECT_MESSAGE in printed
     assert f"verdict: {VERDICT_INVALID}" in printed
+    # Told its pixel range, the same file is a working model again.
+    assert cli_main(["evaluate", str(trained / "pixels.pt"), "--preprocessing", "none", "--input-range", "0,255",
+                     "--out", str(tmp_path / "range.json"), *common]) == 0
+    assert "WARNING" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "range.json").read_text())["checkpoint"]["metadata"]["input_range"] == [0, 255]
 
 
 def test_cli_input_errors_are_one_line_with_exit_2(trained, tmp_path, capsys):
