@@ -35,6 +35,14 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used, with a message that says why."""
 
 
+class Unrecognised(CheckpointError):
+    """A file without metadata or architecture whose keys match no catalogue network."""
+
+    def __init__(self, message: str, closest: str | None) -> None:
+        super().__init__(message)
+        self.closest = closest
+
+
 @dataclass
 class CheckpointMetadata:
     arch: str
@@ -51,6 +59,10 @@ class CheckpointMetadata:
     metrics: dict[str, Any] = field(default_factory=dict)
     robaudit_version: str | None = None
     created_at: str | None = None
+    # How mean and std were chosen: a preset name (models/preprocessing.py) or "custom"; None in files
+    # written before this field existed, whose mean and std are still exactly what they state.
+    preprocessing: str | None = None
+    input_range: list[float] = field(default_factory=lambda: [0.0, 1.0])   # or [0, 255]; see input_scale
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -63,7 +75,12 @@ class CheckpointMetadata:
         missing = [k for k in ("arch", "num_classes", "in_channels", "mean", "std") if k not in data]
         if missing:
             raise CheckpointError(f"robaudit metadata is missing field(s): {', '.join(missing)}")
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        if "input_range" in values:
+            from robaudit.models.preprocessing import check_input_range  # imports this module
+
+            values["input_range"] = check_input_range(values["input_range"])
+        return cls(**values)
 
 
 def _version() -> str:
@@ -196,73 +213,225 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                               f"and plain containers, which could run code on load ({first[:200]})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(f"{path.name} is truncated or corrupt: {str(exc).splitlines()[0][:200]}") from None
-    return _unwrap_state_dict(obj, path.name)
+    return unwrap_state_dict(obj, path.name)
 
 
-def _unwrap_state_dict(obj: Any, name: str) -> dict[str, torch.Tensor]:
-    # Common wrappers: {"state_dict": ...}, {"model": ...}, {"net": ...}.
-    if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        for key in ("state_dict", "model_state_dict", "model", "net"):
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
+# Containers a training script saves the weights in, looked up in this order.
+CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net", "ema")
+# Prefixes wrappers add to every key: DataParallel ("module."), torch.compile ("_orig_mod."), a model held as
+# an attribute ("model.", "net."), the official Feature Scattering code ("module.basic_net.").
+PREFIXES = ("module.", "_orig_mod.", "model.", "basic_net.", "net.")
+
+
+def unwrap_state_dict(obj: Any, name: str) -> dict[str, torch.Tensor]:
+    """The state_dict inside the usual containers ({"state_dict": ...}, {"model": {"ema": ...}}, ...)."""
+    for _ in range(4):   # containers nest at most a few levels deep in practice
+        if not (isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values())):
+            break
+        inner = next((obj[k] for k in CONTAINER_KEYS if isinstance(obj.get(k), dict)), None)
+        if inner is None:
+            break
+        obj = inner
     if not isinstance(obj, dict) or not obj:
         raise CheckpointError(f"{name} does not hold a state_dict (a mapping of parameter names to tensors)")
     bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if bad:
-        raise CheckpointError(f"{name}: entry {bad[0]!r} is not a tensor; expected a plain state_dict")
-    return dict(obj)
+        raise CheckpointError(f"{name}: entry {str(bad[0])[:80]!r} is not a tensor; expected a plain state_dict")
+    return {str(k): v for k, v in obj.items()}
 
 
-def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # DataParallel adds "module."; the official Feature Scattering checkpoint adds "module.basic_net.".
-    for prefix in ("module.", "basic_net."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    return state
+def strip_prefixes(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Remove the wrapper prefixes every key shares, repeatedly; returns (state, normalised key -> file key)."""
+    original = {k: k for k in state}
+    # torch.optim.swa_utils.AveragedModel keeps its step count beside the "module." keys.
+    if "n_averaged" in state and len(state) > 1 and all(k.startswith("module.") for k in state if k != "n_averaged"):
+        state = {k: v for k, v in state.items() if k != "n_averaged"}
+        original.pop("n_averaged")
+    stripped = True
+    while stripped and state:
+        stripped = False
+        for prefix in PREFIXES:
+            if all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix):]: v for k, v in state.items()}
+                original = {k[len(prefix):]: v for k, v in original.items()}
+                stripped = True
+    return state, original
 
 
-def load_into(model: nn.Module, state: dict[str, torch.Tensor], *, arch: str = "model") -> None:
-    """Strict load with an error naming the first bad key and both shapes."""
-    state = _strip_prefixes(state)
+def _fmt(shape: Any) -> str:
+    dims = [int(d) for d in shape]
+    return "(" + ", ".join(map(str, dims)) + ("," if len(dims) == 1 else "") + ")"
+
+
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], *, arch: str = "model",
+              original_keys: dict[str, str] | None = None) -> None:
+    """Strict load; a mismatch names the first bad key as the file spells it, with both shapes.
+
+    ``original_keys`` maps the keys of ``state`` to the file's own (strip_prefixes' map); without it
+    the prefixes are stripped here.
+    """
+    if original_keys is None:
+        state, original_keys = strip_prefixes(state)
     expected = model.state_dict()
-    # A bare network (no Normalize layer) is accepted: its keys live under "1.".
-    if not any(k.startswith(("0.", "1.")) for k in state):
+    wrapped = any(k.startswith(("0.", "1.")) for k in state)
+    own: dict[str, str] = dict(original_keys)
+    # A bare network (no Normalize layer) is accepted: its keys live under "1.". Messages name the
+    # network's keys as the file has them, never robaudit's wrapper keys.
+    if not wrapped:
+        own = {f"1.{k}": v for k, v in original_keys.items()}
         state = {**{k: v for k, v in expected.items() if k.startswith("0.")},
                  **{f"1.{k}": v for k, v in state.items()}}
+    # The prefix the file's keys carry, for keys the file lacks.
+    prefix = next((o[: len(o) - len(k)] for k, o in original_keys.items() if o.endswith(k)), "")
+
+    def name(key: str) -> str:
+        return own.get(key) or prefix + (key[2:] if not wrapped and key.startswith("1.") else key)
+
     for key, want in expected.items():
         if key not in state:
-            raise CheckpointError(f"checkpoint does not match {arch}: missing key {key!r} "
-                                  f"(expected shape {tuple(want.shape)})")
+            if key.endswith("num_batches_tracked"):   # not saved by old PyTorch; BatchNorm fills it in
+                state[key] = want
+                continue
+            raise CheckpointError(f"checkpoint does not match {arch}: the file has no {name(key)!r} "
+                                  f"({arch} has it, shape {_fmt(want.shape)})")
         got = state[key]
         if tuple(got.shape) != tuple(want.shape):
-            raise CheckpointError(f"checkpoint does not match {arch}: key {key!r} has shape "
-                                  f"{tuple(got.shape)} in the file but {tuple(want.shape)} in the architecture")
+            raise CheckpointError(f"checkpoint does not match {arch}: the file's {name(key)!r} is "
+                                  f"{_fmt(got.shape)} where {arch} has {_fmt(want.shape)}")
     extra = [k for k in state if k not in expected]
     if extra:
-        raise CheckpointError(f"checkpoint does not match {arch}: unexpected key {extra[0]!r} "
-                              f"(shape {tuple(state[extra[0]].shape)})")
+        raise CheckpointError(f"checkpoint does not match {arch}: the file's {name(extra[0])!r} "
+                              f"{_fmt(state[extra[0]].shape)} is not part of {arch}")
     model.load_state_dict(state, strict=True)
 
 
+@dataclass(frozen=True)
+class ForeignFile:
+    """What the caller knows of a file without robaudit metadata.
+
+    ``arch`` may be left out when recognition can tell (models/recognize.py); the preprocessing may
+    not (models/preprocessing.py). The dataset's shape (classes, channels, image size) comes from the
+    caller, since this package does not know the datasets.
+    """
+
+    arch: str | None = None
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    dataset: str | None = None
+    num_classes: int | None = None      # the dataset's, when a dataset is named
+    in_channels: int | None = None
+    input_size: int | None = None
+    preprocessing: str | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    input_range: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class Described:
+    """A foreign file's metadata as worked out by describe_foreign, and what recognition said."""
+
+    metadata: CheckpointMetadata
+    detected_arch: str | None      # set when the architecture was recognised rather than given
+    message: str
+
+
+def read_shapes(path: str | Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    """Normalised key -> shape, and normalised key -> the file's key; a safetensors file's tensors are not read."""
+    path = Path(path)
+    if sniff_format(path) == "safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                raw = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+        except (SafetensorError, OSError, RuntimeError) as exc:
+            raise CheckpointError(f"{path.name} is truncated or corrupt: {exc}") from None
+        if not raw:
+            raise CheckpointError(f"{path.name} holds no tensors")
+        meta_tensors = {k: torch.empty(v, device="meta") for k, v in raw.items()}
+        state, original = strip_prefixes(meta_tensors)
+    else:
+        state, original = strip_prefixes(read_state_dict(path))
+    return {k: tuple(v.shape) for k, v in state.items()}, original
+
+
+def describe_foreign(shapes: dict[str, tuple[int, ...]], original_keys: dict[str, str], given: ForeignFile,
+                     name: str = "the file") -> Described:
+    """Complete metadata for a file without any: the architecture (given or recognised), the class count
+    and channels (the dataset's, checked against the file's), and the preprocessing (required)."""
+    from robaudit.models.preprocessing import check_input_range, resolve_preprocessing
+    from robaudit.models.recognize import recognize  # imports this module
+
+    recognition = recognize(shapes, original_keys=original_keys)
+    detected = None
+    if given.arch:
+        arch = given.arch
+    elif recognition.arch is not None:
+        arch = detected = recognition.arch
+    else:
+        raise Unrecognised(f"{name}: {recognition.message}", recognition.closest)
+    num_classes, in_channels = given.num_classes, given.in_channels
+    if detected is not None:
+        found = (recognition.num_classes, recognition.in_channels)
+        if num_classes is not None and in_channels is not None and found != (num_classes, in_channels):
+            raise CheckpointError(
+                f"dataset/architecture mismatch: {name} is a {detected} for {found[0]} classes and {found[1]} input "
+                f"channel(s), but {given.dataset or 'the dataset'} has {num_classes} and {in_channels}")
+        num_classes, in_channels = found
+    elif num_classes is None or in_channels is None:
+        if recognition.arch is None:
+            raise CheckpointError(f"{name} carries no robaudit metadata: give the dataset as well as the "
+                                  "architecture (its class count and channels)")
+        num_classes, in_channels = recognition.num_classes, recognition.in_channels
+    assert num_classes is not None and in_channels is not None
+    preprocessing, mean, std = resolve_preprocessing(given.preprocessing, given.mean, given.std, in_channels)
+    input_size = given.input_size or (recognition.input_size if detected else None)
+    meta = CheckpointMetadata(arch=arch, arch_kwargs=dict(given.arch_kwargs), num_classes=num_classes,
+                              in_channels=in_channels, mean=mean, std=std, dataset=given.dataset,
+                              input_size=input_size, preprocessing=preprocessing,
+                              input_range=check_input_range(given.input_range))
+    return Described(meta, detected, recognition.message if detected else "")
+
+
+def build_from_metadata(meta: CheckpointMetadata) -> nn.Module:
+    """The NormalizedModel a metadata describes; a [0, 255] network's range is folded into Normalize."""
+    from robaudit.models.preprocessing import input_scale  # imports this module
+
+    scale = input_scale(meta.input_range)
+    try:
+        key, kwargs = resolve_arch(meta.arch, meta.arch_kwargs)
+        return build_model(key, num_classes=meta.num_classes, in_channels=meta.in_channels,
+                           mean=[m / scale for m in meta.mean], std=[s / scale for s in meta.std], **kwargs)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+
+
 def load_checkpoint(path: str | Path, *, metadata: CheckpointMetadata | None = None,
-                    device: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointMetadata]:
+                    device: str | torch.device = "cpu",
+                    foreign: ForeignFile | None = None) -> tuple[nn.Module, CheckpointMetadata]:
     """Build the architecture and load the weights strictly; returns (model in eval mode, metadata).
 
-    ``metadata`` is required for files that carry none (a bare .pt or .safetensors
-    state_dict); it overrides nothing when the file has robaudit metadata.
+    A file with robaudit metadata is loaded as it states. A file without needs either complete
+    ``metadata`` (the service stores it at upload) or ``foreign``: what the user said about it, from
+    which describe_foreign works out the rest (recognising the architecture when none is given).
     """
     path = Path(path)
     stored = read_metadata(path)
+    state, original = strip_prefixes(read_state_dict(path))
     meta = stored or metadata
     if meta is None:
-        raise CheckpointError(f"{path.name} carries no robaudit metadata: give the architecture, "
-                              "dataset and number of classes")
+        if foreign is None:
+            raise CheckpointError(f"{path.name} carries no robaudit metadata: give the architecture (or let it be "
+                                  "recognised), the dataset and the preprocessing")
+        shapes = {k: tuple(v.shape) for k, v in state.items()}
+        meta = describe_foreign(shapes, original, foreign, path.name).metadata
+    model = build_from_metadata(meta)
     try:
-        key, kwargs = resolve_arch(meta.arch, meta.arch_kwargs)
-        model = build_model(key, num_classes=meta.num_classes, in_channels=meta.in_channels,
-                            mean=meta.mean, std=meta.std, **kwargs)
-    except ValueError as exc:
-        raise CheckpointError(str(exc)) from None
-    load_into(model, read_state_dict(path), arch=meta.arch)
+        load_into(model, state, arch=meta.arch, original_keys=original)
+    except CheckpointError as exc:
+        if stored is None:   # the user named the architecture: say what the file is, if it is anything known
+            from robaudit.models.recognize import recognize  # imports this module
+
+            found = recognize({k: tuple(v.shape) for k, v in state.items()}, original_keys=original).arch
+            if found is not None and found != meta.arch:
+                raise CheckpointError(f"{exc}; the file is a {found} (leave the architecture out to use it)") from None
+        raise
     return model.to(device).eval(), meta

@@ -3,7 +3,10 @@
 Builds the architecture and loads the weights strictly (safetensors, or a .pt
 through torch.load(weights_only=True) only), then runs one forward pass on the
 dataset's image size. Prints one JSON line: {"ok": true, "ext", "embedded",
-"metadata"} or {"ok": false, "error"}. The API runs this with a timeout so
+"metadata", "detected_arch"} or {"ok": false, "error", "closest"}. A file without
+robaudit metadata needs the dataset and its preprocessing (a preset, or mean and
+std); its architecture is recognised when not given. ``--inspect`` only recognises
+the file and lists the datasets that fit it. The API runs this with a timeout so
 parsing untrusted bytes never happens in the API process.
 
 The dataset table (classes, channels, image size, normalization) belongs to the science
@@ -24,11 +27,16 @@ import torch
 
 from robaudit.models.checkpoint import (
     CheckpointError,
-    CheckpointMetadata,
+    ForeignFile,
+    Unrecognised,
+    describe_foreign,
     load_checkpoint,
     read_metadata,
+    read_shapes,
     sniff_format,
 )
+from robaudit.models.preprocessing import PREPROCESSING
+from robaudit.models.recognize import recognize
 from robaudit.models.registry import resolve_arch
 
 
@@ -76,22 +84,62 @@ def _lookup(datasets: Mapping[str, DatasetShape], name: str) -> DatasetShape:
         raise CheckpointError(f"unknown dataset {name!r}; choose one of: {', '.join(datasets)}") from None
 
 
-def validate_file(path: Path, *, datasets: Mapping[str, DatasetShape], arch: str | None = None,
-                  dataset: str | None = None, arch_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+def _compatible(datasets: Mapping[str, DatasetShape], num_classes: int | None, in_channels: int | None,
+                input_size: int | None) -> list[str]:
+    return [name for name, d in datasets.items()
+            if (d.num_classes, d.in_channels) == (num_classes, in_channels) and input_size in (None, d.size)]
+
+
+def inspect_file(path: Path, *, datasets: Mapping[str, DatasetShape]) -> dict[str, Any]:
+    """Recognition only: what the file is and which datasets fit it. Needs nothing from the user."""
     torch.set_num_threads(1)
     try:
+        meta = read_metadata(path)
+        if meta is not None:
+            return {"ok": True, "detected_arch": None, "embedded": True, "arch": meta.arch,
+                    "arch_kwargs": meta.arch_kwargs, "num_classes": meta.num_classes, "in_channels": meta.in_channels,
+                    "input_size": meta.input_size, "metadata": asdict(meta),
+                    "datasets": _compatible(datasets, meta.num_classes, meta.in_channels, meta.input_size)}
+        shapes, original = read_shapes(path)
+        found = recognize(shapes, original_keys=original)
+        if found.arch is None:
+            return {"ok": False, "error": found.message, "closest": found.closest}
+        return {"ok": True, "detected_arch": found.arch, "embedded": False, "arch_kwargs": found.arch_kwargs,
+                "num_classes": found.num_classes, "in_channels": found.in_channels, "input_size": found.input_size,
+                "message": found.message,
+                "datasets": _compatible(datasets, found.num_classes, found.in_channels, found.input_size)}
+    except CheckpointError as exc:
+        return {"ok": False, "error": str(exc), "closest": None}
+
+
+def validate_file(path: Path, *, datasets: Mapping[str, DatasetShape], arch: str | None = None,
+                  dataset: str | None = None, arch_kwargs: dict[str, Any] | None = None,
+                  preprocessing: str | None = None, mean: list[float] | None = None,
+                  std: list[float] | None = None) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    detected = None
+    try:
         kind = sniff_format(path)
-        ext = "safetensors" if kind == "safetensors" else "pt"
+        ext = {"safetensors": "safetensors", "onnx": "onnx"}.get(kind, "pt")
         meta = read_metadata(path)
         embedded = meta is not None
         info = _lookup(datasets, dataset) if dataset else None
         if meta is None:
-            if not arch or not dataset or info is None:
-                raise CheckpointError("the file carries no robaudit metadata: give the 'arch' and 'dataset' "
-                                      "form fields (e.g. arch=smallcnn, dataset=mnist10k)")
-            meta = CheckpointMetadata(arch=arch, arch_kwargs=dict(arch_kwargs or {}), num_classes=info.num_classes,
-                                      in_channels=info.in_channels, mean=list(info.mean), std=list(info.std),
-                                      dataset=dataset, input_size=info.size)
+            if info is None:
+                shapes, original = read_shapes(path)
+                found = recognize(shapes, original_keys=original)
+                if found.arch is None and not arch:
+                    raise Unrecognised(found.message, found.closest)
+                choices = ", ".join(_compatible(datasets, found.num_classes, found.in_channels, found.input_size))
+                raise CheckpointError("the file carries no robaudit metadata: give the 'dataset' form field"
+                                      + (f" ({found.message}; compatible datasets: {choices or 'none known'})"
+                                         if found.arch else ""))
+            shapes, original = read_shapes(path)
+            described = describe_foreign(shapes, original, ForeignFile(
+                arch=arch, arch_kwargs=dict(arch_kwargs or {}), dataset=dataset, num_classes=info.num_classes,
+                in_channels=info.in_channels, input_size=info.size, preprocessing=preprocessing, mean=mean, std=std),
+                path.name)
+            meta, detected = described.metadata, described.detected_arch
         else:
             if arch:
                 try:
@@ -122,9 +170,23 @@ def validate_file(path: Path, *, datasets: Mapping[str, DatasetShape], arch: str
             if tuple(out.shape) != (2, info.num_classes):
                 raise CheckpointError(f"dataset/architecture mismatch: the model outputs {out.shape[-1]} logits "
                                       f"but {ds} has {info.num_classes} classes")
-        return {"ok": True, "ext": ext, "embedded": embedded, "metadata": asdict(meta)}
+        return {"ok": True, "ext": ext, "embedded": embedded, "metadata": asdict(meta), "detected_arch": detected}
     except CheckpointError as exc:
-        return {"ok": False, "error": str(exc)}
+        return {"ok": False, "error": str(exc), "closest": exc.closest if isinstance(exc, Unrecognised) else None}
+
+
+def _json_floats(text: str | None, what: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+        values = [value] if isinstance(value, (int, float)) else value
+        if not isinstance(values, list) or not values or \
+                not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise ValueError("not a number or a list of numbers")
+        return [float(v) for v in values]
+    except ValueError as exc:
+        raise CheckpointError(f"{what} must be a number or a JSON list of numbers ({exc})") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,16 +197,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch")
     parser.add_argument("--dataset")
     parser.add_argument("--arch-kwargs", default="{}", help="JSON object")
+    parser.add_argument("--preprocessing", help=f"preset: {', '.join(PREPROCESSING)}")
+    parser.add_argument("--mean", help="JSON number or list, for inputs in [0, 1]")
+    parser.add_argument("--std", help="JSON number or list")
+    parser.add_argument("--inspect", action="store_true", help="recognition only: what the file is, which datasets fit")
     args = parser.parse_args(argv)
+    datasets = parse_datasets(args.datasets)
+    if args.inspect:
+        print(json.dumps(inspect_file(args.path, datasets=datasets)))
+        return 0
     try:
         kwargs = json.loads(args.arch_kwargs)
         if not isinstance(kwargs, dict):
             raise ValueError("not an object")
     except ValueError as exc:
-        print(json.dumps({"ok": False, "error": f"arch_kwargs must be a JSON object ({exc})"}))
+        print(json.dumps({"ok": False, "error": f"arch_kwargs must be a JSON object ({exc})", "closest": None}))
         return 0
-    verdict = validate_file(args.path, datasets=parse_datasets(args.datasets), arch=args.arch,
-                            dataset=args.dataset, arch_kwargs=kwargs)
+    try:
+        mean, std = _json_floats(args.mean, "mean"), _json_floats(args.std, "std")
+    except CheckpointError as exc:
+        print(json.dumps({"ok": False, "error": str(exc), "closest": None}))
+        return 0
+    verdict = validate_file(args.path, datasets=datasets, arch=args.arch, dataset=args.dataset, arch_kwargs=kwargs,
+                            preprocessing=args.preprocessing, mean=mean, std=std)
     print(json.dumps(verdict))
     return 0
 

@@ -48,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "evaluate", help="attack a checkpoint and audit it for gradient masking",
         description="Attack a checkpoint on the first --n-examples test points and write the results JSON "
                     "(docs/results-schema.md). Interrupted runs resume from --state-dir.")
-    p.add_argument("checkpoint", help="model checkpoint (.safetensors from robaudit, or a .pt state_dict with --arch)")
+    p.add_argument("checkpoint", help="model checkpoint: .safetensors from robaudit, or any state_dict (.pt, "
+                                      ".safetensors) with --dataset and --preprocessing (docs/preprocessing.md)")
     p.add_argument("--preset", choices=PRESETS, default=None,
                    help="quick: FGSM, PGD-20, CW-20; paper: Feature Scattering protocol + PGD/CW-100; "
                         "audit: paper + curves, restarts, AutoAttack, noise, transfer, every diagnostic "
@@ -64,7 +65,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--aa-examples", type=int,
                    help="run AutoAttack on the first N points only (audit default 200; 0 = all points)")
     p.add_argument("--surrogate", help="checkpoint for the transfer attack (adds 'transfer' to the audit)")
-    p.add_argument("--arch", help="architecture for checkpoints without robaudit metadata")
+    p.add_argument("--arch", help="architecture for checkpoints without robaudit metadata (default: recognised "
+                                  "from the file's keys and shapes)")
+    p.add_argument("--preprocessing", metavar="NAME",
+                   help="input normalisation of a checkpoint without robaudit metadata: none, cifar-0.5, imagenet, "
+                        "cifar10 (required for such files unless --mean and --std are given)")
+    p.add_argument("--mean", help="comma-separated per-channel mean, for inputs in [0, 1] (with --std)")
+    p.add_argument("--std", help="comma-separated per-channel std (with --mean)")
     p.add_argument("--batch-size", type=_batch_size, default=500, metavar="N|auto",
                    help="points per batch (default 500); auto: the largest that fits the GPU's memory, or on CPU "
                         "the fastest, found once per model and device and cached in ~/.cache/robaudit")
@@ -109,24 +116,45 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _load(path: str, device: str, arch: str | None,
-          dataset: str | None) -> tuple[nn.Module, CheckpointMetadata, dict[str, Any]]:
+def _floats(text: str | None, flag: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise RobauditError(f"{flag} takes comma-separated numbers, e.g. 0.4914,0.4822,0.4465; got {text!r}") from None
+
+
+def _load(path: str, device: str, arch: str | None, dataset: str | None, preprocessing: str | None = None,
+          mean: str | None = None, std: str | None = None, *,
+          surrogate: bool = False) -> tuple[nn.Module, CheckpointMetadata, dict[str, Any]]:
     from robaudit import models
     from robaudit.data import dataset_info
+    from robaudit.models.checkpoint import ForeignFile, describe_foreign, read_shapes
 
     checkpoint = Path(path)
     if not checkpoint.is_file():
         raise RobauditError(f"checkpoint not found: {path}")
-    fallback = None
-    if arch is not None:
+    described = None
+    if models.read_metadata(checkpoint) is None:
         if dataset is None:
-            raise RobauditError("--arch needs --dataset as well")
+            raise RobauditError(f"{checkpoint.name} carries no robaudit metadata: pass --dataset and "
+                                "--preprocessing (or --mean and --std)")
         data = dataset_info(dataset)
-        fallback = models.CheckpointMetadata(arch=arch, num_classes=data.num_classes, in_channels=data.in_channels,
-                                             mean=list(data.mean), std=list(data.std), dataset=dataset,
-                                             input_size=data.size)
-    model, meta = models.load_checkpoint(checkpoint, metadata=fallback, device=device)
-    return model, meta, {"path": str(checkpoint), "sha256": _sha256(checkpoint), "metadata": asdict(meta)}
+        shapes, original = read_shapes(checkpoint)
+        described = describe_foreign(shapes, original, ForeignFile(
+            arch=arch, dataset=dataset, num_classes=data.num_classes, in_channels=data.in_channels,
+            input_size=data.size, preprocessing=preprocessing, mean=_floats(mean, "--mean"),
+            std=_floats(std, "--std")), checkpoint.name)
+        if described.detected_arch is not None:
+            print(f"{checkpoint.name}: {described.message}; using {described.detected_arch}", file=sys.stderr)
+    elif not surrogate and (preprocessing is not None or mean is not None or std is not None):
+        raise RobauditError(f"{checkpoint.name} states its own preprocessing in its robaudit metadata; "
+                            "drop --preprocessing/--mean/--std")
+    model, meta = models.load_checkpoint(checkpoint, metadata=described.metadata if described else None,
+                                         device=device)
+    return model, meta, {"path": str(checkpoint), "sha256": _sha256(checkpoint), "metadata": asdict(meta),
+                         "detected_arch": described.detected_arch if described else None}
 
 
 def _thresholds(items: list[str]) -> dict[str, Any]:
@@ -186,6 +214,8 @@ def format_summary(results: dict[str, Any]) -> str:
     head = f"{Path(ck['path']).name} on " if ck else ""
     lines.append(f"{head}{results['dataset']}, {results['test_points']}; preset {results['config']['preset'] or '-'}")
     lines.append(f"clean accuracy {100 * results['clean_accuracy']:.2f} %")
+    for warning in results.get("warnings", []):
+        lines.append(f"WARNING: {warning}")
     levers = _levers(results["config"])
     if levers:
         lines.append(f"run with: {levers}")
@@ -225,7 +255,8 @@ def run(args: argparse.Namespace) -> int:
     from robaudit.evaluation.ci_report import junit_xml, summary_markdown
     from robaudit.evaluation.gate import GateSettings, check_gate
 
-    model, meta, info = _load(args.checkpoint, args.device, args.arch, args.dataset)
+    model, meta, info = _load(args.checkpoint, args.device, args.arch, args.dataset, args.preprocessing,
+                              args.mean, args.std)
     dataset = args.dataset or meta.dataset
     if dataset is None:
         raise RobauditError("the checkpoint's metadata names no dataset: pass --dataset")
@@ -236,7 +267,8 @@ def run(args: argparse.Namespace) -> int:
                       precision=args.precision, channels_last=args.channels_last, compile=args.compile)
     surrogate = surrogate_info = None
     if args.surrogate:
-        surrogate, _, surrogate_info = _load(args.surrogate, args.device, args.arch, dataset)
+        surrogate, _, surrogate_info = _load(args.surrogate, args.device, args.arch, dataset, args.preprocessing,
+                                             args.mean, args.std, surrogate=True)
     x, y = robaudit.load_dataset(dataset, "test", data_dir=args.data_dir, download=args.download)
     store = DirectoryStore(args.state_dir) if args.state_dir else None
     progress, close = _progress_bar(not args.no_progress)

@@ -5,7 +5,8 @@ Each check returns ``{"id", "name", "status", "evidence", "message"}`` with stat
 thresholds: docs/references.md, section 4 (Carlini et al. 2019; Athalye et al. 2018;
 AutoAttack's checks.py; ART; Pintor et al.'s indicators). Where the literature gives no number the
 default is ours and says so in its comment. The verdict is "gradient masking suspected" when any
-check fails; warnings are listed as reasons but do not flip it.
+check fails; warnings are listed as reasons but do not flip it. A run whose clean accuracy is below
+twice chance is "invalid" whatever the checks say: it is not an audit of the model.
 
 Because this works on the JSON, ``run_diagnostics(results, Thresholds(...))`` can re-judge a stored
 evaluation with other thresholds without running an attack.
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from robaudit.errors import RobauditError
+from robaudit.evaluation.clean_check import VERDICT_INVALID, judge
 from robaudit.evaluation.registry import is_white_box
 from robaudit.evaluation.results import (
     LARGE_EPS,
@@ -600,6 +602,14 @@ CHECKS = (c1_eps_monotone, c2_large_eps, c3_iterative_vs_single, c4_convergence,
           c13_ce_vs_margin, c14_reported_vs_strongest)
 
 
+def clean_check_of(results: dict[str, Any]) -> dict[str, Any] | None:
+    """The clean check of an evaluation's own clean accuracy (None if the results lack it)."""
+    accuracy, n, num_classes = results.get("clean_accuracy"), results.get("n"), results.get("num_classes")
+    if not isinstance(accuracy, (int, float)) or not n or not num_classes:
+        return None
+    return judge(float(accuracy), int(n), int(num_classes))
+
+
 def run_diagnostics(results: dict[str, Any], thresholds: Thresholds | None = None) -> dict[str, Any]:
     thresholds = thresholds or Thresholds()
     view = _View(results)
@@ -614,4 +624,8 @@ def run_diagnostics(results: dict[str, Any], thresholds: Thresholds | None = Non
         reasons.insert(0, f"{len(ran) - len(warned)} of {len(ran)} checks that could run passed"
                           + (f"; {len(checks) - len(ran)} skipped for lack of results."
                              if len(ran) < len(checks) else "."))
+    near_chance = clean_check_of(results)
+    if near_chance is not None and near_chance["suspect"]:
+        verdict = VERDICT_INVALID
+        reasons.insert(0, near_chance["message"])
     return {"verdict": verdict, "reasons": reasons, "checks": checks, "thresholds": thresholds.to_dict()}

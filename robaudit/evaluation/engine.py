@@ -36,7 +36,7 @@ from robaudit.evaluation.accel import prepare_model, unwrap  # accel:
 from robaudit.evaluation.aggregate import Aggregate
 from robaudit.evaluation.autobatch import default_cache_path, resolve_batch_size  # accel:
 from robaudit.evaluation.batches import Batches, data_fingerprint
-from robaudit.evaluation.diagnostics import run_diagnostics
+from robaudit.evaluation.diagnostics import clean_check_of, run_diagnostics
 from robaudit.evaluation.presets import EvalSpec
 from robaudit.evaluation.progress import EvalProgress, Progress
 from robaudit.evaluation.results import decode_bits, encode_bits
@@ -199,6 +199,9 @@ def merge(spec: EvalSpec, n: int, fingerprint: str, store: Store, shards: list[S
     run = Run(None, spec, n, torch.device("cpu"), batches, progress, Aggregate())
     _passes(run)
     results = run.out.results(spec, run.clean, run.num_classes, {})
+    check = clean_check_of(results)
+    results["clean_check"] = check
+    results["warnings"] = [check["message"]] if check is not None and check["suspect"] else []
     results["diagnostics"] = run_diagnostics(results, spec.thresholds)
     results["timing"] = merged_timing(shards, time.monotonic() - started)
     return results

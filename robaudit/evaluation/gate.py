@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from robaudit.errors import RobauditError
+from robaudit.evaluation.clean_check import VERDICT_INVALID
 from robaudit.evaluation.results import same_eps
 
 FailOn = Literal["suspected", "warn"]
@@ -138,6 +139,8 @@ def _diagnostics_condition(results: Mapping[str, Any], fail_on: str) -> Conditio
     if not isinstance(diagnostics, Mapping) or not diagnostics.get("checks"):
         return Condition(name, False, f"the results have no diagnostics, so --fail-on {fail_on} cannot be checked")
     counted = _FAILING_STATUSES[fail_on]
+    if diagnostics.get("verdict") == VERDICT_INVALID:   # near-chance clean accuracy: nothing was audited
+        return Condition(name, False, f"verdict: {VERDICT_INVALID}; the run is not an audit of the model")
     # The verdict is "suspected" exactly when a check failed (diagnostics.py), so the checks decide both.
     bad = [c for c in diagnostics["checks"] if c.get("status") in counted]
     if not bad:
