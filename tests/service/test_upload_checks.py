@@ -14,10 +14,11 @@ from safetensors.torch import save_file
 
 from robaudit.backend.app.main import create_app
 from robaudit.backend.app.models import Checkpoint
-from robaudit.models import load_checkpoint
+from robaudit.data import DATASETS, dataset_info
+from robaudit.models import CheckpointMetadata, build_model, load_checkpoint, save_checkpoint
 from robaudit.models.registry import build_network
 
-from .conftest import count_rows, make_settings, save_smallcnn
+from .conftest import count_rows, make_settings
 
 
 @pytest.fixture
@@ -98,13 +99,13 @@ def test_recognised_upload_stores_its_clean_accuracy(client, settings, trained_n
 
 def test_wrong_preprocessing_is_flagged_near_chance_and_the_right_one_is_not(client, settings, trained_net, tmp_path):
     data = _pt(trained_net)
-    # Trained on [0, 1] pixels; told they were standardised around 0.9 with std 0.05, it sees garbage.
-    wrong = _post(client, "net.pt", data, dataset="mnist10k", preprocessing="custom", mean="[0.9]", std="[0.05]")
+    # Trained on [0, 1] pixels; told it takes (x - 0) / 255, it sees blank images and guesses one class.
+    wrong = _post(client, "net.pt", data, dataset="mnist10k", preprocessing="custom", mean="[0]", std="[255]")
     assert wrong.status_code == 201, wrong.text
     check = wrong.json()["clean_check"]
     assert check["ran"] and check["suspect"] and check["accuracy"] < 0.2
     assert "wrong preprocessing, class order or dataset?" in check["message"]
-    assert wrong.json()["preprocessing"] == "custom" and wrong.json()["metadata"]["mean"] == [0.9]
+    assert wrong.json()["preprocessing"] == "custom" and wrong.json()["metadata"]["std"] == [255.0]
     assert client.delete(f"/api/v1/checkpoints/{wrong.json()['id']}").status_code == 204
 
     right = _post(client, "net.pt", data, dataset="mnist10k", preprocessing="none")
@@ -113,7 +114,12 @@ def test_wrong_preprocessing_is_flagged_near_chance_and_the_right_one_is_not(cli
 
 
 def test_clean_check_says_why_it_could_not_run_when_the_dataset_is_absent(client, settings, tmp_path):
-    path = save_smallcnn(tmp_path / "c.safetensors", dataset="cifar10")
+    info = dataset_info("cifar10")
+    kwargs = {"depth": 10, "widen_factor": 1}   # a WideResNet of 80 k parameters: small enough to upload here
+    model = build_model("wideresnet", num_classes=10, in_channels=3, mean=info.mean, std=info.std, **kwargs)
+    meta = CheckpointMetadata(arch="wideresnet", arch_kwargs=kwargs, num_classes=10, in_channels=3,
+                              mean=list(info.mean), std=list(info.std), dataset="cifar10", input_size=32)
+    path = save_checkpoint(tmp_path / "c.safetensors", model, meta)
     resp = _post(client, "c.safetensors", path.read_bytes())
     assert resp.status_code == 201, resp.text   # the model loads: it is stored, and the answer says why no figure
     check = resp.json()["clean_check"]
@@ -179,7 +185,9 @@ def test_inspect_from_header_shapes(client, settings, trained_net):
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["detected_arch"] == "smallcnn" and body["num_classes"] == 10 and body["in_channels"] == 1
-    assert body["datasets"] == ["mnist10k"] and not body["embedded"]
+    mnist_like = [d.name for d in DATASETS.values() if (d.num_classes, d.in_channels, d.size) == (10, 1, 28)]
+    assert body["datasets"] == mnist_like
+    assert "mnist10k" in body["datasets"] and not body["embedded"]
 
     key = next(k for k, s in shapes.items() if len(s) == 4)
     wrong = client.post("/api/v1/checkpoints/inspect", json={"tensors": {**shapes, key: [1, 1, 1, 1]}})
