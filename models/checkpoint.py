@@ -107,7 +107,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, metadata: CheckpointMeta
 
 
 def sniff_format(path: Path) -> str:
-    """'safetensors', 'torch-zip', 'pickle', or raise CheckpointError. Looks at bytes, not the name."""
+    """'safetensors', 'torch-zip', 'pickle', 'onnx', or raise CheckpointError. Looks at bytes, not the name."""
     size = path.stat().st_size
     if size == 0:
         raise CheckpointError(f"{path.name} is empty")
@@ -132,8 +132,12 @@ def sniff_format(path: Path) -> str:
             return "safetensors"
     if head[:1] == b"\x80":  # pickle protocol >= 2 (legacy torch.save)
         return "pickle"
-    raise CheckpointError(f"{path.name} is not a checkpoint: expected a .safetensors file or a "
-                          "torch.save()d state_dict (.pt)")
+    # ONNX has no magic number: it is an ONNX file if it parses as a ModelProto with a graph.
+    from robaudit.models.onnx_model import sniff_onnx
+    if sniff_onnx(path):
+        return "onnx"
+    raise CheckpointError(f"{path.name} is not a checkpoint: expected a .safetensors file, a "
+                          "torch.save()d state_dict (.pt) or an ONNX model (.onnx)")
 
 
 def _looks_like_pickle(head: bytes) -> bool:
@@ -414,6 +418,8 @@ def load_checkpoint(path: str | Path, *, metadata: CheckpointMetadata | None = N
     which describe_foreign works out the rest (recognising the architecture when none is given).
     """
     path = Path(path)
+    if sniff_format(path) == "onnx":
+        return _load_onnx_checkpoint(path, metadata, device)
     stored = read_metadata(path)
     state, original = strip_prefixes(read_state_dict(path))
     meta = stored or metadata
@@ -435,3 +441,21 @@ def load_checkpoint(path: str | Path, *, metadata: CheckpointMetadata | None = N
                 raise CheckpointError(f"{exc}; the file is a {found} (leave the architecture out to use it)") from None
         raise
     return model.to(device).eval(), meta
+
+
+def _load_onnx_checkpoint(path: Path, metadata: CheckpointMetadata | None,
+                          device: str | torch.device) -> tuple[nn.Module, CheckpointMetadata]:
+    """An ONNX graph converted to torch, behind the Normalize layer the given metadata states.
+
+    ONNX files carry no robaudit metadata; ``metadata.arch`` is not used (the graph is the architecture).
+    """
+    if metadata is None:
+        raise CheckpointError(f"{path.name} is an ONNX model, which carries no robaudit metadata: give the "
+                              "dataset, number of classes and preprocessing (mean, std)")
+    from robaudit.models.onnx_model import load_onnx_classifier
+    from robaudit.models.registry import NormalizedModel
+    from robaudit.models.normalize import Normalize
+    net = load_onnx_classifier(path, in_channels=metadata.in_channels, num_classes=metadata.num_classes,
+                               input_size=metadata.input_size)
+    model = NormalizedModel(Normalize(metadata.mean, metadata.std), net)
+    return model.to(device).eval(), metadata
