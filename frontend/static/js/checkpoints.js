@@ -290,9 +290,13 @@
       var data = new FormData();
       data.append("file", chosen, chosen.name);
       if (name.value.trim()) data.append("name", name.value.trim());
-      if (arch.value) data.append("arch", arch.value);
+      // The recognised architecture, left as proposed, is not sent: the server recognises it again and
+      // records it as detected (an architecture the user chose is checked against the file instead).
+      var asRecognised = recognised && arch.value === recognised.detected_arch &&
+        archKwargs.value.trim() === (Object.keys(recognised.arch_kwargs || {}).length ? JSON.stringify(recognised.arch_kwargs) : "");
+      if (arch.value && !asRecognised) data.append("arch", arch.value);
       if (dataset.value) data.append("dataset", dataset.value);
-      if (archKwargs.value.trim()) data.append("arch_kwargs", archKwargs.value.trim());
+      if (archKwargs.value.trim() && !asRecognised) data.append("arch_kwargs", archKwargs.value.trim());
       if (preprocessing.value) data.append("preprocessing", preprocessing.value);
       if (preprocessing.value === "custom") {
         data.append("mean", mean.value.trim());
