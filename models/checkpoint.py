@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import struct
 import zipfile
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from torch import nn
 from robaudit.models.registry import build_model, resolve_arch
 
 FORMAT = "robaudit-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: published key layouts (layer1.., block1.layer.N..); 1 is renamed on load
 # A safetensors header larger than this is rejected (the format's own DoS cap).
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 MAX_HEADER_ENTRIES = 100_000   # tensors in one file; the largest published robust models have a few thousand
@@ -302,6 +303,14 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], *, arch: str = "
         if tuple(got.shape) != tuple(want.shape):
             raise CheckpointError(f"checkpoint does not match {arch}: the file's {name(key)!r} is "
                                   f"{_fmt(got.shape)} where {arch} has {_fmt(want.shape)}")
+    # A robaudit-wrapped file saved without metadata carries its own Normalize buffers: they must agree
+    # with the preprocessing given, or one of the two is wrong and the model would be audited on the wrong inputs.
+    for key in ("0.mean", "0.std"):
+        if wrapped and key in state and key in expected and state[key].shape == expected[key].shape \
+                and not torch.allclose(state[key].float(), expected[key].float(), rtol=1e-5, atol=1e-7):
+            raise CheckpointError(f"the file's own normalisation {key!r} is {state[key].flatten().tolist()} but "
+                                  f"{expected[key].flatten().tolist()} was given; give the preprocessing the "
+                                  "network was trained with")
     extra = [k for k in state if k not in expected]
     if extra:
         raise CheckpointError(f"checkpoint does not match {arch}: the file's {name(extra[0])!r} "
@@ -429,6 +438,9 @@ def load_checkpoint(path: str | Path, *, metadata: CheckpointMetadata | None = N
                                   "recognised), the dataset and the preprocessing")
         shapes = {k: tuple(v.shape) for k, v in state.items()}
         meta = describe_foreign(shapes, original, foreign, path.name).metadata
+    meta = upgrade_format_1_metadata(meta)
+    if meta.format_version == 1:   # robaudit's own old files: their keys in today's layout
+        state, original = strip_prefixes(rename_format_1_keys(read_state_dict(path), meta))
     model = build_from_metadata(meta)
     try:
         load_into(model, state, arch=meta.arch, original_keys=original)
@@ -459,3 +471,57 @@ def _load_onnx_checkpoint(path: Path, metadata: CheckpointMetadata | None,
                                input_size=metadata.input_size)
     model = NormalizedModel(Normalize(metadata.mean, metadata.std), net)
     return model.to(device).eval(), metadata
+
+
+# robaudit checkpoints of format 1 (before the published key layouts): their PreActResNet-18 kept its
+# blocks in one ``layers`` Sequential and its projection shortcut was a bare conv seen by the
+# pre-activated input; its WideResNet kept ``blocks.N``, ``shortcut`` and a final ``bn``.
+_LEGACY_PREACT = re.compile(r"^(1\.)?layers\.(\d+)\.(.*)$")
+_LEGACY_WRN = re.compile(r"^(1\.)?blocks\.(\d+)\.(.*)$")
+
+
+def upgrade_format_1_metadata(meta: CheckpointMetadata) -> CheckpointMetadata:
+    """A format-1 PreActResNet-18 fed its projection shortcuts the pre-activated input: say so explicitly,
+    since the published layout's default is the raw input (fast_adversarial, RobustBench)."""
+    if meta.format_version != 1:
+        return meta
+    try:
+        key, _ = resolve_arch(meta.arch, meta.arch_kwargs)
+    except ValueError:
+        return meta   # load_checkpoint reports the unknown architecture
+    if key == "preactresnet18" and "shortcut_from" not in meta.arch_kwargs:
+        return replace(meta, arch_kwargs={**meta.arch_kwargs, "shortcut_from": "preact"})
+    return meta
+
+
+def rename_format_1_keys(state: dict[str, torch.Tensor], meta: CheckpointMetadata) -> dict[str, torch.Tensor]:
+    """The keys of a format-1 robaudit checkpoint in today's (published) layout; other files unchanged."""
+    if meta.format_version != 1:
+        return state
+    try:
+        key, kwargs = resolve_arch(meta.arch, meta.arch_kwargs)
+    except ValueError:
+        return state
+    if key == "preactresnet18":
+        def preact(name: str) -> str:
+            m = _LEGACY_PREACT.match(name)
+            if m is None:
+                return name
+            prefix, index, rest = m.group(1) or "", int(m.group(2)), m.group(3)
+            rest = re.sub(r"^shortcut\.", "shortcut.0.", rest)
+            return f"{prefix}layer{index // 2 + 1}.{index % 2}.{rest}"
+        return {preact(k): v for k, v in state.items()}
+    if key == "wideresnet":
+        per_group = (int(kwargs.get("depth", 28)) - 4) // 6
+        if per_group < 1:
+            return state
+
+        def wrn(name: str) -> str:
+            m = _LEGACY_WRN.match(name)
+            if m is None:
+                return re.sub(r"^(1\.)?bn\.", r"\1bn1.", name)
+            prefix, index, rest = m.group(1) or "", int(m.group(2)), m.group(3)
+            rest = re.sub(r"^shortcut\.", "convShortcut.", rest)
+            return f"{prefix}block{index // per_group + 1}.layer.{index % per_group}.{rest}"
+        return {wrn(k): v for k, v in state.items()}
+    return state

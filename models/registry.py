@@ -16,16 +16,26 @@ from typing import Any
 
 from torch import nn
 
+from robaudit.models.dm_wideresnet import DMWideResNet
+from robaudit.models.library_nets import timm_network, torchvision_network
 from robaudit.models.normalize import Normalize
 from robaudit.models.preact_resnet import PreActResNet18
-from robaudit.models.smallcnn import SmallCNN
+from robaudit.models.resnet import ResNet
+from robaudit.models.smallcnn import SmallCNN, TradesSmallCNN
 from robaudit.models.wideresnet import WideResNet
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "smallcnn": SmallCNN,
     "preactresnet18": PreActResNet18,
     "wideresnet": WideResNet,
+    "trades-smallcnn": TradesSmallCNN,
+    "resnet": ResNet,
+    "dm-wideresnet": DMWideResNet,
+    "torchvision": torchvision_network,
+    "timm": timm_network,
 }
+# Families that need a ``model_name`` (given as "torchvision:NAME" / "timm:NAME"), so not offered bare.
+LIBRARY_FAMILIES = ("torchvision", "timm")
 
 
 @dataclass(frozen=True)
@@ -39,11 +49,27 @@ class CatalogueEntry:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+_RB_WRN = "RobustBench wide_resnet.py (TRADES, Feature Scattering)"
+_DM_WRN = "DeepMind / RobustBench dm_wide_resnet.py (mean/std not in the file: preprocessing cifar10)"
+
 CATALOGUE: dict[str, CatalogueEntry] = {e.name: e for e in [
     CatalogueEntry("smallcnn", "smallcnn", 28, "robaudit"),
-    CatalogueEntry("preactresnet18", "preactresnet18", 32, "robaudit"),
-    CatalogueEntry("wrn-28-10", "wideresnet", 32, "robaudit", {"depth": 28, "widen_factor": 10}),
-    CatalogueEntry("wrn-34-10", "wideresnet", 32, "robaudit", {"depth": 34, "widen_factor": 10}),
+    CatalogueEntry("trades-smallcnn", "trades-smallcnn", 28, "TRADES models/small_cnn.py"),
+    CatalogueEntry("preactresnet18", "preactresnet18", 32, "fast_adversarial / RobustBench PreActResNet"),
+    CatalogueEntry("preactresnet18-nobn", "preactresnet18", 32,
+                   "RobustBench PreActResNet without bn_before_fc (e.g. Wong2020Fast)", {"final_bn": False}),
+    CatalogueEntry("resnet18", "resnet", 32, "kuangliu/pytorch-cifar", {"depth": 18}),
+    CatalogueEntry("resnet34", "resnet", 32, "kuangliu/pytorch-cifar", {"depth": 34}),
+    CatalogueEntry("resnet50", "resnet", 32, "kuangliu/pytorch-cifar", {"depth": 50}),
+    CatalogueEntry("wrn-28-10", "wideresnet", 32, _RB_WRN, {"depth": 28, "widen_factor": 10}),
+    CatalogueEntry("wrn-34-10", "wideresnet", 32, _RB_WRN, {"depth": 34, "widen_factor": 10}),
+    CatalogueEntry("wrn-34-20", "wideresnet", 32, _RB_WRN, {"depth": 34, "widen_factor": 20}),
+    CatalogueEntry("wrn-70-16", "wideresnet", 32, _RB_WRN, {"depth": 70, "widen_factor": 16}),
+    CatalogueEntry("dm-wrn-28-10", "dm-wideresnet", 32, _DM_WRN, {"depth": 28, "width": 10, "activation": "swish"}),
+    CatalogueEntry("dm-wrn-70-16", "dm-wideresnet", 32, _DM_WRN, {"depth": 70, "width": 16, "activation": "swish"}),
+    CatalogueEntry("torchvision:resnet50", "torchvision", 224, "torchvision", {"model_name": "resnet50"}),
+    CatalogueEntry("torchvision:wide_resnet50_2", "torchvision", 224, "torchvision",
+                   {"model_name": "wide_resnet50_2"}),
 ]}
 
 # Other spellings accepted for a catalogue entry.
@@ -51,14 +77,20 @@ ALIASES: dict[str, str] = {"preact-resnet18": "preactresnet18"}
 
 
 def resolve_arch(name: str, kwargs: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
-    """(constructor name, constructor kwargs) for a family or catalogue name; given kwargs win."""
-    key = ALIASES.get(name.lower(), name.lower())
+    """(constructor name, constructor kwargs) for a family or catalogue name; given kwargs win.
+
+    ``timm:NAME`` is any timm model (resolved when built, not listed in CATALOGUE).
+    """
     merged = dict(kwargs or {})
+    prefix, _, model_name = name.partition(":")
+    if prefix.lower() == "timm" and model_name:   # timm's names are case-sensitive: only the prefix is lowered
+        return "timm", {"model_name": model_name, **merged}
+    key = ALIASES.get(name.lower(), name.lower())
     if key in CATALOGUE:
         entry = CATALOGUE[key]
         key, merged = entry.arch, {**entry.kwargs, **merged}
     if key not in ARCHITECTURES:
-        known = ", ".join(sorted({*ARCHITECTURES, *CATALOGUE, *ALIASES}))
+        known = ", ".join(sorted({*architecture_names(), "timm:NAME"}))
         raise ValueError(f"unknown architecture {name!r}; choose one of: {known}")
     return key, merged
 
@@ -68,8 +100,9 @@ def default_arch_kwargs(name: str) -> dict[str, Any]:
 
 
 def architecture_names() -> list[str]:
-    """Every name resolve_arch accepts, families first, for forms and help texts."""
-    return [*ARCHITECTURES, *(n for n in CATALOGUE if n not in ARCHITECTURES), *ALIASES]
+    """The fixed names resolve_arch accepts, families first, for forms and help texts (plus any timm:NAME)."""
+    families = [n for n in ARCHITECTURES if n not in LIBRARY_FAMILIES]
+    return [*families, *(n for n in CATALOGUE if n not in ARCHITECTURES), *ALIASES]
 
 
 class NormalizedModel(nn.Sequential):

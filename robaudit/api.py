@@ -24,20 +24,21 @@ _SHAPE_ONLY_DATASET = "mnist10k"
 def load_model(path: str | Path, *, device: str | torch.device = "cpu", arch: str | None = None,
                dataset: str | None = None, arch_kwargs: dict[str, Any] | None = None,
                preprocessing: str | None = None, mean: Sequence[float] | None = None,
-               std: Sequence[float] | None = None) -> nn.Module:
+               std: Sequence[float] | None = None, input_range: Sequence[float] | None = None) -> nn.Module:
     """Load a checkpoint as an ``nn.Module`` in eval mode that takes inputs in [0, 1] and returns logits.
 
     A file with robaudit metadata loads as it states. Any other state_dict (``.pt``, ``.safetensors``)
     needs its ``preprocessing`` (a preset: none, cifar-0.5, imagenet, cifar10) or ``mean`` and ``std``:
-    there is no default. ``arch`` may be left out when the file's keys match a catalogue network;
+    there is no default (``input_range=(0, 255)`` for a network trained on 0..255 pixels; the returned
+    model still takes [0, 1]). ``arch`` may be left out when the file's keys match a catalogue network;
     ``dataset`` checks the class count and channels against the file's.
     Never unpickles code: safetensors, or ``torch.load(weights_only=True)``.
     """
     path = Path(path)
     if read_metadata(path) is not None:
-        if preprocessing is not None or mean is not None or std is not None:
+        if preprocessing is not None or mean is not None or std is not None or input_range is not None:
             raise RobauditError(f"{path.name} states its own preprocessing in its robaudit metadata; "
-                                "leave out preprocessing, mean and std")
+                                "leave out preprocessing, mean, std and input_range")
         model, _ = load_checkpoint(path, device=device)
         return model
     info = dataset_info(dataset) if dataset is not None else None
@@ -47,15 +48,18 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu", arch: st
         num_classes=info.num_classes if info else None, in_channels=info.in_channels if info else None,
         input_size=info.size if info else None, preprocessing=preprocessing,
         mean=None if mean is None else [float(v) for v in mean],
-        std=None if std is None else [float(v) for v in std]), path.name)
+        std=None if std is None else [float(v) for v in std],
+        input_range=None if input_range is None else [float(v) for v in input_range]), path.name)
     model, _ = load_checkpoint(path, metadata=described.metadata, device=device)
     return model
 
 
 def load_dataset(name: str, split: str = "test", data_dir: str | Path | None = None,
-                 download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images in [0, 1] as (N, C, H, W) float32 and int64 labels: exactly what robaudit evaluates on."""
-    return load_arrays(name, split, data_dir, download)
+                 download: bool = False, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images in [0, 1] as (N, C, H, W) float32 and int64 labels: exactly what robaudit evaluates on.
+
+    ``limit``: only the first N points (for ``imagenet``, only those images are decoded)."""
+    return load_arrays(name, split, data_dir, download, limit=limit)
 
 
 def audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, preset: str = "quick",

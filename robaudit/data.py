@@ -1,7 +1,8 @@
 """Datasets, always as float tensors in [0, 1] (N, C, H, W) plus int64 labels.
 
 ``mnist10k`` is bundled (see README, "Bundled data"); the others come through
-torchvision from ``--data-dir``, downloaded only when asked (``--download``).
+torchvision from ``--data-dir``, downloaded only when asked (``--download``), except
+``imagenet``: its validation images are read from a folder and never downloaded.
 """
 from __future__ import annotations
 
@@ -41,7 +42,12 @@ DATASETS: dict[str, DatasetInfo] = {
                             "cifar-100-python/{train,test,meta}"),
     "svhn": DatasetInfo("svhn", 10, 3, 32, (0.5,) * 3, (0.5,) * 3, 8 / 255, False,
                         "{train,test}_32x32.mat"),
+    # Test split only: the 50,000 validation images, resized to 256 and centre-cropped to 224.
+    # eps 4/255 is RobustBench's ImageNet L-inf threat model.
+    "imagenet": DatasetInfo("imagenet", 1000, 3, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 4 / 255,
+                            False, "imagenet/val/<wnid>/*.JPEG (1000 class folders; sorted names = class index)"),
 }
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -100,15 +106,65 @@ def _torchvision(name: str, split: str, data_dir: Path, download: bool) -> tuple
     return x, torch.from_numpy(np.asarray(y, dtype=np.int64))
 
 
+def _imagenet_files(folder: Path) -> tuple[list[Path], npt.NDArray[np.int64]]:
+    """Every image of the validation folder and its label (the index of its class folder in sorted order)."""
+    expected = DATASETS["imagenet"].expected_files
+    if not folder.is_dir():
+        raise DatasetUnavailable(f"imagenet not found: {folder} does not exist (expected {expected} under "
+                                 "--data-dir; robaudit never downloads ImageNet)")
+    classes = sorted(p for p in folder.iterdir() if p.is_dir())
+    if len(classes) != 1000:
+        raise DatasetUnavailable(f"imagenet: {folder} has {len(classes)} class folders, expected 1000 "
+                                 f"({expected})")
+    files: list[Path] = []
+    labels: list[int] = []
+    for index, directory in enumerate(classes):
+        images = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files += images
+        labels += [index] * len(images)
+    if not files:
+        raise DatasetUnavailable(f"imagenet: no images (*.JPEG, *.jpg, *.png) in the class folders of {folder}")
+    return files, np.asarray(labels, dtype=np.int64)
+
+
+def _imagenet(split: str, data_dir: Path, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    from PIL import Image, UnidentifiedImageError
+    from torchvision import transforms
+
+    if split != "test":
+        raise RobauditError("imagenet has only a test split (its validation images); robaudit does not "
+                            "train on ImageNet")
+    files, labels = _imagenet_files(data_dir / "imagenet" / "val")
+    # Class-interleaved like mnist10k, so the first N points (all an evaluation decodes) cover the classes.
+    order = class_interleaved_order(labels)[:limit]
+    preprocess = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])
+    x = torch.empty(len(order), 3, 224, 224)
+    for row, i in enumerate(order):
+        try:
+            with Image.open(files[i]) as img:
+                x[row] = preprocess(img.convert("RGB"))
+        except (OSError, UnidentifiedImageError) as exc:
+            raise DatasetUnavailable(f"imagenet: cannot read {files[i]}: {exc}") from None
+    return x, torch.from_numpy(labels[order])
+
+
 def load_arrays(name: str, split: str = "test", data_dir: str | Path | None = None,
-                download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """All images of a split as (x in [0, 1], y). The exact tensors robaudit trains and evaluates on."""
+                download: bool = False, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images of a split as (x in [0, 1], y): all of them, or the first ``limit``.
+
+    The exact tensors robaudit trains and evaluates on. Evaluations use the first N test points, so they
+    pass N: for ``imagenet`` only those images are decoded (all 50,000 as floats would take 30 GB).
+    """
     dataset_info(name)
     if split not in ("train", "test"):
         raise RobauditError(f"split must be 'train' or 'test', got {split!r}")
-    if name == "mnist10k":
-        return _mnist10k(split)
-    return _torchvision(name, split, Path(data_dir or "./data").expanduser(), download)
+    if limit is not None and (isinstance(limit, bool) or limit < 1):
+        raise RobauditError(f"limit must be a positive number of points, got {limit!r}")
+    root = Path(data_dir or "./data").expanduser()
+    if name == "imagenet":
+        return _imagenet(split, root, limit)
+    x, y = _mnist10k(split) if name == "mnist10k" else _torchvision(name, split, root, download)
+    return (x, y) if limit is None else (x[:limit], y[:limit])
 
 
 Batch = tuple[torch.Tensor, torch.Tensor]   # (images, labels)

@@ -13,7 +13,7 @@ from helpers_training import mnist_metadata, mnist_model
 from robaudit.data import DATASETS, dataset_info
 from robaudit.errors import RobauditError
 from robaudit.models import save_checkpoint
-from robaudit.models.validate import datasets_json, parse_datasets, validate_file
+from robaudit.models.validate import datasets_json, inspect_file, parse_datasets, validate_file
 
 
 def test_the_dataset_table_survives_the_command_line():
@@ -32,14 +32,18 @@ def test_verdicts(tmp_path):
 
     with pytest.raises(RobauditError) as unknown:   # the science package's message for the same mistake
         dataset_info("mnist11k")
-    assert validate_file(path, datasets=DATASETS, dataset="mnist11k") == {"ok": False, "error": str(unknown.value)}
+    assert validate_file(path, datasets=DATASETS, dataset="mnist11k") == {"ok": False, "error": str(unknown.value),
+                                                                              "closest": None}
     mismatch = validate_file(path, datasets=DATASETS, dataset="cifar10")
     assert not mismatch["ok"] and mismatch["error"].startswith("dataset/architecture mismatch")
 
     bare = tmp_path / "bare.pt"
     torch.save(mnist_model().state_dict(), bare)
     assert "carries no robaudit metadata" in validate_file(bare, datasets=DATASETS)["error"]
-    assert validate_file(bare, datasets=DATASETS, arch="smallcnn", dataset="mnist10k")["ok"]
+    no_preprocessing = validate_file(bare, datasets=DATASETS, arch="smallcnn", dataset="mnist10k")
+    assert "give a preprocessing preset (none, cifar-0.5, imagenet, cifar10)" in no_preprocessing["error"]
+    ok = validate_file(bare, datasets=DATASETS, arch="smallcnn", dataset="mnist10k", preprocessing="none")
+    assert ok["ok"] and ok["metadata"]["preprocessing"] == "none" and ok["detected_arch"] is None
 
 
 def test_the_api_runs_it_as_a_module(tmp_path):
@@ -49,3 +53,42 @@ def test_the_api_runs_it_as_a_module(tmp_path):
                          capture_output=True, text=True, timeout=120, check=True)
     verdict = json.loads(out.stdout.strip().splitlines()[-1])
     assert verdict["ok"] and verdict["metadata"]["dataset"] == "mnist10k"
+
+
+def test_inspect_recognises_a_bare_file_and_lists_the_datasets_that_fit(tmp_path):
+    from safetensors.torch import save_file
+
+    model = mnist_model()
+    bare = {f"module.{k[2:]}": v.contiguous() for k, v in model.state_dict().items() if k.startswith("1.")}
+    save_file(bare, str(tmp_path / "bare.safetensors"))
+    out = subprocess.run([sys.executable, "-m", "robaudit.models.validate", str(tmp_path / "bare.safetensors"),
+                          "--datasets", datasets_json(DATASETS), "--inspect"],
+                         capture_output=True, text=True, timeout=120, check=True)
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["ok"] and found["detected_arch"] == "smallcnn"
+    assert (found["num_classes"], found["in_channels"], found["input_size"]) == (10, 1, 28)
+    assert found["datasets"] == [n for n, d in DATASETS.items() if (d.num_classes, d.in_channels, d.size) == (10, 1, 28)]
+    assert "mnist10k" in found["datasets"] and "cifar10" not in found["datasets"]
+
+    # Without the dataset the answer names the architecture and the datasets to choose from.
+    verdict = validate_file(tmp_path / "bare.safetensors", datasets=DATASETS)
+    assert not verdict["ok"] and "give the 'dataset' form field (recognised smallcnn" in verdict["error"]
+    assert "compatible datasets: mnist10k, mnist" in verdict["error"]
+    # With dataset and preprocessing and no arch: recognised, and said so.
+    ok = validate_file(tmp_path / "bare.safetensors", datasets=DATASETS, dataset="mnist10k", preprocessing="none")
+    assert ok["ok"] and ok["detected_arch"] == "smallcnn" and ok["metadata"]["arch"] == "smallcnn"
+    custom = validate_file(tmp_path / "bare.safetensors", datasets=DATASETS, dataset="mnist10k", mean=[0.1307],
+                           std=[0.3081])
+    assert custom["ok"] and custom["metadata"]["preprocessing"] == "custom"
+
+
+def test_a_file_matching_nothing_names_the_closest_network(tmp_path):
+    state = {k[2:]: v for k, v in mnist_model().state_dict().items() if k.startswith("1.")}
+    state["classifier.1.weight"] = torch.zeros(200, 999)
+    torch.save(state, tmp_path / "odd.pt")
+    verdict = validate_file(tmp_path / "odd.pt", datasets=DATASETS, dataset="mnist10k", preprocessing="none")
+    assert verdict == {"ok": False, "closest": "smallcnn", "error": (
+        "odd.pt: no catalogue architecture matches: closest is smallcnn; the file's 'classifier.1.weight' is "
+        "(200, 999) where smallcnn has (200, 1024)")}
+    inspected = inspect_file(tmp_path / "odd.pt", datasets=DATASETS)
+    assert not inspected["ok"] and inspected["closest"] == "smallcnn"

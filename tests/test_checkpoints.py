@@ -74,9 +74,12 @@ def test_data_parallel_prefix_is_accepted(tmp_path, model, suffix):
 def test_plain_state_dicts_of_the_bare_network_load_through_the_public_api(tmp_path, model):
     bare = {k.removeprefix("1."): v for k, v in model.state_dict().items() if k.startswith("1.")}
     torch.save({"state_dict": bare}, tmp_path / "bare.pt")
-    assert_same_weights(model, robaudit.load_model(tmp_path / "bare.pt", arch="smallcnn", dataset="mnist10k"))
-    with pytest.raises(CheckpointError, match="carries no robaudit metadata"):
-        robaudit.load_model(tmp_path / "bare.pt")
+    assert_same_weights(model, robaudit.load_model(tmp_path / "bare.pt", arch="smallcnn", dataset="mnist10k",
+                                                   preprocessing="none"))
+    # The architecture is recognised from the keys; the preprocessing is never guessed.
+    assert_same_weights(model, robaudit.load_model(tmp_path / "bare.pt", preprocessing="none"))
+    with pytest.raises(CheckpointError, match="input normalisation is unknown: give a preprocessing preset"):
+        robaudit.load_model(tmp_path / "bare.pt", arch="smallcnn", dataset="mnist10k")
 
 
 class CreatesMarkerOnLoad:
@@ -106,7 +109,7 @@ def test_pickled_code_is_refused_and_never_runs(tmp_path, model, writer):
     with pytest.raises(CheckpointError, match="refused.*could run code"):
         load_checkpoint(path, metadata=mnist_metadata())
     with pytest.raises(CheckpointError):
-        robaudit.load_model(path, arch="smallcnn", dataset="mnist10k")
+        robaudit.load_model(path, arch="smallcnn", dataset="mnist10k", preprocessing="none")
     assert not marker.exists()
 
     # The payload is live: an unsafe load would have run it.
@@ -175,14 +178,14 @@ def test_shape_mismatch_names_the_key_and_both_shapes(tmp_path):
 def test_wrong_architecture_names_the_missing_key(tmp_path):
     other = build_model("preactresnet18", num_classes=10, in_channels=1, mean=[0.0], std=[1.0])
     torch.save(other.state_dict(), tmp_path / "resnet.pt")
-    with pytest.raises(CheckpointError, match=r"does not match smallcnn: missing key '1\.features\.0\.weight' "
-                                               r"\(expected shape \(32, 1, 3, 3\)\)"):
+    with pytest.raises(CheckpointError, match=r"does not match smallcnn: the file has no '1\.features\.0\.weight' "
+                                               r"\(smallcnn has it, shape \(32, 1, 3, 3\)\)"):
         load_checkpoint(tmp_path / "resnet.pt", metadata=mnist_metadata())
 
 
 def test_wrong_number_of_classes(tmp_path, model):
     path = tmp_path / "plain.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    with pytest.raises(CheckpointError, match=r"'1\.classifier\.6\.weight' has shape \(10, 200\) in the file "
-                                               r"but \(100, 200\) in the architecture"):
+    with pytest.raises(CheckpointError, match=r"the file's '1\.classifier\.6\.weight' is \(10, 200\) "
+                                               r"where smallcnn has \(100, 200\)"):
         load_checkpoint(path, metadata=mnist_metadata(num_classes=100))

@@ -67,5 +67,6 @@ def load_evaluation(settings: Settings, job_id: int, config: dict[str, Any]) -> 
     plan = config.get("plan")
     if plan:   # every shard uses the batch size the planner fixed: batches must be the same everywhere
         spec = replace(spec, batch_size=plan["batch_size"])
-    x, y = robaudit.load_dataset(config["spec_args"]["dataset"], "test", data_dir=settings.datasets_dir)
+    x, y = robaudit.load_dataset(config["spec_args"]["dataset"], "test", data_dir=settings.datasets_dir,
+                                 limit=spec.n_examples)   # only the evaluated points (imagenet decodes no more)
     return prepare(model, x, y, spec, surrogate_model, resolve_batch_size_here=not plan)

@@ -269,7 +269,9 @@ def run(args: argparse.Namespace) -> int:
     if args.surrogate:
         surrogate, _, surrogate_info = _load(args.surrogate, args.device, args.arch, dataset, args.preprocessing,
                                              args.mean, args.std, surrogate=True)
-    x, y = robaudit.load_dataset(dataset, "test", data_dir=args.data_dir, download=args.download)
+    # Only the points the spec evaluates: for imagenet the rest is never decoded.
+    x, y = robaudit.load_dataset(dataset, "test", data_dir=args.data_dir, download=args.download,
+                                 limit=spec.n_examples)
     store = DirectoryStore(args.state_dir) if args.state_dir else None
     progress, close = _progress_bar(not args.no_progress)
     try:
