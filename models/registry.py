@@ -50,11 +50,12 @@ class CatalogueEntry:
 
 
 _RB_WRN = "RobustBench wide_resnet.py (TRADES, Feature Scattering)"
+_TRADES_WRN = "TRADES wideresnet.py / RobustBench sub_block1=True (an unused sub_block1 in the file)"
 _DM_WRN = "DeepMind / RobustBench dm_wide_resnet.py (mean/std not in the file: preprocessing cifar10)"
 
 CATALOGUE: dict[str, CatalogueEntry] = {e.name: e for e in [
     CatalogueEntry("smallcnn", "smallcnn", 28, "robaudit"),
-    CatalogueEntry("trades-smallcnn", "trades-smallcnn", 28, "TRADES models/small_cnn.py"),
+    CatalogueEntry("trades-smallcnn", "trades-smallcnn", 28, "TRADES small_cnn.py"),
     CatalogueEntry("preactresnet18", "preactresnet18", 32, "fast_adversarial / RobustBench PreActResNet"),
     CatalogueEntry("preactresnet18-nobn", "preactresnet18", 32,
                    "RobustBench PreActResNet without bn_before_fc (e.g. Wong2020Fast)", {"final_bn": False}),
@@ -65,6 +66,12 @@ CATALOGUE: dict[str, CatalogueEntry] = {e.name: e for e in [
     CatalogueEntry("wrn-34-10", "wideresnet", 32, _RB_WRN, {"depth": 34, "widen_factor": 10}),
     CatalogueEntry("wrn-34-20", "wideresnet", 32, _RB_WRN, {"depth": 34, "widen_factor": 20}),
     CatalogueEntry("wrn-70-16", "wideresnet", 32, _RB_WRN, {"depth": 70, "widen_factor": 16}),
+    CatalogueEntry("trades-wrn-28-10", "wideresnet", 32, _TRADES_WRN,
+                   {"depth": 28, "widen_factor": 10, "sub_block1": True}),
+    CatalogueEntry("trades-wrn-34-10", "wideresnet", 32, _TRADES_WRN,
+                   {"depth": 34, "widen_factor": 10, "sub_block1": True}),
+    CatalogueEntry("trades-wrn-34-20", "wideresnet", 32, _TRADES_WRN,
+                   {"depth": 34, "widen_factor": 20, "sub_block1": True}),
     CatalogueEntry("dm-wrn-28-10", "dm-wideresnet", 32, _DM_WRN, {"depth": 28, "width": 10, "activation": "swish"}),
     CatalogueEntry("dm-wrn-70-16", "dm-wideresnet", 32, _DM_WRN, {"depth": 70, "width": 16, "activation": "swish"}),
     CatalogueEntry("torchvision:resnet50", "torchvision", 224, "torchvision", {"model_name": "resnet50"}),

@@ -50,7 +50,7 @@ class SmallCNN(nn.Module):
 
 
 class TradesSmallCNN(nn.Module):
-    """The same network in the key layout of the TRADES code (yaodongyu/TRADES ``models/small_cnn.py``):
+    """The same network in the key layout of the TRADES code (github.com/yaodongyu/TRADES, models/small_cnn.py):
     ``feature_extractor.conv1..conv4`` and ``classifier.fc1..fc3``, so its MNIST checkpoints load as they are.
     Default PyTorch initialisation: this class is for loading published weights, not for training."""
 

@@ -4,7 +4,9 @@ WRN-28-10 (depth=28, widen_factor=10) is the paper's network: channels 16 -> 160
 pre-activation blocks, a 1x1 shortcut on the pre-activated input when the width changes. Keys:
 ``conv1``, ``block{1,2,3}.layer.N.{bn1,conv1,bn2,conv2[,convShortcut]}``, ``bn1``, ``fc``, exactly
 those of RobustBench's ``wide_resnet.py`` (from TRADES), so the zoo's state_dicts load as they are.
-``activation`` picks the nonlinearity (``relu`` in those repositories).
+``activation`` picks the nonlinearity (``relu`` in those repositories). ``sub_block1=True`` adds the
+unused ``sub_block1`` group that TRADES' own wideresnet.py builds (its forward never calls it), so the
+checkpoints saved from that file, and RobustBench's ``sub_block1=True`` entries, load too.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(out_planes, out_planes, 3, 1, 1, bias=False)
         self.drop_rate = drop_rate
         self.equal_in_out = in_planes == out_planes
-        self.convShortcut: nn.Conv2d | None = (   # noqa: N815 (the published key name)
+        self.convShortcut: nn.Conv2d | None = (   # the published key name
             None if self.equal_in_out else nn.Conv2d(in_planes, out_planes, 1, stride, bias=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -62,7 +64,8 @@ class BlockGroup(nn.Module):
 
 class WideResNet(nn.Module):
     def __init__(self, depth: int = 28, widen_factor: int = 10, num_classes: int = 10,
-                 in_channels: int = 3, drop_rate: float = 0.0, activation: str = "relu") -> None:
+                 in_channels: int = 3, drop_rate: float = 0.0, activation: str = "relu",
+                 sub_block1: bool = False) -> None:
         super().__init__()
         if (depth - 4) % 6 != 0:
             raise ValueError(f"WideResNet depth must be 6n+4 (e.g. 16, 22, 28, 34), got {depth}")
@@ -72,6 +75,8 @@ class WideResNet(nn.Module):
         # order, final bn, fc), so a seeded initialisation gives the same weights.
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
         self.block1 = BlockGroup(n, widths[0], widths[1], 1, drop_rate, activation)
+        if sub_block1:   # weights only: never used in forward, as in the TRADES code
+            self.sub_block1 = BlockGroup(n, widths[0], widths[1], 1, drop_rate, activation)
         self.block2 = BlockGroup(n, widths[1], widths[2], 2, drop_rate, activation)
         self.block3 = BlockGroup(n, widths[2], widths[3], 2, drop_rate, activation)
         self.bn1 = nn.BatchNorm2d(widths[3])

@@ -1,9 +1,11 @@
 """Independent definitions of the networks in robaudit's architecture catalogue, in their original key layouts.
 
-Written for the tests from the public code each checkpoint family comes from (kuangliu/pytorch-cifar
-``models/resnet.py``, locuslab/fast_adversarial ``CIFAR10/preact_resnet.py``, RobustBench
-``model_zoo/architectures/{resnet,wide_resnet,dm_wide_resnet}.py``, yaodongyu/TRADES
-``models/small_cnn.py``, Haichao-Zhang/FeatureScatter ``models/wideresnet.py``). Nothing here imports
+Written for the tests from the public code each checkpoint family comes from:
+github.com/kuangliu/pytorch-cifar (models/resnet.py),
+github.com/locuslab/fast_adversarial (CIFAR10/preact_resnet.py),
+github.com/RobustBench/robustbench (model_zoo/architectures/{resnet,wide_resnet,dm_wide_resnet}.py),
+github.com/yaodongyu/TRADES (models/small_cnn.py),
+github.com/Haichao-Zhang/FeatureScatter (models/wideresnet.py). Nothing here imports
 robaudit: a state_dict saved from these is what a user would upload, and robaudit must reproduce the
 logits. torchvision/timm entries use those libraries themselves as the original.
 
@@ -37,7 +39,7 @@ class RobauditSmallCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-# ---- TRADES models/small_cnn.py
+# ---- TRADES small_cnn.py (github.com/yaodongyu/TRADES)
 class TradesSmallCNN(nn.Module):
     def __init__(self, num_classes: int, in_channels: int) -> None:
         super().__init__()
@@ -106,7 +108,7 @@ class FastPreActResNet18(nn.Module):
         return self.linear(out.view(out.size(0), -1))
 
 
-# ---- kuangliu/pytorch-cifar models/resnet.py
+# ---- pytorch-cifar resnet.py (github.com/kuangliu/pytorch-cifar)
 class CifarBasicBlock(nn.Module):
     expansion = 1
 
@@ -178,7 +180,8 @@ class CifarResNet(nn.Module):
         return self.linear(out.view(out.size(0), -1))
 
 
-# ---- RobustBench model_zoo/architectures/wide_resnet.py (from TRADES; FeatureScatter's adds a feature output)
+# ---- RobustBench model_zoo/architectures/wide_resnet.py (from TRADES, whose own file always has sub_block1;
+#      FeatureScatter's adds a feature output)
 class RBBasicBlock(nn.Module):
     def __init__(self, in_planes, out_planes, stride):
         super().__init__()
@@ -214,13 +217,15 @@ class RBNetworkBlock(nn.Module):
 
 class RBWideResNet(nn.Module):
     def __init__(self, depth: int, widen_factor: int, num_classes: int, in_channels: int,
-                 feature_output: bool = False) -> None:
+                 feature_output: bool = False, sub_block1: bool = False) -> None:
         super().__init__()
         ch = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         n = (depth - 4) // 6
         self.feature_output = feature_output   # FeatureScatter's forward returns (logits, features)
         self.conv1 = nn.Conv2d(in_channels, ch[0], kernel_size=3, stride=1, padding=1, bias=False)
         self.block1 = RBNetworkBlock(n, ch[0], ch[1], 1)
+        if sub_block1:   # TRADES' wideresnet.py always builds it and never uses it
+            self.sub_block1 = RBNetworkBlock(n, ch[0], ch[1], 1)
         self.block2 = RBNetworkBlock(n, ch[1], ch[2], 2)
         self.block3 = RBNetworkBlock(n, ch[2], ch[3], 2)
         self.bn1 = nn.BatchNorm2d(ch[3])
@@ -342,6 +347,9 @@ PUBLISHED: dict[str, Callable[[int, int], nn.Module]] = {
     "wrn-34-10": lambda k, c: RBWideResNet(34, 10, k, c),
     "wrn-34-20": lambda k, c: RBWideResNet(34, 20, k, c),
     "wrn-70-16": lambda k, c: RBWideResNet(70, 16, k, c),
+    "trades-wrn-28-10": lambda k, c: RBWideResNet(28, 10, k, c, sub_block1=True),
+    "trades-wrn-34-10": lambda k, c: RBWideResNet(34, 10, k, c, sub_block1=True),
+    "trades-wrn-34-20": lambda k, c: RBWideResNet(34, 20, k, c, sub_block1=True),
     "dm-wrn-28-10": lambda k, c: DMWideResNet(28, 10, k, c),
     "dm-wrn-70-16": lambda k, c: DMWideResNet(70, 16, k, c),
     "torchvision:resnet50": _torchvision("resnet50"),

@@ -1,9 +1,10 @@
 """Every catalogue architecture loads a state_dict saved from an independent definition of the original
 network (tests/published_nets.py) and gives the same logits.
 
-The big networks (WRN-34-20, WRN-70-16) are checked in two parts that together cover them: every key and
-shape at full size on the meta device (no memory, no time), and the logits at width 1 with the full depth,
-through the same catalogue name with a width override (the code path is the same at every width).
+The big networks (WRN-34-20, WRN-70-16) and the TRADES-file WRNs (which differ from the RobustBench ones,
+checked at full size, only by an unused sub_block1) are checked in two parts that together cover them:
+every key and shape at full size on the meta device (no memory, no time), and the logits at width 1 with
+the full depth, through the same catalogue name with a width override (the same code at every width).
 """
 from __future__ import annotations
 
@@ -12,14 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
-from torch import nn
-
-from robaudit.models.checkpoint import FORMAT_VERSION, CheckpointError, CheckpointMetadata, load_checkpoint
-from robaudit.models.registry import CATALOGUE, architecture_names, build_network, resolve_arch
-
-sys.path.insert(0, str(Path(__file__).parent))
-from published_nets import (  # noqa: E402
+from published_nets import (
     CIFAR10_MEAN,
     CIFAR10_STD,
     PUBLISHED,
@@ -28,15 +22,35 @@ from published_nets import (  # noqa: E402
     FastPreActResNet18,
     RBWideResNet,
 )
+from safetensors.torch import save_file
+from torch import nn
 
-# Checked at full size through shapes only; logits at this width (kwargs override, same depth).
-NARROW: dict[str, tuple[dict[str, int], nn.Module | None]] = {}
-NARROW_KWARGS = {"wrn-34-20": {"widen_factor": 1}, "wrn-70-16": {"widen_factor": 1}, "dm-wrn-70-16": {"width": 1}}
+from robaudit.models.checkpoint import FORMAT_VERSION, CheckpointError, CheckpointMetadata, load_checkpoint
+from robaudit.models.registry import CATALOGUE, architecture_names, build_network, resolve_arch
+
+# Checked at full size through keys and shapes only; logits at this width (kwargs override, same depth).
+NARROW_KWARGS = {"wrn-34-20": {"widen_factor": 1}, "wrn-70-16": {"widen_factor": 1},
+                 "trades-wrn-28-10": {"widen_factor": 1}, "trades-wrn-34-10": {"widen_factor": 1},
+                 "trades-wrn-34-20": {"widen_factor": 1}, "dm-wrn-70-16": {"width": 1}}
+
+
+# Keys and shapes only: robaudit builds it with the same torchvision call as torchvision:resnet50 (only the
+# name differs), whose logits are checked; building and running a 69 M-parameter net twice costs ~15 s here.
+SHAPES_ONLY = {"torchvision:wide_resnet50_2"}
+
+
+def same_keys_and_shapes(name: str, k: int, c: int) -> None:
+    with torch.device("meta"):
+        ref = PUBLISHED[name](k, c).state_dict()
+        ours = build_network(name, num_classes=k, in_channels=c).state_dict()
+    assert {n: t.shape for n, t in ref.items()} == {n: t.shape for n, t in ours.items()}
 
 
 def narrow_published(name: str, k: int, c: int) -> nn.Module:
     depth = int(name.split("-")[-2])
-    return DMWideResNet(depth, 1, k, c) if name.startswith("dm-") else RBWideResNet(depth, 1, k, c)
+    if name.startswith("dm-"):
+        return DMWideResNet(depth, 1, k, c)
+    return RBWideResNet(depth, 1, k, c, sub_block1=name.startswith("trades-"))
 
 
 def shape_of(name: str) -> tuple[int, int, int]:
@@ -98,11 +112,11 @@ def test_published_state_dict_loads_with_identical_logits(name: str, tmp_path: P
         pytest.importorskip("timm")
     k, c, size = shape_of(name)
     overrides = NARROW_KWARGS.get(name, {})
-    if overrides:   # every key and shape at full size, without allocating
-        with torch.device("meta"):
-            full_ref = PUBLISHED[name](k, c).state_dict()
-            full_ours = build_network(name, num_classes=k, in_channels=c).state_dict()
-        assert {n: t.shape for n, t in full_ref.items()} == {n: t.shape for n, t in full_ours.items()}
+    if name in SHAPES_ONLY or overrides:   # every key and shape at full size, without allocating
+        same_keys_and_shapes(name, k, c)
+    if name in SHAPES_ONLY:
+        return
+    if overrides:
         torch.manual_seed(0)
         ref = randomise(narrow_published(name, k, c), seed=1)
     else:
