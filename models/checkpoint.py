@@ -464,9 +464,9 @@ def _load_onnx_checkpoint(path: Path, metadata: CheckpointMetadata | None,
     if metadata is None:
         raise CheckpointError(f"{path.name} is an ONNX model, which carries no robaudit metadata: give the "
                               "dataset, number of classes and preprocessing (mean, std)")
+    from robaudit.models.normalize import Normalize
     from robaudit.models.onnx_model import load_onnx_classifier
     from robaudit.models.registry import NormalizedModel
-    from robaudit.models.normalize import Normalize
     net = load_onnx_classifier(path, in_channels=metadata.in_channels, num_classes=metadata.num_classes,
                                input_size=metadata.input_size)
     model = NormalizedModel(Normalize(metadata.mean, metadata.std), net)

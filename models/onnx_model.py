@@ -99,7 +99,8 @@ def _parse(path: Path) -> ModelProto:
     if not sniff_onnx(path):
         raise CheckpointError(f"{path.name} is not an ONNX model")
     # Parsed from bytes, never onnx.load(path): that would follow external-data paths.
-    return onnx.ModelProto.FromString(path.read_bytes())
+    model: ModelProto = onnx.ModelProto.FromString(path.read_bytes())
+    return model
 
 
 def _graphs(graph: GraphProto) -> Iterator[GraphProto]:
@@ -494,10 +495,12 @@ def check_onnx_output(model: nn.Module, in_channels: int, size: int, num_classes
         with torch.no_grad():
             out = model.eval()(x.to(device))
     except Exception as exc:   # any op failing on this input shape
-        raise CheckpointError(f"the ONNX graph fails on a batch of 3 images of shape ({in_channels}, {size}, {size}): "
-                              f"{_first_line(exc)}; check the input size and channels, or {DYNAMIC_BATCH_HINT}") from None
+        raise CheckpointError(f"the ONNX graph fails on a batch of 3 images of shape ({in_channels}, {size}, "
+                              f"{size}): {_first_line(exc)}; check the input size and channels, or "
+                              f"{DYNAMIC_BATCH_HINT}") from None
     if isinstance(out, (tuple, list)):
-        raise CheckpointError(f"the ONNX graph returns {len(out)} outputs; robaudit needs one (N, classes) logits tensor")
+        raise CheckpointError(f"the ONNX graph returns {len(out)} outputs; robaudit needs one (N, classes) "
+                              "logits tensor")
     if not isinstance(out, torch.Tensor):
         raise CheckpointError(f"the ONNX graph returns {type(out).__name__}, not a logits tensor")
     if tuple(out.shape) != (3, num_classes):

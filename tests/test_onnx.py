@@ -2,6 +2,7 @@
 and every bad file is one CheckpointError line."""
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 
@@ -15,12 +16,13 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnx2torch")
 pytest.importorskip("onnxscript")   # torch.onnx.export's default (dynamo) exporter
 
-from helpers_eval import Quantized, first_test_points, standard_model  # noqa: E402
+from helpers_eval import Quantized, first_test_points, mnist  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from robaudit.attacks.common import input_gradient  # noqa: E402
 from robaudit.attacks.losses import cross_entropy, dlr  # noqa: E402
 from robaudit.evaluation import build_spec, evaluate  # noqa: E402
+from robaudit.models import onnx_model  # noqa: E402
 from robaudit.models.checkpoint import (  # noqa: E402
     CheckpointError,
     CheckpointMetadata,
@@ -209,6 +211,23 @@ def test_external_data_is_refused_with_how_to_save(tmp_path):
     assert "external data" in message and "save_as_external_data=False" in message and "external_data=False" in message
 
 
+def test_graph_claiming_more_than_the_file_holds_is_refused(tmp_path, monkeypatch):
+    # A weight whose dims claim 4 GB with 4 bytes of data: refused before anything allocates it.
+    huge = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[10**9], raw_data=b"\0\0\0\0")
+    model = _graph_model([helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("Add", ["f", "w"], ["y"])],
+                         [_image_input()], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 48])], [huge])
+    with pytest.raises(CheckpointError) as exc:
+        load_onnx(_save(model, tmp_path / "huge.onnx"))
+    assert "claim 4000000000 bytes" in _one_line(exc)
+
+    monkeypatch.setattr(onnx_model, "MAX_NODES", 1)
+    two_nodes = _graph_model([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Flatten", ["r"], ["y"])],
+                             [_image_input()], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 48])])
+    with pytest.raises(CheckpointError) as exc:
+        load_onnx(_save(two_nodes, tmp_path / "nodes.onnx"))
+    assert "has 2 nodes; at most 1" in _one_line(exc)
+
+
 def test_unsupported_op_names_op_type_domain_and_opset(tmp_path):
     model = _graph_model([helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("Hardmax", ["f"], ["y"])],
                          [_image_input()], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 48])])
@@ -278,6 +297,23 @@ def test_onnx_without_metadata_asks_for_it(exports):
 
 # --- gradients the diagnostics must see -------------------------------------------------------
 
+@functools.cache
+def _mnist_mlp() -> nn.Module:
+    """A small MLP fitted to 2,000 digits in a second (~90 % clean): enough for clean-correct points."""
+    torch.manual_seed(0)
+    x, y = mnist("train")
+    x, y = x[:2000], y[:2000]
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(5):
+        for i in range(0, len(x), 100):
+            loss = F.cross_entropy(net(x[i:i + 100]), y[i:i + 100])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return net.eval()
+
+
 def _mnist_onnx(model: nn.Module, path: Path) -> nn.Module:
     _export(model.eval(), torch.rand(2, 1, 28, 28), path, dynamo=False)
     converted, _ = load_checkpoint(path, metadata=CheckpointMetadata(
@@ -299,7 +335,7 @@ def test_non_differentiable_ops_give_zero_gradients_not_errors(tmp_path):
 
 def test_input_quantisation_in_the_graph_is_flagged_by_the_gradient_check(tmp_path):
     # A defense that rounds its input inside the ONNX graph masks gradients; C10 must fail.
-    converted = _mnist_onnx(Quantized(standard_model(), levels=2), tmp_path / "binarised.onnx")
+    converted = _mnist_onnx(Quantized(_mnist_mlp(), levels=2), tmp_path / "binarised.onnx")
     assert "Round" in {n.op_type for n in onnx.load(str(tmp_path / "binarised.onnx")).graph.node}
     x, y = first_test_points(30)
     results = evaluate(converted, x, y, build_spec(attacks="pgd", steps="5", eps="0.3", n_examples=30))
@@ -308,10 +344,10 @@ def test_input_quantisation_in_the_graph_is_flagged_by_the_gradient_check(tmp_pa
 
 
 def test_converted_model_runs_a_quick_evaluation(tmp_path):
-    converted = _mnist_onnx(standard_model(), tmp_path / "smallcnn.onnx")
+    converted = _mnist_onnx(_mnist_mlp(), tmp_path / "mlp.onnx")
     x, y = first_test_points(20)
     with torch.no_grad():
-        torch.testing.assert_close(converted(x), standard_model()(x), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(converted(x), _mnist_mlp()(x), atol=1e-5, rtol=1e-5)
     results = evaluate(converted, x, y, build_spec("quick", eps="0.3", n_examples=20))
     assert results["clean_accuracy"] > 0.8
     checks = {c["id"]: c["status"] for c in results["diagnostics"]["checks"]}
