@@ -242,6 +242,10 @@ def test_onnx_upload_is_stored_with_its_clean_accuracy(client, settings, trained
     assert body["clean_check"]["ran"] and body["clean_check"]["accuracy"] > 0.6
     download = client.get(f"/api/v1/checkpoints/{body['id']}/file")
     assert download.status_code == 200 and download.content == data
+    seen = _inspect_file(client, "net.onnx", data).json()   # a graph is its own architecture
+    assert seen["detected_arch"] is None and seen["arch"] == "onnx" and "mnist10k" in seen["datasets"]
+    assert (seen["num_classes"], seen["in_channels"], seen["input_size"]) == (10, 1, 28)
+    assert "cifar10" not in seen["datasets"]
 
 
 def test_onnx_with_an_unsupported_op_is_refused(client, settings):
@@ -250,11 +254,13 @@ def test_onnx_with_an_unsupported_op_is_refused(client, settings):
 
     # A custom-domain op no converter knows: named in the one-line refusal.
     node = helper.make_node("Frobnicate", ["x"], ["y"], domain="com.example")
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 28, 28])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 28, 28])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 10])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
     resp = _post(client, "odd.onnx", model.SerializeToString(), dataset="mnist10k", preprocessing="none")
     assert resp.status_code == 422 and "Frobnicate" in resp.json()["detail"], resp.text
+    seen = _inspect_file(client, "odd.onnx", model.SerializeToString())
+    assert seen.status_code == 422 and "Frobnicate" in seen.json()["detail"], seen.text
     truncated = _post(client, "cut.onnx", model.SerializeToString()[:20], dataset="mnist10k", preprocessing="none")
     assert truncated.status_code == 422, truncated.text
     _nothing_stored(client, settings)
