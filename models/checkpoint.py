@@ -268,16 +268,10 @@ def _fmt(shape: Any) -> str:
     return "(" + ", ".join(map(str, dims)) + ("," if len(dims) == 1 else "") + ")"
 
 
-def load_into(model: nn.Module, state: dict[str, torch.Tensor], *, arch: str = "model",
-              original_keys: dict[str, str] | None = None) -> None:
-    """Strict load; a mismatch names the first bad key as the file spells it, with both shapes.
-
-    ``original_keys`` maps the keys of ``state`` to the file's own (strip_prefixes' map); without it
-    the prefixes are stripped here.
-    """
-    if original_keys is None:
-        state, original_keys = strip_prefixes(state)
-    expected = model.state_dict()
+def _aligned(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], original_keys: dict[str, str],
+             arch: str) -> tuple[dict[str, torch.Tensor], bool]:
+    """``state`` under the model's keys (a bare network's keys go under "1."), and whether the file held
+    robaudit's wrapper; a missing, extra or wrong-shaped key is an error naming the file's own key."""
     wrapped = any(k.startswith(("0.", "1.")) for k in state)
     own: dict[str, str] = dict(original_keys)
     # A bare network (no Normalize layer) is accepted: its keys live under "1.". Messages name the
@@ -286,6 +280,8 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], *, arch: str = "
         own = {f"1.{k}": v for k, v in original_keys.items()}
         state = {**{k: v for k, v in expected.items() if k.startswith("0.")},
                  **{f"1.{k}": v for k, v in state.items()}}
+    else:
+        state = dict(state)
     # The prefix the file's keys carry, for keys the file lacks.
     prefix = next((o[: len(o) - len(k)] for k, o in original_keys.items() if o.endswith(k)), "")
 
@@ -303,18 +299,32 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], *, arch: str = "
         if tuple(got.shape) != tuple(want.shape):
             raise CheckpointError(f"checkpoint does not match {arch}: the file's {name(key)!r} is "
                                   f"{_fmt(got.shape)} where {arch} has {_fmt(want.shape)}")
-    # A robaudit-wrapped file saved without metadata carries its own Normalize buffers: they must agree
-    # with the preprocessing given, or one of the two is wrong and the model would be audited on the wrong inputs.
-    for key in ("0.mean", "0.std"):
-        if wrapped and key in state and key in expected and state[key].shape == expected[key].shape \
-                and not torch.allclose(state[key].float(), expected[key].float(), rtol=1e-5, atol=1e-7):
-            raise CheckpointError(f"the file's own normalisation {key!r} is {state[key].flatten().tolist()} but "
-                                  f"{expected[key].flatten().tolist()} was given; give the preprocessing the "
-                                  "network was trained with")
     extra = [k for k in state if k not in expected]
     if extra:
         raise CheckpointError(f"checkpoint does not match {arch}: the file's {name(extra[0])!r} "
                               f"{_fmt(state[extra[0]].shape)} is not part of {arch}")
+    return state, wrapped
+
+
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], *, arch: str = "model",
+              original_keys: dict[str, str] | None = None) -> None:
+    """Strict load; a mismatch names the first bad key as the file spells it, with both shapes.
+
+    ``original_keys`` maps the keys of ``state`` to the file's own (strip_prefixes' map); without it
+    the prefixes are stripped here.
+    """
+    if original_keys is None:
+        state, original_keys = strip_prefixes(state)
+    expected = model.state_dict()
+    state, wrapped = _aligned(expected, state, original_keys, arch)
+    # A robaudit-wrapped file saved without metadata carries its own Normalize buffers: they must agree
+    # with the preprocessing given, or one of the two is wrong and the model would be audited on the wrong inputs.
+    for key in ("0.mean", "0.std"):
+        if wrapped and key in expected and state[key].shape == expected[key].shape \
+                and not torch.allclose(state[key].float(), expected[key].float(), rtol=1e-5, atol=1e-7):
+            raise CheckpointError(f"the file's own normalisation {key!r} is {state[key].flatten().tolist()} but "
+                                  f"{expected[key].flatten().tolist()} was given; give the preprocessing the "
+                                  "network was trained with")
     model.load_state_dict(state, strict=True)
 
 
@@ -395,6 +405,15 @@ def describe_foreign(shapes: dict[str, tuple[int, ...]], original_keys: dict[str
                                   "architecture (its class count and channels)")
         num_classes, in_channels = recognition.num_classes, recognition.in_channels
     assert num_classes is not None and in_channels is not None
+    if detected is None:   # a wrong architecture or dataset is reported before a missing preprocessing
+        probe = CheckpointMetadata(arch=arch, arch_kwargs=dict(given.arch_kwargs), num_classes=num_classes,
+                                   in_channels=in_channels, mean=[0.0] * in_channels, std=[1.0] * in_channels)
+        with torch.device("meta"):
+            expected = build_from_metadata(probe).state_dict()
+        try:
+            _aligned(expected, {k: torch.empty(v, device="meta") for k, v in shapes.items()}, original_keys, arch)
+        except CheckpointError as exc:
+            raise _naming_the_match(exc, recognition.arch, arch) from None
     preprocessing, mean, std = resolve_preprocessing(given.preprocessing, given.mean, given.std, in_channels)
     input_size = given.input_size or (recognition.input_size if detected else None)
     meta = CheckpointMetadata(arch=arch, arch_kwargs=dict(given.arch_kwargs), num_classes=num_classes,
@@ -402,6 +421,13 @@ def describe_foreign(shapes: dict[str, tuple[int, ...]], original_keys: dict[str
                               input_size=input_size, preprocessing=preprocessing,
                               input_range=check_input_range(given.input_range))
     return Described(meta, detected, recognition.message if detected else "")
+
+
+def _naming_the_match(exc: CheckpointError, found: str | None, arch: str) -> CheckpointError:
+    """The mismatch error, plus which catalogue network the file is when it is one."""
+    if found is None or found == arch:
+        return exc
+    return CheckpointError(f"{exc}; the file is a {found} (leave the architecture out to use it)")
 
 
 def build_from_metadata(meta: CheckpointMetadata) -> nn.Module:
@@ -449,8 +475,7 @@ def load_checkpoint(path: str | Path, *, metadata: CheckpointMetadata | None = N
             from robaudit.models.recognize import recognize  # imports this module
 
             found = recognize({k: tuple(v.shape) for k, v in state.items()}, original_keys=original).arch
-            if found is not None and found != meta.arch:
-                raise CheckpointError(f"{exc}; the file is a {found} (leave the architecture out to use it)") from None
+            raise _naming_the_match(exc, found, meta.arch) from None
         raise
     return model.to(device).eval(), meta
 

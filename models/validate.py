@@ -118,7 +118,7 @@ def inspect_file(path: Path, *, datasets: Mapping[str, DatasetShape]) -> dict[st
 def validate_file(path: Path, *, datasets: Mapping[str, DatasetShape], arch: str | None = None,
                   dataset: str | None = None, arch_kwargs: dict[str, Any] | None = None,
                   preprocessing: str | None = None, mean: list[float] | None = None,
-                  std: list[float] | None = None) -> dict[str, Any]:
+                  std: list[float] | None = None, input_range: list[float] | None = None) -> dict[str, Any]:
     torch.set_num_threads(1)
     detected = None
     try:
@@ -137,13 +137,15 @@ def validate_file(path: Path, *, datasets: Mapping[str, DatasetShape], arch: str
                 if found.arch is None and not arch:
                     raise Unrecognised(found.message, found.closest)
                 choices = ", ".join(_compatible(datasets, found.num_classes, found.in_channels, found.input_size))
-                raise CheckpointError("the file carries no robaudit metadata: give the 'dataset' form field"
-                                      + (f" ({found.message}; compatible datasets: {choices or 'none known'})"
-                                         if found.arch else ""))
+                raise CheckpointError("the file carries no robaudit metadata: give the 'dataset' and 'preprocessing' "
+                                      "form fields" + (f" (the 'arch' field is optional: {found.message}; compatible "
+                                                       f"datasets: {choices or 'none known'})" if found.arch
+                                                       else " and the 'arch' field"))
             shapes, original = read_shapes(path)
             described = describe_foreign(shapes, original, ForeignFile(
                 arch=arch, arch_kwargs=dict(arch_kwargs or {}), dataset=dataset, num_classes=info.num_classes,
-                in_channels=info.in_channels, input_size=info.size, preprocessing=preprocessing, mean=mean, std=std),
+                in_channels=info.in_channels, input_size=info.size, preprocessing=preprocessing, mean=mean, std=std,
+                input_range=input_range),
                 path.name)
             meta, detected = described.metadata, described.detected_arch
         else:
@@ -206,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preprocessing", help=f"preset: {', '.join(PREPROCESSING)}")
     parser.add_argument("--mean", help="JSON number or list, for inputs in [0, 1]")
     parser.add_argument("--std", help="JSON number or list")
+    parser.add_argument("--input-range", help="JSON [0, 1] (default) or [0, 255]: the pixel range it was trained on")
     parser.add_argument("--inspect", action="store_true", help="recognition only: what the file is, which datasets fit")
     args = parser.parse_args(argv)
     datasets = parse_datasets(args.datasets)
@@ -221,11 +224,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         mean, std = _json_floats(args.mean, "mean"), _json_floats(args.std, "std")
+        input_range = _json_floats(args.input_range, "input_range")
     except CheckpointError as exc:
         print(json.dumps({"ok": False, "error": str(exc), "closest": None}))
         return 0
     verdict = validate_file(args.path, datasets=datasets, arch=args.arch, dataset=args.dataset, arch_kwargs=kwargs,
-                            preprocessing=args.preprocessing, mean=mean, std=std)
+                            preprocessing=args.preprocessing, mean=mean, std=std, input_range=input_range)
     print(json.dumps(verdict))
     return 0
 

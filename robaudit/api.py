@@ -12,7 +12,7 @@ from torch import nn
 
 from robaudit.data import dataset_info, load_arrays
 from robaudit.errors import RobauditError
-from robaudit.models.checkpoint import ForeignFile, describe_foreign, load_checkpoint, read_metadata, read_shapes
+from robaudit.models.checkpoint import ForeignFile, load_checkpoint, read_metadata
 
 # What robaudit.audit() marks its results with, so the service can show them as imported.
 SOURCE = "python-api"
@@ -42,15 +42,14 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu", arch: st
         model, _ = load_checkpoint(path, device=device)
         return model
     info = dataset_info(dataset) if dataset is not None else None
-    shapes, original = read_shapes(path)
-    described = describe_foreign(shapes, original, ForeignFile(
+    given = ForeignFile(
         arch=arch, arch_kwargs=dict(arch_kwargs or {}), dataset=dataset,
         num_classes=info.num_classes if info else None, in_channels=info.in_channels if info else None,
         input_size=info.size if info else None, preprocessing=preprocessing,
         mean=None if mean is None else [float(v) for v in mean],
         std=None if std is None else [float(v) for v in std],
-        input_range=None if input_range is None else [float(v) for v in input_range]), path.name)
-    model, _ = load_checkpoint(path, metadata=described.metadata, device=device)
+        input_range=None if input_range is None else [float(v) for v in input_range])
+    model, _ = load_checkpoint(path, foreign=given, device=device)
     return model
 
 

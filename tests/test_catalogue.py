@@ -74,9 +74,7 @@ def randomise(net: nn.Module, seed: int) -> nn.Module:
                 m.weight.normal_(1, 0.1, generator=gen)
                 m.bias.normal_(0, 0.1, generator=gen)
         for p in net.parameters():
-            if p.numel() > 1 and bool(p.min() == p.max()):   # e.g. TRADES' zero last layer, zero biases
-                p.normal_(0, 0.05, generator=gen)
-            elif p.numel() == 1 or p.dim() == 1 and bool((p == 0).all()):
+            if bool(p.min() == p.max()):   # constant: TRADES' zero last layer, zero-initialised biases
                 p.normal_(0, 0.05, generator=gen)
     return net.eval()
 
@@ -242,3 +240,16 @@ def test_format_1_checkpoint_still_loads_with_the_same_logits(arch: str, tmp_pat
     with torch.no_grad():
         assert_same_logits(model(x), ref(x))
     assert loaded.format_version == 1
+
+
+def test_no_two_catalogue_entries_have_the_same_keys_and_shapes() -> None:
+    """Recognition of an upload matches keys and shapes against the catalogue: every entry must be
+    distinguishable from every other (variants with the same keys are arch_kwargs, not names)."""
+    seen: dict[frozenset[tuple[str, tuple[int, ...]]], str] = {}
+    for name in CATALOGUE:
+        k, c, _ = shape_of(name)
+        with torch.device("meta"):
+            state = build_network(name, num_classes=k, in_channels=c).state_dict()
+        signature = frozenset((key, tuple(t.shape)) for key, t in state.items())
+        assert signature not in seen, f"{name} and {seen.get(signature)} have the same keys and shapes"
+        seen[signature] = name

@@ -42,6 +42,10 @@ def test_verdicts(tmp_path):
     assert "carries no robaudit metadata" in validate_file(bare, datasets=DATASETS)["error"]
     no_preprocessing = validate_file(bare, datasets=DATASETS, arch="smallcnn", dataset="mnist10k")
     assert "give a preprocessing preset (none, cifar-0.5, imagenet, cifar10)" in no_preprocessing["error"]
+    # A dataset the file does not fit is reported before the missing preprocessing.
+    wrong = validate_file(bare, datasets=DATASETS, arch="smallcnn", dataset="cifar10")
+    assert wrong["error"].startswith("checkpoint does not match smallcnn: the file's '0.mean' is (1, 1, 1, 1) where "
+                                     "smallcnn has (1, 3, 1, 1)")
     ok = validate_file(bare, datasets=DATASETS, arch="smallcnn", dataset="mnist10k", preprocessing="none")
     assert ok["ok"] and ok["metadata"]["preprocessing"] == "none" and ok["detected_arch"] is None
 
@@ -67,12 +71,15 @@ def test_inspect_recognises_a_bare_file_and_lists_the_datasets_that_fit(tmp_path
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found["ok"] and found["detected_arch"] == "smallcnn"
     assert (found["num_classes"], found["in_channels"], found["input_size"]) == (10, 1, 28)
-    assert found["datasets"] == [n for n, d in DATASETS.items() if (d.num_classes, d.in_channels, d.size) == (10, 1, 28)]
+    fitting = [n for n, d in DATASETS.items() if (d.num_classes, d.in_channels, d.size) == (10, 1, 28)]
+    assert found["datasets"] == fitting
     assert "mnist10k" in found["datasets"] and "cifar10" not in found["datasets"]
 
     # Without the dataset the answer names the architecture and the datasets to choose from.
     verdict = validate_file(tmp_path / "bare.safetensors", datasets=DATASETS)
-    assert not verdict["ok"] and "give the 'dataset' form field (recognised smallcnn" in verdict["error"]
+    assert not verdict["ok"]
+    assert "give the 'dataset' and 'preprocessing' form fields (the 'arch' field is optional: recognised smallcnn" \
+        in verdict["error"]
     assert "compatible datasets: mnist10k, mnist" in verdict["error"]
     # With dataset and preprocessing and no arch: recognised, and said so.
     ok = validate_file(tmp_path / "bare.safetensors", datasets=DATASETS, dataset="mnist10k", preprocessing="none")
@@ -92,3 +99,16 @@ def test_a_file_matching_nothing_names_the_closest_network(tmp_path):
         "(200, 999) where smallcnn has (200, 1024)")}
     inspected = inspect_file(tmp_path / "odd.pt", datasets=DATASETS)
     assert not inspected["ok"] and inspected["closest"] == "smallcnn"
+
+
+def test_the_validator_takes_the_input_range(tmp_path):
+    state = {k[2:]: v for k, v in mnist_model().state_dict().items() if k.startswith("1.")}
+    torch.save(state, tmp_path / "net.pt")
+    out = subprocess.run([sys.executable, "-m", "robaudit.models.validate", str(tmp_path / "net.pt"), "--datasets",
+                          datasets_json(DATASETS), "--dataset", "mnist10k", "--preprocessing", "none",
+                          "--input-range", "[0, 255]"], capture_output=True, text=True, timeout=120, check=True)
+    verdict = json.loads(out.stdout.strip().splitlines()[-1])
+    assert verdict["ok"] and verdict["detected_arch"] == "smallcnn" and verdict["metadata"]["input_range"] == [0, 255]
+    bad = validate_file(tmp_path / "net.pt", datasets=DATASETS, dataset="mnist10k", preprocessing="none",
+                        input_range=[0, 2])
+    assert bad["error"] == "input_range must be [0, 1] or [0, 255], got [0, 2]"

@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 import robaudit
 from robaudit.cli import main as cli_main
 from robaudit.evaluation import build_spec, evaluate
+from robaudit.evaluation.ci_report import summary_markdown
 from robaudit.evaluation.clean_check import SUSPECT_MESSAGE, VERDICT_INVALID, clean_check
 from robaudit.evaluation.clean_check import main as clean_check_main
 from robaudit.evaluation.gate import GateSettings, check_gate
@@ -77,7 +78,9 @@ def test_the_evaluation_of_a_near_chance_model_is_not_an_audit(trained):
     assert wrong["clean_check"]["suspect"] and wrong["diagnostics"]["verdict"] == VERDICT_INVALID
     assert SUSPECT_MESSAGE in wrong["diagnostics"]["reasons"][0]
     assert wrong["warnings"] == [wrong["clean_check"]["message"]]
-    assert not check_gate(wrong, GateSettings(fail_on="suspected")).passed
+    gate = check_gate(wrong, GateSettings(fail_on="suspected"))
+    assert not gate.passed
+    assert f"> **Warning:** {wrong['warnings'][0]}" in summary_markdown(wrong, gate)
 
     assert not right["clean_check"]["suspect"] and right["warnings"] == []
     assert right["diagnostics"]["verdict"] != VERDICT_INVALID
@@ -143,6 +146,11 @@ def test_cli_recognises_the_architecture_and_warns_near_chance(trained, tmp_path
     printed = capsys.readouterr().out
     assert "WARNING: clean accuracy" in printed and SUSPECT_MESSAGE in printed
     assert f"verdict: {VERDICT_INVALID}" in printed
+    # Told its pixel range, the same file is a working model again.
+    assert cli_main(["evaluate", str(trained / "pixels.pt"), "--preprocessing", "none", "--input-range", "0,255",
+                     "--out", str(tmp_path / "range.json"), *common]) == 0
+    assert "WARNING" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "range.json").read_text())["checkpoint"]["metadata"]["input_range"] == [0, 255]
 
 
 def test_cli_input_errors_are_one_line_with_exit_2(trained, tmp_path, capsys):

@@ -80,6 +80,9 @@ def summary_markdown(results: Mapping[str, Any], gate: GateResult) -> str:
     for condition in gate.conditions:
         lines.append(f"- {'✅' if condition.passed else '❌'} `{condition.name}`: {condition.message}")
     lines += ["", f"Verdict: **{diagnostics.get('verdict', 'no diagnostics')}**", ""]
+    lines += [f"> **Warning:** {warning}" for warning in results.get("warnings") or []]
+    if results.get("warnings"):
+        lines.append("")
     eps_text = f"{eps:.6g}" if eps is not None else "?"
     lines += [f"| {n} points, eps = {eps_text} | accuracy |", "|---|---|",
               f"| clean | {100 * float(results.get('clean_accuracy') or 0.0):.2f} % |"]

@@ -72,6 +72,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         "cifar10 (required for such files unless --mean and --std are given)")
     p.add_argument("--mean", help="comma-separated per-channel mean, for inputs in [0, 1] (with --std)")
     p.add_argument("--std", help="comma-separated per-channel std (with --mean)")
+    p.add_argument("--input-range", choices=("0,1", "0,255"), default=None,
+                   help="pixel range the network was trained on (default 0,1); with 0,255, --mean/--std are in "
+                        "pixel units. The model still takes [0, 1] images")
     p.add_argument("--batch-size", type=_batch_size, default=500, metavar="N|auto",
                    help="points per batch (default 500); auto: the largest that fits the GPU's memory, or on CPU "
                         "the fastest, found once per model and device and cached in ~/.cache/robaudit")
@@ -126,7 +129,7 @@ def _floats(text: str | None, flag: str) -> list[float] | None:
 
 
 def _load(path: str, device: str, arch: str | None, dataset: str | None, preprocessing: str | None = None,
-          mean: str | None = None, std: str | None = None, *,
+          mean: str | None = None, std: str | None = None, *, input_range: str | None = None,
           surrogate: bool = False) -> tuple[nn.Module, CheckpointMetadata, dict[str, Any]]:
     from robaudit import models
     from robaudit.data import dataset_info
@@ -145,12 +148,13 @@ def _load(path: str, device: str, arch: str | None, dataset: str | None, preproc
         described = describe_foreign(shapes, original, ForeignFile(
             arch=arch, dataset=dataset, num_classes=data.num_classes, in_channels=data.in_channels,
             input_size=data.size, preprocessing=preprocessing, mean=_floats(mean, "--mean"),
-            std=_floats(std, "--std")), checkpoint.name)
+            std=_floats(std, "--std"), input_range=_floats(input_range, "--input-range")), checkpoint.name)
         if described.detected_arch is not None:
             print(f"{checkpoint.name}: {described.message}; using {described.detected_arch}", file=sys.stderr)
-    elif not surrogate and (preprocessing is not None or mean is not None or std is not None):
+    elif not surrogate and (preprocessing is not None or mean is not None or std is not None
+                            or input_range is not None):
         raise RobauditError(f"{checkpoint.name} states its own preprocessing in its robaudit metadata; "
-                            "drop --preprocessing/--mean/--std")
+                            "drop --preprocessing/--mean/--std/--input-range")
     model, meta = models.load_checkpoint(checkpoint, metadata=described.metadata if described else None,
                                          device=device)
     return model, meta, {"path": str(checkpoint), "sha256": _sha256(checkpoint), "metadata": asdict(meta),
@@ -256,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
     from robaudit.evaluation.gate import GateSettings, check_gate
 
     model, meta, info = _load(args.checkpoint, args.device, args.arch, args.dataset, args.preprocessing,
-                              args.mean, args.std)
+                              args.mean, args.std, input_range=args.input_range)
     dataset = args.dataset or meta.dataset
     if dataset is None:
         raise RobauditError("the checkpoint's metadata names no dataset: pass --dataset")
