@@ -10,10 +10,12 @@ execute whatever the file contains, so robaudit never calls them on an upload.
 What is accepted (docs/onnx.md says the same to users):
 
 * the ``ai.onnx`` domain at opsets ``MIN_OPSET``..``MAX_OPSET``: what torch's legacy exporter
-  (``dynamo=False``) and its default dynamo exporter write (opset 18 to 20 in torch 2.x);
+  (``dynamo=False``) and its default dynamo exporter write (opset 20 in torch 2.14, or the
+  ``opset_version`` asked for; 17 to 22 are tested);
 * weights inside the file: a tensor stored as external data names a path, and a path in an
   upload could point anywhere on the server;
-* exactly one float32 input (N, C, H, W) with a dynamic batch dimension, exactly one output (N, classes).
+* exactly one float32 input (N, C, H, W), exactly one output (N, classes). A graph exported with a
+  fixed batch size runs in chunks of that size (``FixedBatch``); a dynamic batch dimension is faster.
 
 onnx2torch 1.5 stops at opset 17 for a few ops. The converters below close that gap for the
 graphs torch writes: the Reduce family from v18 (axes became an input), Reshape with
@@ -46,7 +48,7 @@ ONNX_DOMAINS = ("", "ai.onnx")
 FIELD1_VARINT = 0x08   # protobuf tag of ModelProto.ir_version, the first field every exporter writes
 SAVE_HINT = ("save it with the weights inside the file: onnx.save(model, path, save_as_external_data=False) "
              "or torch.onnx.export(..., external_data=False)")
-DYNAMIC_BATCH_HINT = ("export with a dynamic batch dimension: torch.onnx.export(model, (x,), path, "
+DYNAMIC_BATCH_HINT = ("export it with a dynamic batch dimension: torch.onnx.export(model, (x,), path, "
                       "dynamic_shapes=({0: torch.export.Dim('batch')},)), or with dynamo=False, "
                       "input_names=['x'], dynamic_axes={'x': {0: 'batch'}}")
 
@@ -66,6 +68,11 @@ def sniff_onnx(path: Path) -> bool:
     Raises CheckpointError for a file that starts like one (the ir_version tag every exporter writes
     first) but does not parse: that is a truncated or damaged ONNX file, not some other format.
     """
+    return _read_model(path) is not None
+
+
+def _read_model(path: Path) -> ModelProto | None:
+    """The parsed ModelProto, None for a file that is not ONNX, or CheckpointError (see sniff_onnx)."""
     size = path.stat().st_size
     with path.open("rb") as fh:
         first = fh.read(1)
@@ -74,32 +81,32 @@ def sniff_onnx(path: Path) -> bool:
         if starts_like_onnx:
             raise CheckpointError(f"{path.name} is larger than 2 GiB, which no ONNX file with its weights "
                                   f"inside can be; {SAVE_HINT}")
-        return False
+        return None
     try:
         import onnx
     except ImportError:
         if starts_like_onnx:
             _require_onnx(path.name)
-        return False
+        return None
+    model: ModelProto | None
     try:
+        # Parsed from bytes, never onnx.load(path): that would follow external-data paths.
         model = onnx.ModelProto.FromString(path.read_bytes())
     except Exception:   # protobuf raises DecodeError, or RuntimeError from its C parser
         model = None
     if model is not None and model.ir_version > 0 and len(model.graph.node) > 0 and len(model.opset_import) > 0:
-        return True
+        return model
     if starts_like_onnx:
         raise CheckpointError(f"{path.name} is truncated or corrupt: it starts like an ONNX model but does not "
                               "parse as one (a graph with nodes and an opset)")
-    return False
+    return None
 
 
 def _parse(path: Path) -> ModelProto:
     _require_onnx(path.name)
-    import onnx
-    if not sniff_onnx(path):
+    model = _read_model(path)
+    if model is None:
         raise CheckpointError(f"{path.name} is not an ONNX model")
-    # Parsed from bytes, never onnx.load(path): that would follow external-data paths.
-    model: ModelProto = onnx.ModelProto.FromString(path.read_bytes())
     return model
 
 
@@ -153,8 +160,8 @@ def _check_limits(model: ModelProto, name: str, size: int) -> None:
         except (KeyError, ValueError, TypeError):
             itemsize = 1
         claimed += math.prod(tensor.dims) * itemsize
-    # Every element of a stored tensor is in the file (raw or typed fields are at least as large,
-    # bar 4-bit and bool packing, hence the slack), so a claim beyond it is a corrupt or hostile file.
+    # Every element of a stored tensor is in the file, in at least one byte (an int64 zero as a typed
+    # varint: 8 claimed bytes in 1, hence the slack), so a claim beyond it is a corrupt or hostile file.
     if claimed > 8 * size + 1024:
         raise CheckpointError(f"{name} is corrupt: its tensors claim {claimed} bytes but the file has {size}")
 
@@ -166,7 +173,7 @@ def _opsets(model: ModelProto, name: str) -> dict[str, int]:
         raise CheckpointError(f"{name}: the model imports no ai.onnx opset")
     if not MIN_OPSET <= onnx_opset <= MAX_OPSET:
         raise CheckpointError(f"{name} uses ai.onnx opset {onnx_opset}; robaudit converts opsets {MIN_OPSET} to "
-                              f"{MAX_OPSET} (torch.onnx.export writes 18 to 20 by default)")
+                              f"{MAX_OPSET}: re-export with torch.onnx.export(..., opset_version=20)")
     return opsets
 
 
@@ -186,9 +193,38 @@ def _check_io(model: ModelProto, name: str) -> None:
     if tensor_type.HasField("shape") and len(dims) != 4:
         raise CheckpointError(f"{name}: the graph input {inputs[0].name!r} has rank {len(dims)}; robaudit feeds "
                               "images of shape (N, C, H, W)")
-    if dims and dims[0].HasField("dim_value") and dims[0].dim_value != 0:
-        raise CheckpointError(f"{name}: the graph input fixes the batch size to {dims[0].dim_value}; "
-                              f"{DYNAMIC_BATCH_HINT}")
+
+
+def _fixed_batch(model: ModelProto) -> int | None:
+    """The batch size the graph's input declares, when it fixes one (an export without a dynamic batch)."""
+    weights = {t.name for t in model.graph.initializer}
+    dims = next(v for v in model.graph.input if v.name not in weights).type.tensor_type.shape.dim
+    if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
+        return int(dims[0].dim_value)
+    return None
+
+
+class FixedBatch(nn.Module):
+    """Runs a graph exported with a fixed batch size B on any batch: in chunks of B, the last one
+    padded with copies of its final image whose outputs are dropped.
+
+    Exact for a classifier in eval mode (each image's logits depend on that image only), so the
+    input gradients are the graph's own; slower than a dynamic-batch export by the padding and the
+    number of calls.
+    """
+
+    def __init__(self, net: nn.Module, batch: int) -> None:
+        super().__init__()
+        self.net, self.batch = net, batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = []
+        for chunk in torch.split(x, self.batch):
+            n = len(chunk)
+            if n < self.batch:
+                chunk = torch.cat([chunk, chunk[-1:].expand(self.batch - n, *chunk.shape[1:])])
+            outputs.append(self.net(chunk)[:n])
+        return torch.cat(outputs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,13 +319,14 @@ def _average_pool_converter(node: Any, graph: Any) -> Any:
     return get_converter("AveragePool", 11)(node, graph)
 
 
-# Float 8/4 element types (ONNX 1.14+): Cast v19 added `saturate` for them; torch has no exact match.
-_SMALL_FLOATS = frozenset(range(17, 30))
+# 8- and 4-bit element types (float8 from ONNX 1.14, int4 and float4 later): Cast v19 added `saturate`
+# for float8, and torch has no exact cast to any of them.
+_SMALL_TYPES = frozenset(range(17, 30))
 
 
 def _cast_converter(node: Any, graph: Any) -> Any:
-    if int(node.attributes.get("to", 1)) in _SMALL_FLOATS:
-        raise UnsupportedOp("Cast to a float8/float4 type")
+    if int(node.attributes.get("to", 1)) in _SMALL_TYPES:
+        raise UnsupportedOp("Cast to an 8- or 4-bit element type")
     _, get_converter, _, _ = _onnx2torch_api()
     return get_converter("Cast", 13)(node, graph)
 
@@ -411,6 +448,17 @@ def _fold_identities_of_weights(graph: GraphProto) -> None:
     graph.node.extend(kept)
 
 
+def _canonical_domain(model: ModelProto) -> None:
+    """Spell the default domain "" everywhere: ONNX allows "ai.onnx" too, onnx2torch looks up ""."""
+    for opset in model.opset_import:
+        if opset.domain == "ai.onnx":
+            opset.domain = ""
+    for graph in _graphs(model.graph):
+        for node in graph.node:
+            if node.domain == "ai.onnx":
+                node.domain = ""
+
+
 def load_onnx(path: str | Path) -> nn.Module:
     """An ONNX file as a torch module in eval mode: float32 (N, C, H, W) in, logits out.
 
@@ -453,6 +501,7 @@ def _declared_shape(model: ModelProto) -> tuple[int | None, int | None, int | No
 
 def _load(path: Path) -> tuple[nn.Module, tuple[int | None, int | None, int | None]]:
     model = _parse(path)
+    _canonical_domain(model)
     size = path.stat().st_size
     _check_limits(model, path.name, size)
     opsets = _opsets(model, path.name)
@@ -471,11 +520,18 @@ def _load(path: Path) -> tuple[nn.Module, tuple[int | None, int | None, int | No
         converted: nn.Module = convert(model)
     except UnsupportedOp as exc:
         raise CheckpointError(f"{path.name}: unsupported ONNX op: {exc}") from None
-    except Exception as exc:   # a converter refusing an attribute value, or malformed shapes
+    except NotImplementedError as exc:   # an onnx2torch converter refusing an attribute value
+        raise CheckpointError(f"{path.name}: unsupported ONNX op feature: {_first_line(exc)}") from None
+    except Exception as exc:   # malformed shapes or values the checker does not see
         raise CheckpointError(f"{path.name} could not be converted: {_first_line(exc)}") from None
     for tensor in [*converted.parameters(), *converted.buffers()]:
         if tensor.is_floating_point() and tensor.dtype != torch.float32:
             raise CheckpointError(f"{path.name} holds {tensor.dtype} weights; export the model in float32")
+    batch = _fixed_batch(model)
+    if batch is not None:
+        # An exporter that was not told the batch is dynamic bakes the example's size into the graph
+        # (dynamo: into every Reshape); other batch sizes would fail or, worse, mix images.
+        converted = FixedBatch(converted, batch)
     return converted.eval(), _declared_shape(model)
 
 
@@ -487,7 +543,8 @@ def _first_line(exc: BaseException) -> str:
 def check_onnx_output(model: nn.Module, in_channels: int, size: int, num_classes: int) -> None:
     """Run a batch of 3 images (C, size, size) through a converted model: the output must be (3, num_classes).
 
-    Three, because an exporter that baked the example batch size into a Reshape usually used 1 or 2.
+    Three, because an exporter that baked the example batch size into a Reshape usually used 1 or 2
+    (load_onnx runs graphs that declare a fixed batch size in chunks of it).
     """
     x = torch.rand(3, in_channels, size, size, generator=torch.Generator().manual_seed(0))
     device = next((t.device for t in [*model.parameters(), *model.buffers()]), torch.device("cpu"))
