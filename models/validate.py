@@ -126,7 +126,7 @@ def validate_file(path: Path, *, datasets: Mapping[str, DatasetShape], arch: str
         ext = {"safetensors": "safetensors", "onnx": "onnx"}.get(kind, "pt")
         if kind == "onnx":
             return validate_onnx(path, datasets=datasets, dataset=dataset, preprocessing=preprocessing,
-                                 mean=mean, std=std)
+                                 mean=mean, std=std, input_range=input_range)
         meta = read_metadata(path)
         embedded = meta is not None
         info = _lookup(datasets, dataset) if dataset else None

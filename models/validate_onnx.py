@@ -16,7 +16,7 @@ import torch
 
 from robaudit.models.checkpoint import CheckpointError, CheckpointMetadata, load_checkpoint
 from robaudit.models.onnx_model import load_onnx
-from robaudit.models.preprocessing import resolve_preprocessing
+from robaudit.models.preprocessing import check_input_range, resolve_preprocessing
 
 ARCH = "onnx"   # the metadata's architecture for a converted graph (load_checkpoint does not use it)
 
@@ -31,8 +31,13 @@ class _Dataset(Protocol):
 
 
 def validate_onnx(path: Path, *, datasets: Mapping[str, _Dataset], dataset: str | None,
-                  preprocessing: str | None, mean: list[float] | None, std: list[float] | None) -> dict[str, Any]:
+                  preprocessing: str | None, mean: list[float] | None, std: list[float] | None,
+                  input_range: list[float] | None = None) -> dict[str, Any]:
     """The validator's verdict for an ONNX file; raises CheckpointError with one line."""
+    if input_range is not None and check_input_range(input_range) != [0.0, 1.0]:
+        # The converted graph sits behind Normalize alone, which takes [0, 1] images.
+        raise CheckpointError(f"{path.name}: an ONNX graph is given [0, 1] images; for a network trained on [0, 255] "
+                              "give mean and std divided by 255 instead of input_range")
     if not dataset:
         raise CheckpointError(f"{path.name} is an ONNX graph, which carries no robaudit metadata: give the "
                               "'dataset' and 'preprocessing' form fields")

@@ -100,6 +100,20 @@ def preprocessing_args(fields: Mapping[str, str]) -> list[str]:
     return ["--preprocessing", preset] if preset else []
 
 
+def input_range_args(fields: Mapping[str, str]) -> list[str]:
+    """The pixel range the network was trained on: [0, 1] (the default) or [0, 255]."""
+    text = (fields.get("input_range") or "").strip()
+    if not text:
+        return []
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if value not in ([0, 1], [0, 255]):
+        raise CheckRefused("input_range must be [0, 1] or [0, 255] (the pixel range the network was trained on)")
+    return ["--input-range", json.dumps(value)]
+
+
 # --------------------------------------------------------------------------- subprocesses
 
 async def validate(path: Path, fields: Mapping[str, str], settings: Settings) -> dict[str, Any]:
@@ -110,7 +124,7 @@ async def validate(path: Path, fields: Mapping[str, str], settings: Settings) ->
             args += [f"--{key}", fields[key]]
     if fields.get("arch_kwargs"):
         args += ["--arch-kwargs", fields["arch_kwargs"]]
-    args += preprocessing_args(fields)
+    args += preprocessing_args(fields) + input_range_args(fields)
     verdict, why = await _run_json(args, settings.validate_timeout_s, "checking the checkpoint")
     if verdict is None or "ok" not in verdict:
         return {"ok": False, "error": why or "the file could not be checked (the validator gave no verdict)"}

@@ -108,6 +108,12 @@ def test_wrong_preprocessing_is_flagged_near_chance_and_the_right_one_is_not(cli
     assert wrong.json()["preprocessing"] == "custom" and wrong.json()["metadata"]["std"] == [255.0]
     assert client.delete(f"/api/v1/checkpoints/{wrong.json()['id']}").status_code == 204
 
+    # The range is stored with the checkpoint (load_checkpoint folds it into the Normalize layer).
+    scaled = _post(client, "net.pt", data, dataset="mnist10k", preprocessing="none", input_range="[0, 255]")
+    assert scaled.status_code == 201, scaled.text
+    assert scaled.json()["metadata"]["input_range"] == [0.0, 255.0]
+    assert client.delete(f"/api/v1/checkpoints/{scaled.json()['id']}").status_code == 204
+
     right = _post(client, "net.pt", data, dataset="mnist10k", preprocessing="none")
     assert right.status_code == 201, right.text
     assert right.json()["clean_check"]["ran"] and not right.json()["clean_check"]["suspect"]
@@ -135,6 +141,7 @@ def test_clean_check_says_why_it_could_not_run_when_the_dataset_is_absent(client
     ({"mean": "[0.5]", "std": "[0]"}, "positive"),
     ({"mean": "0.5", "std": "[0.5]"}, "JSON list"),
     ({"mean": "[1, 2, 3]", "std": "[1, 1, 1]"}, "3 values"),   # three values for a one-channel network
+    ({"preprocessing": "none", "input_range": "[0, 2]"}, "input_range must be [0, 1] or [0, 255]"),
 ])
 def test_bad_preprocessing_fields_are_refused(client, settings, trained_net, fields, says):
     resp = _post(client, "net.pt", _pt(trained_net), dataset="mnist10k", **fields)

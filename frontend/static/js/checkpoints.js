@@ -20,6 +20,7 @@
   var customNorm = document.getElementById("ck-custom-norm");
   var mean = document.getElementById("ck-mean");
   var std = document.getElementById("ck-std");
+  var inputRange = document.getElementById("ck-input-range");
   var message = document.getElementById("upload-message");
   var cleanBox = document.getElementById("upload-clean");
   var next = document.getElementById("upload-next");
@@ -302,6 +303,7 @@
         data.append("mean", mean.value.trim());
         data.append("std", std.value.trim());
       }
+      if (inputRange.value) data.append("input_range", inputRange.value);
       busy(true);
       progress.value = 0;
       progressLabel.textContent = "Uploading " + chosen.name + "…";

@@ -15,6 +15,7 @@ from robaudit.backend.app.checkpoint_checks import (
     MAX_SHAPE_ENTRIES,
     CheckRefused,
     clean_check,
+    input_range_args,
     inspect_file,
     parse_shape_table,
     preprocessing_args,
@@ -50,6 +51,8 @@ UPLOAD_BODY = {
                                              "(none, cifar-0.5, cifar10, imagenet), or custom with mean and std"},
             "mean": {"type": "string", "maxLength": 400, "description": "JSON list, one value per input channel"},
             "std": {"type": "string", "maxLength": 400, "description": "JSON list, one value per input channel"},
+            "input_range": {"type": "string", "maxLength": 20,
+                            "description": "The pixel range the network was trained on: [0, 1] (default) or [0, 255]"},
         },
     }}},
 }
@@ -88,6 +91,7 @@ def _check_form(upload: Upload) -> None:
             raise _refuse(f"arch_kwargs must be a JSON object ({exc})") from None
     try:
         preprocessing_args(upload.fields)
+        input_range_args(upload.fields)
     except CheckRefused as exc:
         raise _refuse(str(exc)) from None
 
@@ -104,7 +108,8 @@ async def _sniff(upload: Upload) -> None:
              responses={200: {"model": CheckpointPublic, "description": "The same file was already uploaded"},
                         413: {"model": Message}, 415: {"model": Message}, 422: {"model": Message}})
 async def upload_checkpoint(request: Request, response: Response, settings: SettingsDep) -> Any:
-    """Upload a checkpoint (multipart: file; optional name, arch, dataset, arch_kwargs, preprocessing, mean, std).
+    """Upload a checkpoint (multipart: file; optional name, arch, dataset, arch_kwargs, preprocessing, mean, std,
+    input_range).
 
     The file is loaded strictly in a subprocess, then its clean accuracy is measured (clean_check in the
     answer); nothing is stored unless it loads. 200 with the stored row if the same file is already stored."""
