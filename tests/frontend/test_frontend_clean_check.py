@@ -50,6 +50,9 @@ def test_near_chance_checkpoint_and_run_are_flagged_on_the_evaluation_page(clien
     assert "wrong preprocessing, class order or dataset?" in page[top:page.index('class="kpis"')]
     assert 'id="result-warnings"' in page
     assert f'<span class="pill fail fs-1">{VERDICT_INVALID}</span>' in page
+    facts = page[page.index('class="facts"'):]
+    assert "<dt>preprocessing</dt><dd>custom</dd>" in facts and "(recognised)" in facts
+    assert "<dt>clean accuracy at upload</dt>" in facts and "near chance" in facts
 
 
 def test_a_check_that_could_not_run_says_why(client):
