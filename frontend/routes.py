@@ -31,6 +31,7 @@ from robaudit.frontend.report import EXPORT_CSP, render_report_html, report_csv
 from robaudit.frontend.results_view import Model
 from robaudit.frontend.templating import STATIC_DIR, environment, plotly_js_path
 from robaudit.frontend.views import Chart, evaluation_view, report_view, shard_rows, shard_summary
+from robaudit.models.preprocessing import PREPROCESSING
 from robaudit.models.registry import architecture_names
 from robaudit.sinkhorn import SINKHORN_MODES
 from robaudit.training import METHODS
@@ -105,12 +106,19 @@ def problem(answer: ApiAnswer, *, active: str, what: str) -> HTMLResponse:
                   page_title=title, message=answer.detail, status=answer.status)
 
 
+def _values(values: tuple[float, ...]) -> str:
+    return ", ".join(f"{v:g}" for v in values)
+
+
 @lru_cache(maxsize=1)
 def form_options() -> dict[str, Any]:
     """Choices for the forms, from the science package's own registries."""
     datasets = [{"name": d.name, "default_eps": d.default_eps, "num_classes": d.num_classes,
                  "in_channels": d.in_channels, "size": d.size} for d in DATASETS.values()]
-    return {"architectures": architecture_names(), "datasets": datasets, "methods": list(METHODS),
+    preprocessing = [{"name": name, "describe": f"mean {_values(mean)}, std {_values(std)}"}
+                     for name, (mean, std) in PREPROCESSING.items()]
+    return {"architectures": architecture_names(), "datasets": datasets, "preprocessing": preprocessing,
+            "methods": list(METHODS),
             "presets": list(PRESETS), "attacks": list(ATTACKS), "sinkhorn_modes": list(SINKHORN_MODES),
             "audit_autoattack_examples": AUDIT_AUTOATTACK_EXAMPLES}
 

@@ -424,6 +424,8 @@ def verdict_status(verdict: Any, checks: Sequence[Check] = ()) -> str:
     """pass / warn / fail for colouring the verdict. From the checks when there are any (the engine's
     rule: any failed check means masking is suspected; warnings are shown but do not flip it),
     else from the verdict's wording."""
+    if str(verdict or "").lower().startswith("invalid"):   # clean accuracy near chance: not an audit at all
+        return "fail"
     if checks:
         if any(c.status == "fail" for c in checks):
             return "fail"

@@ -480,6 +480,24 @@ def load_checkpoint(path: str | Path, *, metadata: CheckpointMetadata | None = N
     return model.to(device).eval(), meta
 
 
+def _load_onnx_checkpoint(path: Path, metadata: CheckpointMetadata | None,
+                          device: str | torch.device) -> tuple[nn.Module, CheckpointMetadata]:
+    """An ONNX graph converted to torch, behind the Normalize layer the given metadata states.
+
+    ONNX files carry no robaudit metadata; ``metadata.arch`` is not used (the graph is the architecture).
+    """
+    if metadata is None:
+        raise CheckpointError(f"{path.name} is an ONNX model, which carries no robaudit metadata: give the "
+                              "dataset, number of classes and preprocessing (mean, std)")
+    from robaudit.models.normalize import Normalize
+    from robaudit.models.onnx_model import load_onnx_classifier
+    from robaudit.models.registry import NormalizedModel
+    net = load_onnx_classifier(path, in_channels=metadata.in_channels, num_classes=metadata.num_classes,
+                               input_size=metadata.input_size)
+    model = NormalizedModel(Normalize(metadata.mean, metadata.std), net)
+    return model.to(device).eval(), metadata
+
+
 # robaudit checkpoints of format 1 (before the published key layouts): their PreActResNet-18 kept its
 # blocks in one ``layers`` Sequential and its projection shortcut was a bare conv seen by the
 # pre-activated input; its WideResNet kept ``blocks.N``, ``shortcut`` and a final ``bn``.
@@ -532,21 +550,3 @@ def rename_format_1_keys(state: dict[str, torch.Tensor], meta: CheckpointMetadat
             return f"{prefix}block{index // per_group + 1}.layer.{index % per_group}.{rest}"
         return {wrn(k): v for k, v in state.items()}
     return state
-
-
-def _load_onnx_checkpoint(path: Path, metadata: CheckpointMetadata | None,
-                          device: str | torch.device) -> tuple[nn.Module, CheckpointMetadata]:
-    """An ONNX graph converted to torch, behind the Normalize layer the given metadata states.
-
-    ONNX files carry no robaudit metadata; ``metadata.arch`` is not used (the graph is the architecture).
-    """
-    if metadata is None:
-        raise CheckpointError(f"{path.name} is an ONNX model, which carries no robaudit metadata: give the "
-                              "dataset, number of classes and preprocessing (mean, std)")
-    from robaudit.models.normalize import Normalize
-    from robaudit.models.onnx_model import load_onnx_classifier
-    from robaudit.models.registry import NormalizedModel
-    net = load_onnx_classifier(path, in_channels=metadata.in_channels, num_classes=metadata.num_classes,
-                               input_size=metadata.input_size)
-    model = NormalizedModel(Normalize(metadata.mean, metadata.std), net)
-    return model.to(device).eval(), metadata

@@ -38,6 +38,7 @@ from robaudit.models.checkpoint import (
 from robaudit.models.preprocessing import PREPROCESSING
 from robaudit.models.recognize import recognize
 from robaudit.models.registry import resolve_arch
+from robaudit.models.validate_onnx import inspect_onnx, validate_onnx
 
 
 class DatasetShape(Protocol):
@@ -94,6 +95,8 @@ def inspect_file(path: Path, *, datasets: Mapping[str, DatasetShape]) -> dict[st
     """Recognition only: what the file is and which datasets fit it. Needs nothing from the user."""
     torch.set_num_threads(1)
     try:
+        if sniff_format(path) == "onnx":   # a graph is its own architecture (models/validate_onnx.py)
+            return inspect_onnx(path, datasets=datasets)
         meta = read_metadata(path)
         if meta is not None:
             return {"ok": True, "detected_arch": None, "embedded": True, "arch": meta.arch,
@@ -121,6 +124,9 @@ def validate_file(path: Path, *, datasets: Mapping[str, DatasetShape], arch: str
     try:
         kind = sniff_format(path)
         ext = {"safetensors": "safetensors", "onnx": "onnx"}.get(kind, "pt")
+        if kind == "onnx":
+            return validate_onnx(path, datasets=datasets, dataset=dataset, preprocessing=preprocessing,
+                                 mean=mean, std=std, input_range=input_range)
         meta = read_metadata(path)
         embedded = meta is not None
         info = _lookup(datasets, dataset) if dataset else None

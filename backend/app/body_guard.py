@@ -25,7 +25,8 @@ class BodyGuard:
                  max_import_bytes: int | None = None) -> None:
         self.app, self.api_prefix, self.api_token = app, api_prefix, api_token
         self.max_json_bytes = max_json_bytes
-        self.upload_path = f"{api_prefix}/checkpoints"
+        # The upload and the inspect endpoint stream multipart files under the upload cap.
+        self.upload_paths = (f"{api_prefix}/checkpoints", f"{api_prefix}/checkpoints/inspect")
         # Imported results carry per-point bitsets, so their route has its own, larger cap.
         self.import_path = f"{api_prefix}/evaluations/import"
         self.max_import_bytes = max_import_bytes or max_json_bytes
@@ -40,7 +41,7 @@ class BodyGuard:
                 and not token_matches(bearer_token(headers.get("authorization")), self.api_token)):
             await _answer(send, 401, UNAUTHORIZED_DETAIL, {"www-authenticate": "Bearer"})
             return
-        if (method == "POST" and path == self.upload_path
+        if (method == "POST" and path in self.upload_paths
                 and headers.get("content-type", "").lower().startswith("multipart/form-data")):
             await self.app(scope, receive, send)
             return
@@ -68,7 +69,7 @@ class BodyGuard:
                     "(ROBAUDIT_MAX_IMPORT_MB)")
         return (f"request body over the {self.max_json_bytes / 1024:g} KB limit for JSON requests "
                 "(ROBAUDIT_MAX_JSON_KB); checkpoints are uploaded as multipart/form-data to "
-                f"POST {self.upload_path}")
+                f"POST {self.upload_paths[0]}")
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

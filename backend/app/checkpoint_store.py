@@ -7,7 +7,7 @@ from pathlib import Path
 
 from robaudit.backend.app.core.config import Settings
 
-EXTENSIONS = ("safetensors", "pt")
+EXTENSIONS = ("safetensors", "pt", "onnx")
 
 
 def checkpoint_path(settings: Settings, sha256: str, ext: str) -> Path:

@@ -76,12 +76,13 @@ def list_checkpoints(*, session: Session, skip: int = 0, limit: int = 100) -> tu
 
 def create_checkpoint(*, session: Session, sha256: str, name: str, filename: str, ext: str, size_bytes: int,
                       meta: dict[str, Any], embedded_metadata: bool, source: str = "upload",
-                      training_job_id: int | None = None) -> tuple[Checkpoint, bool]:
+                      training_job_id: int | None = None, clean_check: dict[str, Any] | None = None,
+                      detected_arch: str | None = None) -> tuple[Checkpoint, bool]:
     """Insert a checkpoint row; returns (row, created). A concurrent insert of the same sha256 wins."""
     row = Checkpoint(sha256=sha256, name=name, filename=filename, ext=ext, size_bytes=size_bytes,
                      arch=str(meta.get("arch")), dataset=meta.get("dataset"), method=meta.get("method"),
                      meta=meta, embedded_metadata=embedded_metadata, source=source,
-                     training_job_id=training_job_id)
+                     training_job_id=training_job_id, clean_check=clean_check, detected_arch=detected_arch)
     session.add(row)
     try:
         session.commit()

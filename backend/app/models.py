@@ -60,7 +60,7 @@ class Checkpoint(Base):
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     filename: Mapped[str] = mapped_column(String(300))      # as uploaded
-    ext: Mapped[str] = mapped_column(String(16))            # safetensors | pt
+    ext: Mapped[str] = mapped_column(String(16))            # safetensors | pt | onnx
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     arch: Mapped[str] = mapped_column(String(64))
     dataset: Mapped[str | None] = mapped_column(String(64))
@@ -71,6 +71,11 @@ class Checkpoint(Base):
     source: Mapped[str] = mapped_column(String(16), default="upload")   # upload | training
     # Plain column, not a foreign key: jobs already reference checkpoints, and a cycle buys nothing.
     training_job_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    # The clean accuracy measured at upload ({"ran": true, "accuracy", "n", "chance", "suspect", "message"}
+    # or {"ran": false, "reason"}); null for checkpoints stored before the check existed or made by training.
+    clean_check: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The catalogue architecture recognition matched the file's keys and shapes to, if it did.
+    detected_arch: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

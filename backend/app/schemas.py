@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 JobKind = Literal["training", "evaluation"]
@@ -26,7 +26,7 @@ class CheckpointPublic(BaseModel):
     sha256: str
     name: str
     filename: str
-    ext: str = Field(description="safetensors or pt")
+    ext: str = Field(description="safetensors, pt or onnx")
     size_bytes: int
     arch: str
     dataset: str | None
@@ -35,7 +35,40 @@ class CheckpointPublic(BaseModel):
     metadata: dict[str, Any] = Field(validation_alias="meta")
     source: str = Field(description="upload, or training when a training job produced it.")
     training_job_id: int | None
+    detected_arch: str | None = Field(
+        default=None, description="The catalogue architecture the file's keys and shapes matched at upload, if any.")
+    clean_check: dict[str, Any] | None = Field(
+        default=None, description="Clean accuracy measured at upload: {ran: true, accuracy, n, chance, suspect, "
+                                  "message} or {ran: false, reason}; suspect when below twice chance. Null for "
+                                  "checkpoints made by training or stored before the check existed.")
     created_at: datetime
+
+    @computed_field(description="The input normalisation: a preset name, custom, or null when the metadata "
+                                "does not name one (robaudit's own checkpoints carry mean and std).")
+    def preprocessing(self) -> str | None:
+        value = self.metadata.get("preprocessing")
+        return value if isinstance(value, str) else None
+
+
+class InspectPublic(BaseModel):
+    """What a checkpoint is, from its tensor names and shapes (POST /checkpoints/inspect)."""
+    detected_arch: str | None = Field(description="The catalogue architecture the names and shapes match; null when "
+                                                  "the file says it itself (embedded) or is an ONNX graph.")
+    embedded: bool = Field(default=False, description="True when the file carries robaudit metadata (then arch "
+                                                      "and the rest come from it).")
+    arch: str | None = Field(default=None, description="The architecture: detected_arch, or the metadata's.")
+    arch_kwargs: dict[str, Any] = Field(default_factory=dict)
+    num_classes: int | None
+    in_channels: int | None
+    input_size: int | None = Field(description="The image size the network is defined for, when it fixes one.")
+    datasets: list[str] = Field(description="Known datasets with these classes, channels and image size.")
+    metadata: dict[str, Any] | None = Field(default=None, description="The file's robaudit metadata, when embedded.")
+
+    @model_validator(mode="after")
+    def _arch_from_detection(self) -> InspectPublic:
+        if self.arch is None:
+            self.arch = self.detected_arch
+        return self
 
 
 class CheckpointsPublic(BaseModel):

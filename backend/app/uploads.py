@@ -21,7 +21,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from robaudit.backend.app.core.config import Settings
 
-ALLOWED_FIELDS = ("name", "arch", "dataset", "arch_kwargs")
+ALLOWED_FIELDS = ("name", "arch", "dataset", "arch_kwargs", "preprocessing", "mean", "std", "input_range")
 MAX_FIELD_BYTES = 16 * 1024
 # Room for the multipart envelope and the small text fields on top of the file itself.
 ENVELOPE_BYTES = 256 * 1024

@@ -86,7 +86,7 @@ def test_forms_carry_html5_constraints(client):
     assert re.search(r'id="ev-n"[^>]*min="1"[^>]*step="1"', evaluate)
     assert 'value="feature-scatter"' in train and 'value="audit"' in evaluate
     upload = client.get("/checkpoints").text
-    assert 'accept=".safetensors,.pt,.pth"' in upload
+    assert 'accept=".safetensors,.pt,.pth,.onnx"' in upload
 
 
 def test_evaluation_page_shows_table_charts_and_diagnostics(client, ids):

@@ -97,7 +97,7 @@ def test_token_is_generated_once_with_mode_600(tmp_path, capsys):
     ({"preset": "thorough"}, "unknown preset"),
     ({"steps": [5000]}, "steps = 5000 is over the cap of 1000"),
     ({"dataset": "cifar10"}, "dataset/architecture mismatch"),
-    ({"dataset": "imagenet"}, "unknown dataset"),
+    ({"dataset": "tinyimagenet"}, "unknown dataset"),
     ({"attacks": ["transfer"]}, "surrogate"),
     ({"checkpoint_id": 999}, "no checkpoint 999"),
     ({"surrogate_id": 999}, "no surrogate checkpoint 999"),
@@ -119,7 +119,7 @@ def test_bad_evaluation_requests_are_422_and_store_nothing(client, settings, che
     ({"method": "pgd-at", "hyperparameters": {"eps": 2}}, "eps must be in (0, 1]"),
     ({"method": "standard", "arch": "resnet9000"}, "unknown architecture"),
     ({"method": "standard", "arch_kwargs": {"depth": 3}}, "bad arguments"),
-    ({"method": "standard", "dataset": "imagenet"}, "unknown dataset"),
+    ({"method": "standard", "dataset": "tinyimagenet"}, "unknown dataset"),
     ({"method": "standard", "hyperparameters": {"method": "trades"}}, "top level"),
     ({"method": "standard", "hyperparameters": {"lr": float("nan")}}, "finite"),
 ])

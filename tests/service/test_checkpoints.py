@@ -59,16 +59,20 @@ def test_upload_dedup_download_and_metadata(client, settings, tmp_path):
     assert not any((settings.tmp_dir).iterdir())   # no temp files left behind
 
 
-def test_bare_state_dict_needs_arch_and_dataset(client, tmp_path):
+def test_bare_state_dict_needs_dataset_and_preprocessing(client, settings, tmp_path):
     path = save_smallcnn(tmp_path / "bare.pt", metadata=False)
     data = path.read_bytes()
     missing = _post(client, "bare.pt", data)
-    assert missing.status_code == 422 and "arch" in missing.json()["detail"]
-    wrong = _post(client, "bare.pt", data, arch="smallcnn", dataset="cifar10")
+    assert missing.status_code == 422 and "dataset" in missing.json()["detail"]
+    no_preprocessing = _post(client, "bare.pt", data, dataset="mnist10k")
+    assert no_preprocessing.status_code == 422 and "preprocessing" in no_preprocessing.json()["detail"]
+    wrong = _post(client, "bare.pt", data, arch="smallcnn", dataset="cifar10", preprocessing="none")
     assert wrong.status_code == 422 and "does not match" in wrong.json()["detail"]
-    ok = _post(client, "bare.pt", data, arch="smallcnn", dataset="mnist10k")
+    assert client.get("/api/v1/checkpoints").json()["count"] == 0 and not any(settings.checkpoints_dir.iterdir())
+    ok = _post(client, "bare.pt", data, arch="smallcnn", dataset="mnist10k", preprocessing="none")
     assert ok.status_code == 201, ok.text
     assert ok.json()["ext"] == "pt" and not ok.json()["embedded_metadata"]
+    assert ok.json()["preprocessing"] == "none" and ok.json()["metadata"]["mean"] == [0.0]
 
 
 @pytest.mark.parametrize("payload, reason", [

@@ -1,9 +1,6 @@
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +11,22 @@ from fastapi.responses import FileResponse
 
 from robaudit.backend.app import crud
 from robaudit.backend.app.api.deps import ReadAccess, SessionDep, SettingsDep, WriteAccess
-from robaudit.backend.app.checkpoint_store import checkpoint_path, place, remove_quietly
+from robaudit.backend.app.checkpoint_checks import (
+    MAX_SHAPE_ENTRIES,
+    CheckRefused,
+    clean_check,
+    input_range_args,
+    inspect_file,
+    parse_shape_table,
+    preprocessing_args,
+    recognise_shapes,
+    validate,
+)
+from robaudit.backend.app.checkpoint_store import EXTENSIONS, checkpoint_path, place, remove_quietly
 from robaudit.backend.app.core.config import Settings
-from robaudit.backend.app.schemas import CheckpointPublic, CheckpointsPublic, Message
+from robaudit.backend.app.schemas import CheckpointPublic, CheckpointsPublic, InspectPublic, Message
 from robaudit.backend.app.uploads import Upload, receive_upload
-from robaudit.data import DATASETS
 from robaudit.models.checkpoint import CheckpointError, sniff_format
-from robaudit.models.validate import datasets_json
 
 router = APIRouter(prefix="/checkpoints", tags=["checkpoints"])
 
@@ -31,51 +37,70 @@ UPLOAD_BODY = {
         "required": ["file"],
         "properties": {
             "file": {"type": "string", "format": "binary",
-                     "description": ".safetensors (preferred) or a torch.save()d state_dict (.pt); "
-                                    "pickled code is refused"},
+                     "description": ".safetensors (preferred), a torch.save()d state_dict (.pt) or an ONNX "
+                                    "graph (.onnx); pickled code is refused"},
             "name": {"type": "string", "maxLength": 200},
             "arch": {"type": "string", "maxLength": 64,
-                     "description": "Needed when the file carries no robaudit metadata, e.g. smallcnn"},
+                     "description": "Needed only when the file carries no robaudit metadata and its keys match "
+                                    "no catalogue architecture, e.g. smallcnn"},
             "dataset": {"type": "string", "maxLength": 64,
                         "description": "Needed when the file carries no robaudit metadata, e.g. mnist10k"},
             "arch_kwargs": {"type": "string", "maxLength": 2000, "description": "JSON object"},
+            "preprocessing": {"type": "string", "maxLength": 64,
+                              "description": "Input normalisation of a file without robaudit metadata: a preset "
+                                             "(none, cifar-0.5, cifar10, imagenet), or custom with mean and std"},
+            "mean": {"type": "string", "maxLength": 400, "description": "JSON list, one value per input channel"},
+            "std": {"type": "string", "maxLength": 400, "description": "JSON list, one value per input channel"},
+            "input_range": {"type": "string", "maxLength": 20,
+                            "description": "The pixel range the network was trained on: [0, 1] (default) or [0, 255]"},
         },
     }}},
 }
 
-# Secrets never reach the process that parses untrusted bytes.
-_SCRUBBED_ENV = ("ROBAUDIT_API_TOKEN", "DATABASE_URL", "REDIS_URL")
+INSPECT_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": {
+            "type": "object", "required": ["tensors"], "additionalProperties": False,
+            "properties": {"tensors": {
+                "type": "object", "minProperties": 1, "maxProperties": MAX_SHAPE_ENTRIES,
+                "additionalProperties": {"type": "array", "maxItems": 8, "items": {"type": "integer", "minimum": 0}},
+                "description": "The file's tensor names -> shapes (what a .safetensors header lists)"}},
+        }},
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"],
+            "properties": {"file": {"type": "string", "format": "binary"}},
+        }},
+    },
+}
 
 
-async def _validate(upload: Upload, settings: Settings) -> dict[str, Any]:
-    """Run robaudit.models.validate in a subprocess with a timeout; returns its JSON verdict."""
-    args = [sys.executable, "-m", "robaudit.models.validate", str(upload.path), "--datasets", datasets_json(DATASETS)]
-    for key in ("arch", "dataset"):
-        if upload.fields.get(key):
-            args += [f"--{key}", upload.fields[key]]
+def _refuse(message: str, code: int = status.HTTP_422_UNPROCESSABLE_CONTENT) -> HTTPException:
+    return HTTPException(code, detail=message)
+
+
+def _check_form(upload: Upload) -> None:
+    """The text fields the API can judge without the file (the validator judges the rest)."""
+    if upload.size == 0:
+        raise _refuse(f"{upload.filename} is empty")
     if upload.fields.get("arch_kwargs"):
-        args += ["--arch-kwargs", upload.fields["arch_kwargs"]]
-    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
-    env["CUDA_VISIBLE_DEVICES"] = ""
-    env["OMP_NUM_THREADS"] = "1"
-    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE, env=env)
+        try:
+            if not isinstance(json.loads(upload.fields["arch_kwargs"]), dict):
+                raise ValueError("not an object")
+        except ValueError as exc:
+            raise _refuse(f"arch_kwargs must be a JSON object ({exc})") from None
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout=settings.validate_timeout_s)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        return {"ok": False, "error": f"checking the checkpoint took longer than {settings.validate_timeout_s:g} s"}
-    lines = out.decode("utf-8", "replace").strip().splitlines()
-    try:
-        verdict = json.loads(lines[-1])
-        if isinstance(verdict, dict) and "ok" in verdict:
-            return verdict
-    except (IndexError, ValueError):
-        pass
-    tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
-    return {"ok": False, "error": f"the file could not be checked (validator exited with code "
-                                  f"{proc.returncode}: {tail[0][:200]})"}
+        preprocessing_args(upload.fields)
+        input_range_args(upload.fields)
+    except CheckRefused as exc:
+        raise _refuse(str(exc)) from None
+
+
+async def _sniff(upload: Upload) -> None:
+    try:   # reads 16 bytes: garbage is refused without starting the validator
+        await run_in_threadpool(sniff_format, upload.path)
+    except CheckpointError as exc:
+        raise _refuse(str(exc)) from None
 
 
 @router.post("", response_model=CheckpointPublic, status_code=status.HTTP_201_CREATED,
@@ -83,35 +108,33 @@ async def _validate(upload: Upload, settings: Settings) -> dict[str, Any]:
              responses={200: {"model": CheckpointPublic, "description": "The same file was already uploaded"},
                         413: {"model": Message}, 415: {"model": Message}, 422: {"model": Message}})
 async def upload_checkpoint(request: Request, response: Response, settings: SettingsDep) -> Any:
-    """Upload a checkpoint (multipart: file, optional name/arch/dataset/arch_kwargs); 200 if already stored."""
+    """Upload a checkpoint (multipart: file; optional name, arch, dataset, arch_kwargs, preprocessing, mean, std,
+    input_range).
+
+    The file is loaded strictly in a subprocess, then its clean accuracy is measured (clean_check in the
+    answer); nothing is stored unless it loads. 200 with the stored row if the same file is already stored."""
     upload = await receive_upload(request, settings)
     try:
-        if upload.size == 0:
-            raise HTTPException(422, detail=f"{upload.filename} is empty")
-        if upload.fields.get("arch_kwargs"):
-            try:
-                if not isinstance(json.loads(upload.fields["arch_kwargs"]), dict):
-                    raise ValueError("not an object")
-            except ValueError as exc:
-                raise HTTPException(422, detail=f"arch_kwargs must be a JSON object ({exc})") from None
+        _check_form(upload)
         Session = request.app.state.Session
 
         def existing():
             with Session() as s:
                 return crud.get_checkpoint_by_sha256(session=s, sha256=upload.sha256)
 
-        try:   # reads 16 bytes: garbage is refused without starting the validator
-            await run_in_threadpool(sniff_format, upload.path)
-        except CheckpointError as exc:
-            raise HTTPException(422, detail=str(exc)) from None
+        await _sniff(upload)
         found = await run_in_threadpool(existing)
         if found is not None and checkpoint_path(settings, found.sha256, found.ext).exists():
             response.status_code = status.HTTP_200_OK
             return CheckpointPublic.model_validate(found)
-        verdict = await _validate(upload, settings)
+        verdict = await validate(upload.path, upload.fields, settings)
         if not verdict.get("ok"):
-            raise HTTPException(422, detail=verdict.get("error") or "not a usable checkpoint")
+            raise _refuse(verdict.get("error") or "not a usable checkpoint")
+        if verdict.get("ext") not in EXTENSIONS:
+            raise _refuse(f"unsupported checkpoint format {verdict.get('ext')!r}")
         meta = verdict["metadata"]
+        # Before storing: the file is still the temp copy, so a failure here leaves nothing behind.
+        check = await clean_check(upload.path, meta, settings)
         name = (upload.fields.get("name") or "").strip()[:200] or Path(upload.filename).stem[:200] or upload.sha256[:12]
 
         def register():
@@ -120,7 +143,8 @@ async def upload_checkpoint(request: Request, response: Response, settings: Sett
                 return crud.create_checkpoint(session=s, sha256=upload.sha256, name=name,
                                               filename=upload.filename[:300], ext=verdict["ext"],
                                               size_bytes=upload.size, meta=meta,
-                                              embedded_metadata=bool(verdict.get("embedded")))
+                                              embedded_metadata=bool(verdict.get("embedded")),
+                                              clean_check=check, detected_arch=verdict.get("detected_arch"))
 
         row, created = await run_in_threadpool(register)
         if not created:
@@ -128,6 +152,50 @@ async def upload_checkpoint(request: Request, response: Response, settings: Sett
         return CheckpointPublic.model_validate(row)
     finally:
         upload.discard()
+
+
+async def _json_body(request: Request, settings: Settings) -> bytes:
+    body = bytearray()
+    async for chunk in request.stream():   # BodyGuard caps it first; this holds without the middleware too
+        body += chunk
+        if len(body) > settings.max_json_bytes:
+            raise _refuse(f"the shape table exceeds {settings.max_json_kb:g} KB (ROBAUDIT_MAX_JSON_KB)",
+                          status.HTTP_413_CONTENT_TOO_LARGE)
+    return bytes(body)
+
+
+@router.post("/inspect", response_model=InspectPublic, dependencies=[WriteAccess],
+             openapi_extra={"requestBody": INSPECT_BODY},
+             responses={413: {"model": Message}, 415: {"model": Message}, 422: {"model": Message}})
+async def inspect_checkpoint(request: Request, settings: SettingsDep) -> Any:
+    """Recognise a checkpoint without storing anything: the catalogue architecture its names and shapes
+    match, its classes, input channels and size, and the datasets it fits; 422 with the first difference.
+
+    Send either a multipart file (read in the validator subprocess, like an upload), or JSON
+    {"tensors": {key: shape}}: the names and shapes of a .safetensors header, which the upload page reads
+    in the browser so that a large file is recognised without sending its weights."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        try:
+            shapes = parse_shape_table(await _json_body(request, settings))
+        except CheckRefused as exc:
+            raise _refuse(str(exc)) from None
+        verdict = await run_in_threadpool(recognise_shapes, shapes)
+    elif content_type == "multipart/form-data":
+        upload = await receive_upload(request, settings)
+        try:
+            if upload.size == 0:
+                raise _refuse(f"{upload.filename} is empty")
+            await _sniff(upload)
+            verdict = await inspect_file(upload.path, settings)
+        finally:
+            upload.discard()
+    else:
+        raise _refuse('send JSON {"tensors": {key: shape}}, or multipart/form-data with the checkpoint in a '
+                      "'file' part", status.HTTP_415_UNSUPPORTED_MEDIA_TYPE)
+    if not verdict.get("ok"):
+        raise _refuse(verdict.get("error") or "the file matches no known architecture")
+    return InspectPublic.model_validate(verdict)
 
 
 @router.get("", response_model=CheckpointsPublic, dependencies=[ReadAccess])
