@@ -454,7 +454,7 @@ def load_checkpoint(path: str | Path, *, metadata: CheckpointMetadata | None = N
     """
     path = Path(path)
     if sniff_format(path) == "onnx":
-        return _load_onnx_checkpoint(path, metadata, device)
+        return _load_onnx_checkpoint(path, metadata or onnx_metadata(path, foreign), device)
     stored = read_metadata(path)
     state, original = strip_prefixes(read_state_dict(path))
     meta = stored or metadata
@@ -478,6 +478,24 @@ def load_checkpoint(path: str | Path, *, metadata: CheckpointMetadata | None = N
             raise _naming_the_match(exc, found, meta.arch) from None
         raise
     return model.to(device).eval(), meta
+
+
+def onnx_metadata(path: Path, foreign: ForeignFile | None) -> CheckpointMetadata | None:
+    """An ONNX graph is its own architecture; what it needs is the dataset's shape and the preprocessing."""
+    if foreign is None:
+        return None
+    if foreign.num_classes is None or foreign.in_channels is None:
+        raise CheckpointError(f"{path.name} is an ONNX graph, which carries no robaudit metadata: give the dataset "
+                              "(its classes, channels and image size) and the preprocessing")
+    if foreign.input_range not in (None, [0.0, 1.0]):
+        raise CheckpointError(f"{path.name}: an ONNX graph is given [0, 1] images; for a network trained on "
+                              "[0, 255] give mean and std divided by 255 instead of input_range")
+    from robaudit.models.preprocessing import resolve_preprocessing
+
+    name, mean, std = resolve_preprocessing(foreign.preprocessing, foreign.mean, foreign.std, foreign.in_channels)
+    return CheckpointMetadata(arch="onnx", num_classes=foreign.num_classes, in_channels=foreign.in_channels,
+                              mean=mean, std=std, dataset=foreign.dataset, input_size=foreign.input_size,
+                              preprocessing=name)
 
 
 def _load_onnx_checkpoint(path: Path, metadata: CheckpointMetadata | None,

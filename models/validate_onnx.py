@@ -14,9 +14,9 @@ from typing import Any, Protocol
 
 import torch
 
-from robaudit.models.checkpoint import CheckpointError, CheckpointMetadata, load_checkpoint
+from robaudit.models.checkpoint import CheckpointError, ForeignFile, load_checkpoint, onnx_metadata
 from robaudit.models.onnx_model import load_onnx
-from robaudit.models.preprocessing import check_input_range, resolve_preprocessing
+from robaudit.models.preprocessing import check_input_range
 
 ARCH = "onnx"   # the metadata's architecture for a converted graph (load_checkpoint does not use it)
 
@@ -34,20 +34,17 @@ def validate_onnx(path: Path, *, datasets: Mapping[str, _Dataset], dataset: str 
                   preprocessing: str | None, mean: list[float] | None, std: list[float] | None,
                   input_range: list[float] | None = None) -> dict[str, Any]:
     """The validator's verdict for an ONNX file; raises CheckpointError with one line."""
-    if input_range is not None and check_input_range(input_range) != [0.0, 1.0]:
-        # The converted graph sits behind Normalize alone, which takes [0, 1] images.
-        raise CheckpointError(f"{path.name}: an ONNX graph is given [0, 1] images; for a network trained on [0, 255] "
-                              "give mean and std divided by 255 instead of input_range")
     if not dataset:
         raise CheckpointError(f"{path.name} is an ONNX graph, which carries no robaudit metadata: give the "
                               "'dataset' and 'preprocessing' form fields")
     if dataset not in datasets:
         raise CheckpointError(f"unknown dataset {dataset!r}; choose one of: {', '.join(datasets)}")
     info = datasets[dataset]
-    name, mean_list, std_list = resolve_preprocessing(preprocessing, mean, std, info.in_channels)
-    meta = CheckpointMetadata(arch=ARCH, num_classes=info.num_classes, in_channels=info.in_channels,
-                              mean=mean_list, std=std_list, dataset=dataset, input_size=info.size,
-                              preprocessing=name)
+    meta = onnx_metadata(path, ForeignFile(
+        dataset=dataset, num_classes=info.num_classes, in_channels=info.in_channels, input_size=info.size,
+        preprocessing=preprocessing, mean=mean, std=std,
+        input_range=None if input_range is None else check_input_range(input_range)))
+    assert meta is not None
     load_checkpoint(path, metadata=meta)   # converts the graph and checks its logits' shape
     return {"ok": True, "ext": "onnx", "embedded": False, "metadata": asdict(meta), "detected_arch": None}
 

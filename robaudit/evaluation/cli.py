@@ -133,7 +133,7 @@ def _load(path: str, device: str, arch: str | None, dataset: str | None, preproc
           surrogate: bool = False) -> tuple[nn.Module, CheckpointMetadata, dict[str, Any]]:
     from robaudit import models
     from robaudit.data import dataset_info
-    from robaudit.models.checkpoint import ForeignFile, describe_foreign, read_shapes
+    from robaudit.models.checkpoint import ForeignFile, describe_foreign, onnx_metadata, read_shapes, sniff_format
 
     checkpoint = Path(path)
     if not checkpoint.is_file():
@@ -144,11 +144,16 @@ def _load(path: str, device: str, arch: str | None, dataset: str | None, preproc
             raise RobauditError(f"{checkpoint.name} carries no robaudit metadata: pass --dataset and "
                                 "--preprocessing (or --mean and --std)")
         data = dataset_info(dataset)
-        shapes, original = read_shapes(checkpoint)
-        described = describe_foreign(shapes, original, ForeignFile(
+        given = ForeignFile(
             arch=arch, dataset=dataset, num_classes=data.num_classes, in_channels=data.in_channels,
             input_size=data.size, preprocessing=preprocessing, mean=_floats(mean, "--mean"),
-            std=_floats(std, "--std"), input_range=_floats(input_range, "--input-range")), checkpoint.name)
+            std=_floats(std, "--std"), input_range=_floats(input_range, "--input-range"))
+        if sniff_format(checkpoint) == "onnx":   # a graph is its own architecture: nothing to recognise
+            model, meta = models.load_checkpoint(checkpoint, metadata=onnx_metadata(checkpoint, given), device=device)
+            return model, meta, {"path": str(checkpoint), "sha256": _sha256(checkpoint), "metadata": asdict(meta),
+                                 "detected_arch": None}
+        shapes, original = read_shapes(checkpoint)
+        described = describe_foreign(shapes, original, given, checkpoint.name)
         if described.detected_arch is not None:
             print(f"{checkpoint.name}: {described.message}; using {described.detected_arch}", file=sys.stderr)
     elif not surrogate and (preprocessing is not None or mean is not None or std is not None
