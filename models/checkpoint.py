@@ -27,8 +27,13 @@ from robaudit.models.registry import build_model, resolve_arch
 
 FORMAT = "robaudit-checkpoint"
 FORMAT_VERSION = 2   # 2: published key layouts (layer1.., block1.layer.N..); 1 is renamed on load
-# A safetensors header larger than this is rejected (the format's own DoS cap).
-MAX_HEADER_BYTES = 100 * 1024 * 1024
+# A safetensors header larger than this is rejected: the largest published models (a few thousand
+# tensors) have headers well under 1 MB; a crafted 59 MB header once took the API 95 s to parse.
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+# torch.save stores its zip entries uncompressed, so a .pt whose entries claim much more than the file
+# holds is a zip bomb (a 1 MB deflated entry can claim gigabytes).
+MAX_ZIP_EXPANSION = 2.0
+ZIP_SLACK_BYTES = 1 << 20
 MAX_HEADER_ENTRIES = 100_000   # tensors in one file; the largest published robust models have a few thousand
 
 
@@ -107,14 +112,21 @@ def save_checkpoint(path: str | Path, model: nn.Module, metadata: CheckpointMeta
     return path
 
 
-def sniff_format(path: Path) -> str:
-    """'safetensors', 'torch-zip', 'pickle', 'onnx', or raise CheckpointError. Looks at bytes, not the name."""
+def sniff_format(path: Path, *, parse: bool = True) -> str:
+    """'safetensors', 'torch-zip', 'pickle', 'onnx', or raise CheckpointError. Looks at bytes, not the name.
+
+    ``parse=False`` reads only the first bytes and the sizes they claim (what the API does before
+    handing the file to the validator subprocess, which parses headers and graphs under its memory
+    cap); an ONNX file is then only recognised by its first byte.
+    """
     size = path.stat().st_size
     if size == 0:
         raise CheckpointError(f"{path.name} is empty")
     with path.open("rb") as fh:
         head = fh.read(16)
     if zipfile.is_zipfile(path):
+        if parse:
+            _check_zip_sizes(path, size)
         return "torch-zip"
     if head[:4] == b"PK\x03\x04":  # a zip (torch.save) whose central directory at the end is missing
         raise CheckpointError(f"{path.name} is truncated or corrupt: it starts like a torch.save() zip "
@@ -125,20 +137,38 @@ def sniff_format(path: Path) -> str:
         # opcode there only wins when the "length" cannot be one.
         if not (_looks_like_pickle(head) and 8 + header_len > size):
             if header_len > MAX_HEADER_BYTES:
-                raise CheckpointError(f"{path.name}: safetensors header of {header_len} bytes exceeds the 100 MB cap")
+                raise CheckpointError(f"{path.name}: safetensors header of {header_len} bytes exceeds the "
+                                      f"{MAX_HEADER_BYTES // 2**20} MB cap")
             if 8 + header_len > size:
                 raise CheckpointError(f"{path.name} is truncated: its safetensors header claims "
                                       f"{header_len} bytes but the file has {size - 8}")
-            _check_safetensors_length(path, header_len, size)
+            if parse:
+                _check_safetensors_length(path, header_len, size)
             return "safetensors"
     if head[:1] == b"\x80":  # pickle protocol >= 2 (legacy torch.save)
         return "pickle"
+    if not parse and head[:1] == b"\x08":   # the field every ONNX exporter writes first; parsed later
+        return "onnx"
     # ONNX has no magic number: it is an ONNX file if it parses as a ModelProto with a graph.
     from robaudit.models.onnx_model import sniff_onnx
     if sniff_onnx(path):
         return "onnx"
     raise CheckpointError(f"{path.name} is not a checkpoint: expected a .safetensors file, a "
                           "torch.save()d state_dict (.pt) or an ONNX model (.onnx)")
+
+
+def _check_zip_sizes(path: Path, size: int) -> None:
+    """Refuse a zip whose entries claim far more bytes than the file holds, before anything inflates them."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path.name} is truncated or corrupt: {str(exc)[:200]}") from None
+    claimed = sum(entry.file_size for entry in entries)
+    if claimed > MAX_ZIP_EXPANSION * size + ZIP_SLACK_BYTES:
+        raise CheckpointError(f"{path.name} was refused: its zip entries claim {claimed} bytes uncompressed from a "
+                              f"{size}-byte file. torch.save() never compresses, so this is a zip bomb or not a "
+                              "checkpoint")
 
 
 def _looks_like_pickle(head: bytes) -> bool:

@@ -38,6 +38,7 @@ from robaudit.models.checkpoint import (
 from robaudit.models.preprocessing import PREPROCESSING
 from robaudit.models.recognize import recognize
 from robaudit.models.registry import resolve_arch
+from robaudit.models.sandbox import limit_memory, out_of_memory, over_cap_message
 from robaudit.models.validate_onnx import inspect_onnx, validate_onnx
 
 
@@ -210,28 +211,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--std", help="JSON number or list")
     parser.add_argument("--input-range", help="JSON [0, 1] (default) or [0, 255]: the pixel range it was trained on")
     parser.add_argument("--inspect", action="store_true", help="recognition only: what the file is, which datasets fit")
+    parser.add_argument("--memory-mb", type=float, help="cap this process's memory before reading the file")
     args = parser.parse_args(argv)
+    limit_memory(args.memory_mb)
+    try:
+        verdict = _answer(args)
+    except Exception as exc:
+        if not out_of_memory(exc):
+            raise
+        verdict = {"ok": False, "error": over_cap_message(f"checking {args.path.name}", args.memory_mb),
+                   "closest": None}
+    print(json.dumps(verdict))
+    return 0
+
+
+def _answer(args: argparse.Namespace) -> dict[str, Any]:
     datasets = parse_datasets(args.datasets)
     if args.inspect:
-        print(json.dumps(inspect_file(args.path, datasets=datasets)))
-        return 0
+        return inspect_file(args.path, datasets=datasets)
     try:
         kwargs = json.loads(args.arch_kwargs)
         if not isinstance(kwargs, dict):
             raise ValueError("not an object")
     except ValueError as exc:
-        print(json.dumps({"ok": False, "error": f"arch_kwargs must be a JSON object ({exc})", "closest": None}))
-        return 0
+        return {"ok": False, "error": f"arch_kwargs must be a JSON object ({exc})", "closest": None}
     try:
         mean, std = _json_floats(args.mean, "mean"), _json_floats(args.std, "std")
         input_range = _json_floats(args.input_range, "input_range")
     except CheckpointError as exc:
-        print(json.dumps({"ok": False, "error": str(exc), "closest": None}))
-        return 0
-    verdict = validate_file(args.path, datasets=datasets, arch=args.arch, dataset=args.dataset, arch_kwargs=kwargs,
-                            preprocessing=args.preprocessing, mean=mean, std=std, input_range=input_range)
-    print(json.dumps(verdict))
-    return 0
+        return {"ok": False, "error": str(exc), "closest": None}
+    return validate_file(args.path, datasets=datasets, arch=args.arch, dataset=args.dataset, arch_kwargs=kwargs,
+                         preprocessing=args.preprocessing, mean=mean, std=std, input_range=input_range)
 
 
 if __name__ == "__main__":

@@ -116,6 +116,11 @@ def input_range_args(fields: Mapping[str, str]) -> list[str]:
 
 # --------------------------------------------------------------------------- subprocesses
 
+def _memory_cap(settings: Settings) -> list[str]:
+    """Each subprocess caps its own memory before it reads the file (models/sandbox.py)."""
+    return ["--memory-mb", f"{settings.validate_memory_mb:g}"]
+
+
 async def validate(path: Path, fields: Mapping[str, str], settings: Settings) -> dict[str, Any]:
     """Load the file strictly in ``robaudit.models.validate``; returns its JSON verdict ({"ok": ...})."""
     args = ["robaudit.models.validate", str(path), "--datasets", datasets_json(DATASETS)]
@@ -124,7 +129,7 @@ async def validate(path: Path, fields: Mapping[str, str], settings: Settings) ->
             args += [f"--{key}", fields[key]]
     if fields.get("arch_kwargs"):
         args += ["--arch-kwargs", fields["arch_kwargs"]]
-    args += preprocessing_args(fields) + input_range_args(fields)
+    args += preprocessing_args(fields) + input_range_args(fields) + _memory_cap(settings)
     verdict, why = await _run_json(args, settings.validate_timeout_s, "checking the checkpoint")
     if verdict is None or "ok" not in verdict:
         return {"ok": False, "error": why or "the file could not be checked (the validator gave no verdict)"}
@@ -133,7 +138,8 @@ async def validate(path: Path, fields: Mapping[str, str], settings: Settings) ->
 
 async def inspect_file(path: Path, settings: Settings) -> dict[str, Any]:
     """Recognition only (``validate --inspect``): what the file is, without loading it into a network."""
-    args = ["robaudit.models.validate", str(path), "--datasets", datasets_json(DATASETS), "--inspect"]
+    args = ["robaudit.models.validate", str(path), "--datasets", datasets_json(DATASETS), "--inspect",
+            *_memory_cap(settings)]
     verdict, why = await _run_json(args, settings.validate_timeout_s, "reading the checkpoint")
     if verdict is None or "ok" not in verdict:
         return {"ok": False, "error": why or "the file could not be read (the validator gave no verdict)"}
@@ -145,7 +151,8 @@ async def clean_check(path: Path, metadata: Mapping[str, Any], settings: Setting
 
     Never refuses the upload: a model that loads is stored, and this figure says whether its inputs,
     classes and dataset look right."""
-    args = ["robaudit.evaluation.clean_check", str(path), "--metadata", json.dumps(dict(metadata))]
+    args = ["robaudit.evaluation.clean_check", str(path), "--metadata", json.dumps(dict(metadata)),
+            *_memory_cap(settings)]
     if settings.datasets_dir:
         args += ["--data-dir", str(settings.datasets_dir)]
     answer, why = await _run_json(args, settings.clean_check_timeout_s, "the clean-accuracy check")

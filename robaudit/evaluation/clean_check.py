@@ -67,12 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metadata", required=True, help="JSON: the checkpoint metadata (validate's answer)")
     parser.add_argument("--data-dir")
     parser.add_argument("--n", type=int, default=DEFAULT_POINTS)
+    parser.add_argument("--memory-mb", type=float, help="cap this process's memory before reading the file")
     args = parser.parse_args(argv)
     import torch
 
     from robaudit.models.checkpoint import CheckpointError, CheckpointMetadata, load_checkpoint
+    from robaudit.models.sandbox import limit_memory, out_of_memory, over_cap_message
 
     torch.set_num_threads(1)
+    limit_memory(args.memory_mb)
     try:
         metadata = CheckpointMetadata.from_dict(json.loads(args.metadata))
         if not metadata.dataset:
@@ -82,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         result = clean_check(model, metadata.dataset, data_dir=args.data_dir, n=args.n)
     except (CheckpointError, json.JSONDecodeError) as exc:
         result = {"ran": False, "reason": f"the model could not be loaded: {exc}"}
+    except Exception as exc:
+        if not out_of_memory(exc):
+            raise
+        result = {"ran": False, "reason": over_cap_message("the clean check", args.memory_mb)}
     print(json.dumps(result))
     return 0
 

@@ -59,6 +59,9 @@ class Settings:
     validate_timeout_s: float = 120.0
     # The clean-accuracy check after an upload (500 test points through the model, in a subprocess).
     clean_check_timeout_s: float = 300.0
+    # Memory cap of the subprocesses that read uploaded files (models/sandbox.py): room for the largest
+    # upload loaded twice (file and network) plus torch itself.
+    validate_memory_mb: float = 8192.0
     # Celery: the hard limit bounds one job; the visibility timeout must exceed it.
     task_time_limit_s: int = 48 * 3600
     task_soft_time_limit_s: int | None = None   # default: hard limit minus 5 minutes
@@ -112,6 +115,7 @@ class Settings:
             max_queued_jobs=int(_env_float("ROBAUDIT_MAX_QUEUED_JOBS", 200)),
             validate_timeout_s=_env_float("ROBAUDIT_VALIDATE_TIMEOUT", 120.0),
             clean_check_timeout_s=_env_float("ROBAUDIT_CLEAN_CHECK_TIMEOUT", 300.0),
+            validate_memory_mb=_env_float("ROBAUDIT_VALIDATE_MEMORY_MB", 8192.0),
             task_time_limit_s=int(_env_float("ROBAUDIT_TASK_TIME_LIMIT", 48 * 3600)),
             task_soft_time_limit_s=int(soft) if soft else None,
             max_attempts=int(_env_float("ROBAUDIT_MAX_ATTEMPTS", 3)),
@@ -154,6 +158,7 @@ class Settings:
             "ROBAUDIT_MAX_QUEUED_JOBS": str(self.max_queued_jobs),
             "ROBAUDIT_VALIDATE_TIMEOUT": str(self.validate_timeout_s),
             "ROBAUDIT_CLEAN_CHECK_TIMEOUT": str(self.clean_check_timeout_s),
+            "ROBAUDIT_VALIDATE_MEMORY_MB": str(self.validate_memory_mb),
             "ROBAUDIT_TASK_TIME_LIMIT": str(self.task_time_limit_s),
             "ROBAUDIT_TASK_SOFT_TIME_LIMIT": str(self.soft_time_limit_s),
             "ROBAUDIT_MAX_ATTEMPTS": str(self.max_attempts),
