@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
+from robaudit.backend.app import api_contract
 from robaudit.backend.app.api.main import api_router
 from robaudit.backend.app.body_guard import BodyGuard
 from robaudit.backend.app.core.celery_app import make_celery
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None, *, janitor: bool = True) -> Fas
                            allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(SecurityHeaders)
     app.include_router(api_router, prefix=API_V1_STR)
+    api_contract.apply(app, reads_require_token=settings.reads_require_token)
     add_docs(app)
     app.include_router(pages_router)
     mount_static(app)

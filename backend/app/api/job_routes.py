@@ -97,6 +97,7 @@ def job_routes(spec: JobKindRoutes) -> APIRouter:
                          responses={422: {"model": Message}, 429: {"model": Message}, 503: {"model": Message}})
     router.add_api_route("", list_, methods=["GET"], name=f"list_{plural}", description=spec.list_doc,
                          response_model=JobsPublic, dependencies=[ReadAccess])
-    router.add_api_route(f"/{{{kind}_id}}", read, methods=["GET"], name=f"read_{kind}", description=spec.read_doc,
+    # ":int", so that a GET on a sibling path (/evaluations/import) is a 405, not a malformed id.
+    router.add_api_route(f"/{{{kind}_id:int}}", read, methods=["GET"], name=f"read_{kind}", description=spec.read_doc,
                          response_model=JobPublic, dependencies=[ReadAccess], responses={404: {"model": Message}})
     return router

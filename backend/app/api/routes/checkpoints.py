@@ -228,7 +228,8 @@ def download_checkpoint_by_sha256(session: SessionDep, settings: SettingsDep,
                         filename=f"{row.sha256}.{row.ext}")
 
 
-@router.get("/{checkpoint_id}", response_model=CheckpointPublic, dependencies=[ReadAccess],
+# ":int": /checkpoints/inspect must not match this route (a GET there is a 405, not a bad id).
+@router.get("/{checkpoint_id:int}", response_model=CheckpointPublic, dependencies=[ReadAccess],
             responses={404: {"model": Message}})
 def read_checkpoint(session: SessionDep, checkpoint_id: int = PathParam(ge=1, le=2**31 - 1)) -> Any:
     """Get a checkpoint's metadata."""
@@ -238,7 +239,7 @@ def read_checkpoint(session: SessionDep, checkpoint_id: int = PathParam(ge=1, le
     return CheckpointPublic.model_validate(row)
 
 
-@router.get("/{checkpoint_id}/file", response_class=FileResponse, dependencies=[ReadAccess],
+@router.get("/{checkpoint_id:int}/file", response_class=FileResponse, dependencies=[ReadAccess],
             responses={200: {"content": {"application/octet-stream": {}}}, 404: {"model": Message}})
 def download_checkpoint(session: SessionDep, settings: SettingsDep,
                         checkpoint_id: int = PathParam(ge=1, le=2**31 - 1)) -> Any:
@@ -251,7 +252,7 @@ def download_checkpoint(session: SessionDep, settings: SettingsDep,
                         filename=f"{stem}.{row.ext}")
 
 
-@router.delete("/{checkpoint_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[WriteAccess],
+@router.delete("/{checkpoint_id:int}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[WriteAccess],
                responses={404: {"model": Message}, 409: {"model": Message}})
 def delete_checkpoint(session: SessionDep, settings: SettingsDep,
                       checkpoint_id: int = PathParam(ge=1, le=2**31 - 1)) -> Response:
