@@ -28,7 +28,7 @@ def limit_memory(megabytes: float | None) -> None:
 def out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` is an allocation that failed (Python's MemoryError, or torch's allocator)."""
     return isinstance(exc, MemoryError) or (
-        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+        isinstance(exc, RuntimeError) and ("can't allocate memory" in str(exc) or "Cannot allocate memory" in str(exc)))
 
 
 def over_cap_message(what: str, megabytes: float | None) -> str:

@@ -33,15 +33,21 @@ UNPROCESSABLE = {"description": "The request does not fit the schema, or the val
                  "content": {"application/json": {"schema": MESSAGE_REF}}}
 
 
-def one_line(exc: RequestValidationError) -> str:
-    """The first schema error as ``where: what`` (e.g. ``body.checkpoint_id: Field required``)."""
+def one_line(exc: RequestValidationError, most: int = 3) -> str:
+    """The schema errors as ``where: what; where: what`` on one line (``checkpoint_id: Field required``).
+
+    A union field fails once per alternative (``batch_size`` is an integer or "auto"), so a few errors
+    are shown, not only the first."""
     errors = exc.errors()
     if not errors:
         return "the request does not fit the schema"
-    first = errors[0]
-    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body" or len(first["loc"]) == 1)
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{where or 'request'}: {first.get('msg', 'invalid')}{more}"
+    parts = []
+    for error in errors[:most]:
+        loc = [str(part) for part in error.get("loc", ())]
+        where = ".".join(loc[1:] if len(loc) > 1 and loc[0] == "body" else loc) or "request"
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    more = f" (and {len(errors) - most} more)" if len(errors) > most else ""
+    return "; ".join(parts) + more
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
