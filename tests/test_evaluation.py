@@ -63,7 +63,7 @@ def test_presets_and_defaults():
     (dict(preset="fast"), "unknown preset"),
     (dict(steps="0"), "steps must be at least 1"),
     (dict(n_examples=0), "n_examples must be a positive integer"),
-    (dict(dataset="imagenet"), "unknown dataset"),
+    (dict(dataset="tinyimagenet"), "unknown dataset"),
     (dict(thresholds={"c99": 1}), "unknown threshold 'c99'"),
 ])
 def test_build_spec_rejects_bad_requests(kwargs, message):

@@ -183,7 +183,7 @@ def test_config_defaults_per_dataset_and_method():
     ({"method": "pgd-at", "sinkhorn": "converge"}, "sinkhorn do(es) not apply to method 'pgd-at'"),
     ({"method": "standard", "steps": 3}, "steps do(es) not apply"),
     ({"eps": 2.0}, "eps must be in (0, 1]"),
-    ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
+    ({"dataset": "tinyimagenet"}, "unknown dataset 'tinyimagenet'"),
     ({"arch": "vgg"}, "unknown architecture 'vgg'"),
     ({"method": "feature-scatter", "sinkhorn": "exact"}, "unknown Sinkhorn mode 'exact'"),
 ])
