@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from serve_process import ServeProcess
 
 pytestmark = pytest.mark.browser
 
@@ -36,12 +33,6 @@ def _missing(what: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(what)
     pytest.skip(what)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -89,42 +80,11 @@ def server(tmp_path_factory):
     """`robaudit serve` on a free port with a temp data folder. While it boots, the two checkpoints
     are trained here. Yields (base URL, API client with the token, checkpoint paths)."""
     data = tmp_path_factory.mktemp("robaudit-data")
-    port = _free_port()
-    env = {**os.environ, "ROBAUDIT_API_TOKEN": TOKEN, "ROBAUDIT_READS_REQUIRE_TOKEN": "1",
-           "ROBAUDIT_DEVICE": "cpu", "ROBAUDIT_PROGRESS_INTERVAL": "0.3", "OMP_NUM_THREADS": "1",
-           "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"}
-    env.pop("DATABASE_URL", None)
-    env.pop("REDIS_URL", None)
-    log = (data / "serve.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "robaudit.cli", "serve", "--data-dir", str(data),
-                             "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    api = httpx.Client(base_url=base + "/api/v1", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
-    try:
+    env = {"ROBAUDIT_READS_REQUIRE_TOKEN": "1", "ROBAUDIT_PROGRESS_INTERVAL": "0.3"}
+    with ServeProcess(data, data_dir=data, token=TOKEN, env=env, wait=False) as serve:
         checkpoints = _train_checkpoints(tmp_path_factory.mktemp("ckpt"))
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, f"robaudit serve exited:\n{(data / 'serve.log').read_text()[-3000:]}"
-            try:
-                health = api.get("/health").json()
-                if health.get("workers"):
-                    break
-            except (httpx.HTTPError, ValueError):
-                pass
-            assert time.monotonic() < deadline, f"no worker after 90 s:\n{(data / 'serve.log').read_text()[-3000:]}"
-            time.sleep(0.5)
-        yield base, api, checkpoints
-    finally:
-        api.close()
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGINT)          # serve stops its worker on Ctrl-C
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        log.close()
+        serve.wait_for_worker()
+        yield serve.base_url, serve.client, checkpoints
 
 
 @pytest.fixture(scope="module")

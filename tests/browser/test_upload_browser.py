@@ -14,16 +14,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import socket
 import struct
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
+from serve_process import ServeProcess
 
 pytestmark = pytest.mark.browser
 
@@ -47,12 +43,6 @@ def _missing(what: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(what)
     pytest.skip(what)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- files
@@ -117,39 +107,9 @@ def server(tmp_path_factory):
     """`robaudit serve` on a free port; no torchvision datasets on disk (mnist10k is bundled)."""
     data = tmp_path_factory.mktemp("robaudit-data")
     empty = tmp_path_factory.mktemp("no-datasets")
-    port = _free_port()
-    env = {**os.environ, "ROBAUDIT_API_TOKEN": TOKEN, "ROBAUDIT_DEVICE": "cpu", "ROBAUDIT_PROGRESS_INTERVAL": "0.3",
-           "ROBAUDIT_DATASETS_DIR": str(empty), "OMP_NUM_THREADS": "1", "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"}
-    env.pop("DATABASE_URL", None)
-    env.pop("REDIS_URL", None)
-    log = (data / "serve.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "robaudit.cli", "serve", "--data-dir", str(data),
-                             "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    api = httpx.Client(base_url=base + "/api/v1", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, f"robaudit serve exited:\n{(data / 'serve.log').read_text()[-3000:]}"
-            try:
-                if api.get("/health").json().get("workers"):
-                    break
-            except (httpx.HTTPError, ValueError):
-                pass
-            assert time.monotonic() < deadline, f"no worker after 90 s:\n{(data / 'serve.log').read_text()[-3000:]}"
-            time.sleep(0.5)
-        yield base, api
-    finally:
-        api.close()
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGINT)          # serve stops its worker on Ctrl-C
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        log.close()
+    env = {"ROBAUDIT_PROGRESS_INTERVAL": "0.3", "ROBAUDIT_DATASETS_DIR": str(empty)}
+    with ServeProcess(data, data_dir=data, token=TOKEN, env=env) as serve:
+        yield serve.base_url, serve.client
 
 
 @pytest.fixture(scope="module")

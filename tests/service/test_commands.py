@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
+from serve_process import ServeProcess
 
 from robaudit.backend.app import crud
 from robaudit.backend.app.core.db import run_migrations, session_factory
@@ -54,45 +54,30 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.parametrize("stop", ["ctrl-c", "sigterm", "sigkill"])
 def test_serve_starts_api_and_worker_and_stopping_it_stops_everything(tmp_path, stop):
-    port = free_port()
-    proc = subprocess.Popen([*ROBAUDIT, "serve", "--port", str(port), "--data-dir", str(tmp_path / "var")],
-                            env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 90
-        health = None
-        while time.monotonic() < deadline:
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2).json()
-                if health["workers"]:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, proc.stdout.read()
-            time.sleep(0.5)
-        assert health and health["status"] == "ok", health
+    with ServeProcess(tmp_path, data_dir=tmp_path / "var", token=None) as serve:
+        health = serve.client.get("/health").json()
+        assert health["status"] == "ok", health
         token_file = tmp_path / "var" / "api_token"
         assert token_file.exists() and oct(token_file.stat().st_mode & 0o777) == "0o600"
-        started = _descendants(proc.pid)
+        started = _descendants(serve.pid)
         assert started, "serve started no worker process"
         assert any(health["workers"][0]["pid"] == pid for pid in started)
 
         if stop == "sigkill":   # serve cannot clean up: the worker notices its parent is gone
-            proc.kill()
-            proc.wait(timeout=10)
+            serve.proc.kill()
+            serve.proc.wait(timeout=10)
             deadline = time.monotonic() + 30
             while [pid for pid in started if _alive(pid)] and time.monotonic() < deadline:
                 time.sleep(0.5)
             assert not [pid for pid in started if _alive(pid)], "the worker outlived a SIGKILLed serve"
             return
-        proc.send_signal(signal.SIGINT if stop == "ctrl-c" else signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
-        output = proc.stdout.read()
-        time.sleep(0.5)
-        assert not [pid for pid in started if _alive(pid)], output
-        assert token_file.read_text().strip() in output   # the generated token was shown once
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        serve.stop(signal.SIGINT if stop == "ctrl-c" else signal.SIGTERM, timeout=20)
+        assert serve.proc.returncode == 0, serve.output[-3000:]
+        deadline = time.monotonic() + 10
+        while [pid for pid in started if _alive(pid)] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in started if _alive(pid)], serve.output[-3000:]
+        assert token_file.read_text().strip() in serve.output   # the generated token was shown once
 
 
 def test_demo_quick_trains_audits_and_reports(tmp_path):

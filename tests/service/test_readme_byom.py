@@ -4,16 +4,11 @@ then upload it to a running `robaudit serve` and push the Python results there."
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
-import sys
-import time
-from pathlib import Path
 
-import httpx
 import pytest
+from serve_process import ServeProcess
 
 from .conftest import free_port
 from .test_readme_walkthrough import README, walkthrough_script
@@ -36,27 +31,10 @@ def test_the_bring_your_own_model_walkthrough_runs_as_pasted(tmp_path):
     setup = walkthrough_script().split("\ncurl -s $API/health")[0]   # API, TOKEN, AUTH, field, wait_for
     commands = "\n".join(re.findall(r"```sh\n(.*?)```", section, flags=re.S))
     script = (setup + "\n" + commands).replace("http://127.0.0.1:8000", f"http://127.0.0.1:{port}")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("REDIS_URL", "DATABASE_URL", "ROBAUDIT_API_TOKEN", "ROBAUDIT_DATA_DIR")}
-    env.update(ROBAUDIT_TORCH_THREADS="1", PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}")
-    serve = subprocess.Popen([sys.executable, "-m", "robaudit.cli", "serve", "--port", str(port)], cwd=tmp_path,
-                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2).json()["workers"]:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert serve.poll() is None and time.monotonic() < deadline, "robaudit serve did not come up"
-            time.sleep(0.5)
-        run = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env,
+    with ServeProcess(tmp_path, port=port, token=None) as serve:   # as the README starts it: no flags
+        run = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=serve.env,
                              capture_output=True, text=True, timeout=900)
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    finally:
-        os.killpg(serve.pid, signal.SIGINT)
-        serve.wait(timeout=60)
 
     out, err = run.stdout, run.stderr
     assert "smallcnn.pt: recognised trades-smallcnn" in err

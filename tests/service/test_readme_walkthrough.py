@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from serve_process import ServeProcess
 
 from .conftest import free_port
 
@@ -30,22 +27,8 @@ def test_the_readme_walkthrough_trains_uploads_evaluates_fetches_and_reports(tmp
     port = free_port()
     script = walkthrough_script().replace("http://127.0.0.1:8000", f"http://127.0.0.1:{port}")
     assert "trainings" in script and "checkpoints" in script and "/results" in script
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("REDIS_URL", "DATABASE_URL", "ROBAUDIT_API_TOKEN", "ROBAUDIT_DATA_DIR")}
-    env.update(ROBAUDIT_TORCH_THREADS="1", PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}")
-    serve = subprocess.Popen([sys.executable, "-m", "robaudit.cli", "serve", "--port", str(port)], cwd=tmp_path,
-                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2).json()["workers"]:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert serve.poll() is None and time.monotonic() < deadline, "robaudit serve did not come up"
-            time.sleep(0.5)
-        run = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env,
+    with ServeProcess(tmp_path, port=port, token=None) as serve:   # as the README starts it: no flags
+        run = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=serve.env,
                              capture_output=True, text=True, timeout=600)
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
         out = run.stdout
@@ -58,6 +41,3 @@ def test_the_readme_walkthrough_trains_uploads_evaluates_fetches_and_reports(tmp
         report = re.search(r"open (http://\S+/reports/\S+)", out).group(1)
         page = httpx.get(report, timeout=30)
         assert page.status_code == 200 and "FS vs PGD-AT" in page.text
-    finally:
-        os.killpg(serve.pid, signal.SIGINT)
-        serve.wait(timeout=60)
