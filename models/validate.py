@@ -18,10 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
@@ -35,26 +35,12 @@ from robaudit.models.checkpoint import (
     read_shapes,
     sniff_format,
 )
+from robaudit.models.dataset_shape import DatasetShape
 from robaudit.models.preprocessing import PREPROCESSING
 from robaudit.models.recognize import recognize
 from robaudit.models.registry import resolve_arch
 from robaudit.models.sandbox import limit_memory, out_of_memory, over_cap_message
 from robaudit.models.validate_onnx import inspect_onnx, validate_onnx
-
-
-class DatasetShape(Protocol):
-    """What the check needs to know of a dataset (robaudit.data.DatasetInfo has it)."""
-
-    @property
-    def num_classes(self) -> int: ...
-    @property
-    def in_channels(self) -> int: ...
-    @property
-    def size(self) -> int: ...
-    @property
-    def mean(self) -> Sequence[float]: ...
-    @property
-    def std(self) -> Sequence[float]: ...
 
 
 @dataclass(frozen=True)

@@ -10,27 +10,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
 from robaudit.models.checkpoint import CheckpointError, ForeignFile, load_checkpoint, onnx_metadata
+from robaudit.models.dataset_shape import DatasetShape
 from robaudit.models.onnx_model import load_onnx
 from robaudit.models.preprocessing import check_input_range
 
 ARCH = "onnx"   # the metadata's architecture for a converted graph (load_checkpoint does not use it)
 
 
-class _Dataset(Protocol):
-    @property
-    def num_classes(self) -> int: ...
-    @property
-    def in_channels(self) -> int: ...
-    @property
-    def size(self) -> int: ...
-
-
-def validate_onnx(path: Path, *, datasets: Mapping[str, _Dataset], dataset: str | None,
+def validate_onnx(path: Path, *, datasets: Mapping[str, DatasetShape], dataset: str | None,
                   preprocessing: str | None, mean: list[float] | None, std: list[float] | None,
                   input_range: list[float] | None = None) -> dict[str, Any]:
     """The validator's verdict for an ONNX file; raises CheckpointError with one line."""
@@ -49,7 +41,7 @@ def validate_onnx(path: Path, *, datasets: Mapping[str, _Dataset], dataset: str 
     return {"ok": True, "ext": "onnx", "embedded": False, "metadata": asdict(meta), "detected_arch": None}
 
 
-def inspect_onnx(path: Path, *, datasets: Mapping[str, _Dataset]) -> dict[str, Any]:
+def inspect_onnx(path: Path, *, datasets: Mapping[str, DatasetShape]) -> dict[str, Any]:
     """What the graph is: the datasets whose images it takes and whose classes it outputs."""
     net = load_onnx(path)
     fits: list[str] = []

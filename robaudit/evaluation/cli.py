@@ -138,7 +138,8 @@ def _load(path: str, device: str, arch: str | None, dataset: str | None, preproc
     checkpoint = Path(path)
     if not checkpoint.is_file():
         raise RobauditError(f"checkpoint not found: {path}")
-    described = None
+    foreign_meta: CheckpointMetadata | None = None   # None: the file's own robaudit metadata
+    detected: str | None = None
     if models.read_metadata(checkpoint) is None:
         if dataset is None:
             raise RobauditError(f"{checkpoint.name} carries no robaudit metadata: pass --dataset and "
@@ -149,21 +150,20 @@ def _load(path: str, device: str, arch: str | None, dataset: str | None, preproc
             input_size=data.size, preprocessing=preprocessing, mean=_floats(mean, "--mean"),
             std=_floats(std, "--std"), input_range=_floats(input_range, "--input-range"))
         if sniff_format(checkpoint) == "onnx":   # a graph is its own architecture: nothing to recognise
-            model, meta = models.load_checkpoint(checkpoint, metadata=onnx_metadata(checkpoint, given), device=device)
-            return model, meta, {"path": str(checkpoint), "sha256": _sha256(checkpoint), "metadata": asdict(meta),
-                                 "detected_arch": None}
-        shapes, original = read_shapes(checkpoint)
-        described = describe_foreign(shapes, original, given, checkpoint.name)
-        if described.detected_arch is not None:
-            print(f"{checkpoint.name}: {described.message}; using {described.detected_arch}", file=sys.stderr)
+            foreign_meta = onnx_metadata(checkpoint, given)
+        else:
+            shapes, original = read_shapes(checkpoint)
+            described = describe_foreign(shapes, original, given, checkpoint.name)
+            foreign_meta, detected = described.metadata, described.detected_arch
+            if detected is not None:
+                print(f"{checkpoint.name}: {described.message}; using {detected}", file=sys.stderr)
     elif not surrogate and (preprocessing is not None or mean is not None or std is not None
                             or input_range is not None):
         raise RobauditError(f"{checkpoint.name} states its own preprocessing in its robaudit metadata; "
                             "drop --preprocessing/--mean/--std/--input-range")
-    model, meta = models.load_checkpoint(checkpoint, metadata=described.metadata if described else None,
-                                         device=device)
+    model, meta = models.load_checkpoint(checkpoint, metadata=foreign_meta, device=device)
     return model, meta, {"path": str(checkpoint), "sha256": _sha256(checkpoint), "metadata": asdict(meta),
-                         "detected_arch": described.detected_arch if described else None}
+                         "detected_arch": detected}
 
 
 def _thresholds(items: list[str]) -> dict[str, Any]:

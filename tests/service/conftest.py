@@ -18,6 +18,7 @@ import pytest
 import redis
 import torch
 import torch.nn.functional as F
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 import robaudit
@@ -25,6 +26,7 @@ from robaudit.backend.app import crud
 from robaudit.backend.app.core import db as dbmod
 from robaudit.backend.app.core.config import Settings
 from robaudit.backend.app.core.db import session_factory
+from robaudit.backend.app.main import create_app
 from robaudit.data import dataset_info
 from robaudit.launch.service import EmbeddedService
 from robaudit.launch.worker import celery_argv, worker_env
@@ -101,6 +103,19 @@ def any_db_settings(request, tmp_path):
 @pytest.fixture
 def auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    """SQLite in a temp folder; a module overrides this fixture to change a setting."""
+    return make_settings(tmp_path / "data")
+
+
+@pytest.fixture
+def client(settings, auth):
+    """The app in-process (no janitor thread), with the token."""
+    with TestClient(create_app(settings, janitor=False), headers=auth) as c:
+        yield c
 
 
 def save_smallcnn(path: Path, *, seed: int = 0, dataset: str = "mnist10k", metadata: bool = True) -> Path:

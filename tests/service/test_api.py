@@ -22,17 +22,6 @@ MNIST_META = {"arch": "smallcnn", "dataset": "mnist10k", "num_classes": 10, "in_
 
 
 @pytest.fixture
-def settings(tmp_path):
-    return make_settings(tmp_path / "data")
-
-
-@pytest.fixture
-def client(settings, auth):
-    with TestClient(create_app(settings, janitor=False), headers=auth) as c:
-        yield c
-
-
-@pytest.fixture
 def checkpoint_id(settings, client):
     with session_factory(settings)() as s:
         row, _ = crud.create_checkpoint(session=s, sha256="b" * 64, name="m", filename="m.safetensors",

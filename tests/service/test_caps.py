@@ -9,7 +9,7 @@ from robaudit.backend.app.core.config import Settings
 from robaudit.backend.app.main import create_app
 
 from .conftest import make_settings
-from .test_api import MNIST_META, _jobs, checkpoint_id, client, settings  # noqa: F401 (fixtures)
+from .test_api import MNIST_META, _jobs, checkpoint_id  # noqa: F401 (fixture)
 
 
 @pytest.mark.parametrize("body, message", [

@@ -10,9 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from fastapi.testclient import TestClient
-
-from robaudit.backend.app.main import create_app
 
 from .conftest import make_settings, save_smallcnn
 
@@ -20,12 +17,6 @@ from .conftest import make_settings, save_smallcnn
 @pytest.fixture
 def settings(tmp_path):
     return make_settings(tmp_path / "data", max_upload_mb=2.0)
-
-
-@pytest.fixture
-def client(settings, auth):
-    with TestClient(create_app(settings, janitor=False), headers=auth) as c:
-        yield c
 
 
 def _files(settings) -> list[Path]:

@@ -28,12 +28,6 @@ def settings(tmp_path):
     return make_settings(tmp_path / "data", max_upload_mb=4.0, datasets_dir=tmp_path / "no-datasets")
 
 
-@pytest.fixture
-def client(settings, auth):
-    with TestClient(create_app(settings, janitor=False), headers=auth) as c:
-        yield c
-
-
 @pytest.fixture(scope="module")
 def trained_net(trained_checkpoint) -> dict[str, torch.Tensor]:
     """The bare network of a SmallCNN trained on [0, 1] MNIST digits (~85% clean): the state_dict a

@@ -24,12 +24,6 @@ def settings(tmp_path):
     return make_settings(tmp_path / "data", max_upload_mb=8.0)
 
 
-@pytest.fixture
-def client(settings, auth):
-    with TestClient(create_app(settings, janitor=False), headers=auth) as c:
-        yield c
-
-
 def _post(client, filename: str, data: bytes, **fields):
     return client.post("/api/v1/checkpoints", files={"file": (filename, data, "application/octet-stream")},
                        data=fields)
