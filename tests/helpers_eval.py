@@ -15,8 +15,9 @@ from robaudit import models
 
 
 def without_timings(results: dict) -> dict:
-    """A results JSON minus ``timing``: what must be equal between runs (resumed, sharded, refactored)."""
-    return {k: v for k, v in results.items() if k != "timing"}
+    """A results JSON minus ``timing`` and ``provenance`` (when, where and with which versions it ran):
+    what must be equal between runs (resumed, sharded, refactored)."""
+    return {k: v for k, v in results.items() if k not in ("timing", "provenance")}
 
 
 @functools.cache

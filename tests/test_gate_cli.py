@@ -40,9 +40,13 @@ def test_exit_0_when_the_gate_passes_1_when_it_fails_with_reports(evaluate, tmp_
     assert evaluate("--fail-under", "0", "--junit", str(junit), "--summary-md", str(md)) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert "gate" not in results       # the gate sits next to the results, not in them
+    # The results say which file they measured, and the table prints each accuracy's interval.
+    assert results["provenance"]["checkpoint_sha256"] == results["checkpoint"]["sha256"]
     worst = next(r["robust_accuracy"] for r in results["worst_case"] if r["eps"] == 0.1 and r["n"] == 16)
     assert worst < 1.0                 # so --fail-under 100% below must fail
-    assert "gate: passed" in capsys.readouterr().err
+    out = capsys.readouterr()
+    assert "gate: passed" in out.err
+    assert "95% CI" in out.out
     assert ET.parse(junit).getroot().get("failures") == "0"
     assert md.read_text().startswith("### robaudit gate passed: standard.safetensors on mnist10k")
 

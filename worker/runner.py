@@ -245,6 +245,9 @@ def _merge(settings: Settings, ctx: JobContext, job_id: int, config: dict[str, A
     results = merge(spec, plan["n"], plan["fingerprint"],
                     SqlStore(settings, job_id), outcomes)
     with ctx.Session() as s:
+        job = s.get_one(Job, job_id)
+        results["provenance"]["checkpoint_sha256"] = job.checkpoint.sha256 if job.checkpoint else None
+    with ctx.Session() as s:
         crud.store_results(session=s, job_id=job_id, results=results)
         # Results and the status change commit together, or not at all (another delivery owns the job).
         if not crud.finish_job(session=s, job_id=job_id, task_id=ctx.task_id, status="succeeded",

@@ -166,6 +166,14 @@ def _load(path: str, device: str, arch: str | None, dataset: str | None, preproc
                          "detected_arch": detected}
 
 
+def _ci_cell(interval: list[float] | None) -> str:
+    return "-" if not interval else f"[{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
+
+
+def _ci_text(interval: list[float] | None) -> str:
+    return "" if not interval else f" (95% CI {100 * interval[0]:.1f} to {100 * interval[1]:.1f} %)"
+
+
 def _thresholds(items: list[str]) -> dict[str, Any]:
     overrides = {}
     for item in items:
@@ -222,14 +230,16 @@ def format_summary(results: dict[str, Any]) -> str:
     ck = results.get("checkpoint")
     head = f"{Path(ck['path']).name} on " if ck else ""
     lines.append(f"{head}{results['dataset']}, {results['test_points']}; preset {results['config']['preset'] or '-'}")
-    lines.append(f"clean accuracy {100 * results['clean_accuracy']:.2f} %")
+    clean_ci = _ci_text(results.get("clean_accuracy_ci95"))
+    lines.append(f"clean accuracy {100 * results['clean_accuracy']:.2f} %{clean_ci}")
     for warning in results.get("warnings", []):
         lines.append(f"WARNING: {warning}")
     levers = _levers(results["config"])
     if levers:
         lines.append(f"run with: {levers}")
     lines.append("")
-    header = f"{'attack':<22}{'eps':>8}{'steps':>7}{'restarts':>10}{'alpha':>9}{'robust acc':>12}{'n':>7}"
+    header = (f"{'attack':<22}{'eps':>8}{'steps':>7}{'restarts':>10}{'alpha':>9}{'robust acc':>12}{'95% CI':>16}"
+              f"{'n':>7}")
     lines.append(header)
     lines.append("-" * len(header))
 
@@ -238,11 +248,16 @@ def format_summary(results: dict[str, Any]) -> str:
 
     for row in results["summary"]:
         lines.append(f"{row['attack']:<22}{row['eps']:>8.4g}{cell(row['steps'], 'd'):>7}{row['restarts']:>10d}"
-                     f"{cell(row['alpha'], '.4g'):>9}{100 * row['robust_accuracy']:>10.2f} %{row['n']:>7d}")
+                     f"{cell(row['alpha'], '.4g'):>9}{100 * row['robust_accuracy']:>10.2f} %"
+                     f"{_ci_cell(row.get('ci95')):>16}{row['n']:>7d}")
     for row in results["worst_case"]:
         label = "worst case" if row["n"] == results["n"] else f"worst case, first {row['n']}"
         lines.append(f"{label:<22}{row['eps']:>8.4g}{'':>7}{'':>10}{'':>9}"
-                     f"{100 * row['robust_accuracy']:>10.2f} %{row['n']:>7d}")
+                     f"{100 * row['robust_accuracy']:>10.2f} %{_ci_cell(row.get('ci95')):>16}{row['n']:>7d}")
+    for gap in results.get("gaps", []):
+        low, high = (100 * v for v in gap["ci95"])
+        lines.append(f"PGD-20 minus the {gap['second']} at eps {gap['eps']:.4g}: {100 * gap['difference']:+.1f} pp "
+                     f"(95% CI {low:+.1f} to {high:+.1f}, paired, {gap['n']} points)")
     diag = results["diagnostics"]
     lines.append("")
     lines.append(f"verdict: {diag['verdict']}")
@@ -288,6 +303,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         close()
     results["checkpoint"] = info
+    results["provenance"]["checkpoint_sha256"] = info["sha256"]
     if surrogate_info is not None:
         results["surrogate"] = surrogate_info
     gate = check_gate(results, GateSettings(fail_under=args.fail_under, fail_on=args.fail_on))

@@ -31,12 +31,13 @@ from torch import nn
 
 from robaudit.attacks.common import eval_mode
 from robaudit.errors import RobauditError
-from robaudit.evaluation import probes
+from robaudit.evaluation import probes, provenance
 from robaudit.evaluation.accel import prepare_model, unwrap  # accel:
 from robaudit.evaluation.aggregate import Aggregate
 from robaudit.evaluation.autobatch import default_cache_path, resolve_batch_size  # accel:
 from robaudit.evaluation.batches import Batches, data_fingerprint
 from robaudit.evaluation.diagnostics import clean_check_of, run_diagnostics
+from robaudit.evaluation.intervals import add_intervals
 from robaudit.evaluation.presets import EvalSpec
 from robaudit.evaluation.progress import EvalProgress, Progress
 from robaudit.evaluation.results import decode_bits, encode_bits
@@ -121,6 +122,7 @@ class Prepared:
     n: int
     fingerprint: str
     device: torch.device
+    points_sha256: str = ""
 
 
 def prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec,
@@ -137,7 +139,8 @@ def prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec,
     model = prepare_model(model, spec, device, sample=x[:2])   # the model itself when no lever is asked for
     if resolve_batch_size_here:   # a shard of a planned evaluation keeps the planned size instead
         spec = resolve_batch_size(spec, model, x, device, default_cache_path())   # unchanged unless auto
-    return Prepared(Inputs(model, x, y, surrogate), spec, n, data_fingerprint(model, x, y, surrogate), device)
+    return Prepared(Inputs(model, x, y, surrogate), spec, n, data_fingerprint(model, x, y, surrogate), device,
+                    provenance.points_sha256(x, y))
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec, *, surrogate: nn.Module | None = None,
@@ -169,14 +172,18 @@ def evaluate_shard(prepared: Prepared, *, shard: Range | None = None, store: Sto
 
 def _shard(prepared: Prepared, spec: EvalSpec, shard: Range | None, store: Store,
            report: Callable[[EvalProgress], None] | None, should_stop: Callable[[], bool] | None) -> ShardOutcome:
+    started_at = provenance.now()
     progress = Progress(report, should_stop)
     batches = Batches(store, prepared.fingerprint, prepared.n, spec.batch_size, spec.seed, progress, shard=shard)
     run = Run(prepared.inputs, spec, prepared.n, prepared.device, batches, progress, Aggregate())
     progress.total = estimate_units(spec, batches.first, batches.last)
     _passes(run)
     progress.finish()
+    record = {"software": provenance.software(), "machine": provenance.machine(prepared.device, spec.precision),
+              "points_sha256": prepared.points_sha256, "started_at": started_at, "finished_at": provenance.now()}
     return ShardOutcome(batches.first, batches.last, prepared.fingerprint, round(progress.elapsed(), 3),
-                        {k: round(v, 3) for k, v in progress.timing.items()}, batches.computed, batches.reused)
+                        {k: round(v, 3) for k, v in progress.timing.items()}, batches.computed, batches.reused,
+                        provenance=record)
 
 
 def merge(spec: EvalSpec, n: int, fingerprint: str, store: Store, shards: list[ShardOutcome]) -> dict[str, Any]:
@@ -199,11 +206,14 @@ def merge(spec: EvalSpec, n: int, fingerprint: str, store: Store, shards: list[S
     run = Run(None, spec, n, torch.device("cpu"), batches, progress, Aggregate())
     _passes(run)
     results = run.out.results(spec, run.clean, run.num_classes, {})
+    add_intervals(results)
     check = clean_check_of(results)
     results["clean_check"] = check
     results["warnings"] = [check["message"]] if check is not None and check["suspect"] else []
     results["diagnostics"] = run_diagnostics(results, spec.thresholds)
     results["timing"] = merged_timing(shards, time.monotonic() - started)
+    results["provenance"] = provenance.merge_provenance(dataset=spec.dataset, n=n, seed=spec.seed,
+                                                        shards=[s.provenance or {} for s in shards])
     return results
 
 

@@ -131,20 +131,29 @@ def results_to_csv(results: Mapping[str, Any], path: str | os.PathLike[str] | No
     """The summary rows, then one worst-case row per eps, as CSV text (also written to ``path`` if given)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow((*SUMMARY_COLUMNS, "kind", "loss", "note"))
-    writer.writerow(("clean", "", "", "", "", _fmt(results.get("clean_accuracy")), results.get("n", ""),
-                     "clean", "", ""))
+    writer.writerow((*SUMMARY_COLUMNS, "ci95_low", "ci95_high", "kind", "loss", "note"))
+    n = results.get("n", "")
+    writer.writerow(("clean", "", "", "", "", _fmt(results.get("clean_accuracy")), n,
+                     *_ci(results.get("clean_accuracy_ci95")), "clean", "", ""))
     for row in results.get("summary", []):
-        writer.writerow((*(_fmt(row.get(col)) for col in SUMMARY_COLUMNS), "attack", row.get("loss") or "",
-                         row.get("note") or ""))
+        writer.writerow((*(_fmt(row.get(col)) for col in SUMMARY_COLUMNS), *_ci(row.get("ci95")), "attack",
+                         row.get("loss") or "", row.get("note") or ""))
     for row in results.get("worst_case", []):
         writer.writerow(("worst-case", _fmt(row["eps"]), "", "", "", _fmt(row["robust_accuracy"]), row["n"],
-                         "worst_case", "", f"min over {len(row.get('attacks', []))} attack runs"))
+                         *_ci(row.get("ci95")), "worst_case", "",
+                         f"min over {len(row.get('attacks', []))} attack runs"))
     text = out.getvalue()
     if path is not None:
         with open(path, "w", newline="") as fh:
             fh.write(text)
     return text
+
+
+def _ci(interval: object) -> tuple[str, str]:
+    """The two CSV cells of a ``ci95`` (empty for results written before intervals existed)."""
+    if isinstance(interval, list | tuple) and len(interval) == 2:
+        return _fmt(float(interval[0])), _fmt(float(interval[1]))
+    return "", ""
 
 
 def _fmt(value: object) -> str:

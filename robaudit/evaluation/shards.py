@@ -32,6 +32,7 @@ class ShardOutcome:
     computed_batches: int = 0
     reused_batches: int = 0
     worker: str | None = None
+    provenance: dict[str, Any] | None = None   # software, machine, points hash, wall-clock span
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
