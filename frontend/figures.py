@@ -132,7 +132,7 @@ def _eps_ticks(grid: Sequence[float]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- figures
 
 # Shown when the chart opens; every other attack is in the legend, one click away.
-DEFAULT_VISIBLE = ("PGD-20", "worst case")
+DEFAULT_VISIBLE = ("PGD-20", "PGD-20 ε-curve", "worst case")
 
 
 def _default_visible(m: Model, series: Sequence[R.EpsSeries]) -> set[str]:
@@ -194,7 +194,7 @@ def accuracy_vs_eps(models: Sequence[Model], colors: Mapping[str, str] | None = 
     if not traces:
         return None
     grid.sort()
-    layout = _base_layout("Robust accuracy vs ε", EPS_AXIS, ACC_AXIS)
+    layout = _base_layout("Robust accuracy vs ε", EPS_AXIS, ACC_AXIS, height=440)
     layout["xaxis"].update(_eps_ticks(grid))
     layout["xaxis"]["rangemode"] = "tozero"
     # No fixed x range: hidden (legend-only) traces do not stretch the axis, so it opens on the
@@ -265,7 +265,8 @@ def accuracy_vs_steps(models: Sequence[Model], colors: Mapping[str, str] | None 
             continue
         seen.add(m.label)
         annotations.append(_falling_annotation(drop, m, c, ys, multi=len(models) > 1, stacked=len(annotations)))
-    layout = _base_layout("Robust accuracy vs attack steps (at the ladder ε)", "attack steps (log scale)", ACC_AXIS)
+    layout = _base_layout("Robust accuracy vs attack steps (at the ladder ε)", "attack steps (log scale)", ACC_AXIS,
+                          height=400)
     ticks = sorted(all_steps)
     layout["xaxis"].update({"type": "log"})
     if len(ticks) <= 12:
@@ -324,7 +325,7 @@ def attack_ladder(models: Sequence[Model], colors: Mapping[str, str] | None = No
         })
     layout = _base_layout("Attack ladder (weakest to strongest; worst case per test point last)",
                           "attack (at each model's ladder ε)", "accuracy under attack (%)",
-                          barmode="group", bargap=0.2, bargroupgap=0.04)
+                          barmode="group", bargap=0.2, bargroupgap=0.04, height=400)
     layout["yaxis"]["range"] = [0, 108]
     layout["xaxis"]["ticks"] = ""
     return {"data": traces, "layout": layout}
@@ -480,10 +481,13 @@ def pgd_overstatement(models: Sequence[Model], gaps: Mapping[str, Gap | None],
             gap = 100 * g.gap
             interval = (f" (95% CI {100 * g.low:.1f} to {100 * g.high:.1f})"
                         if g.low is not None and g.high is not None else "")
+            xs = [p[0] for p in points if p[0] is not None]
+            right = max(xs) < 55      # the label goes where there is room: right of the marks, else left
             annotations.append({
-                "x": (pgd + R.percent(g.worst)) / 2, "y": y, "xref": "x", "yref": "y", "yshift": 17,
+                "x": max(xs) if right else min(xs), "y": y, "xref": "x", "yref": "y",
+                "xanchor": "left" if right else "right", "xshift": 14 if right else -14,
                 "text": f"<b>{g.pgd_label} overstates by {gap:.1f} pp</b>{interval} at ε = {eps}",
-                "showarrow": False, "font": {"size": 12, "color": "#1f2933"},
+                "showarrow": False, "font": {"size": 12, "color": "#1f2933"}, "align": "left",
                 "hovertext": _esc(g.method) + (f", n = {g.n}" if g.n else ""),
             })
     layout = _base_layout(f"How much {rows[0][1].pgd_label} overstates robustness",
@@ -491,7 +495,7 @@ def pgd_overstatement(models: Sequence[Model], gaps: Mapping[str, Gap | None],
     layout["yaxis"].update({"type": "category", "autorange": "reversed", "showgrid": False, "ticks": "",
                             "automargin": True})
     layout["xaxis"]["range"] = [-2, 102]
-    layout["height"] = 150 + 80 * len(rows)
+    layout["height"] = 130 + 60 * len(rows)
     layout["margin"].update({"l": 24, "t": 56, "b": 56})
     layout["annotations"] = annotations
     layout["showlegend"] = False

@@ -358,7 +358,7 @@ def eps_series(m: Model) -> list[EpsSeries]:
     clean = clean_accuracy(m.results)
     out = []
     for rung, label, pts in raw:
-        pts = sorted(pts, key=lambda p: p[0])
+        pts = _one_per_eps(pts)
         curve = len(pts) > 1
         if curve and clean is not None:  # a curve starts at ε = 0 with the clean accuracy
             pts = [(0.0, {"robust_accuracy": clean, "_clean": True})] + [p for p in pts if p[0] > 0]
@@ -369,6 +369,19 @@ def eps_series(m: Model) -> list[EpsSeries]:
         pts = sorted(sanity[rung], key=lambda p: p[0])
         out.append(EpsSeries(rung, f"{rung.label} large-ε check", pts, curve=False, sanity=True))
     return out
+
+
+def _one_per_eps(pts: list[tuple[float, dict[str, Any]]]) -> list[tuple[float, dict[str, Any]]]:
+    """ε ascending, one point per ε: of two rows at one ε (the worst case over all points and over
+    AutoAttack's prefix, say) the one over more points, so no line runs straight up at one ε."""
+    best: list[tuple[float, dict[str, Any]]] = []
+    for e, row in sorted(pts, key=lambda p: p[0]):
+        if best and eps_equal(best[-1][0], e):
+            if (int_or_none(row.get("n")) or 0) > (int_or_none(best[-1][1].get("n")) or 0):
+                best[-1] = (e, row)
+        else:
+            best.append((e, row))
+    return best
 
 
 def is_sanity_run(row: Mapping[str, Any], results: Mapping[str, Any] | None = None) -> bool:

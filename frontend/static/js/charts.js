@@ -49,25 +49,29 @@
     if (printing) layout.width = width;
     if (width >= NARROW_PX) return layout;
     var count = legendEntries(fig);
-    var perRow = Math.max(1, Math.floor(width / 150));
-    var rows = Math.ceil(count.items / perRow) + count.groups;
-    var base = layout.height || 380;
+    var base = layout.height || 400;
     if (layout.showlegend !== false && count.items > 0) {
+      // Below the x-axis title, as tall as it needs (draw() grows the chart to fit it).
       layout.legend = Object.assign({}, layout.legend || {}, {
-        orientation: "h", x: 0, xanchor: "left", y: -0.18, yanchor: "top", font: { size: 11 }
+        orientation: "h", x: 0, xanchor: "left", y: -0.22, yanchor: "top", font: { size: 11 },
+        entrywidth: 104, maxheight: 4000,
+        // Entries flow in rows (grouped, each would take a row); the colour names the model.
+        traceorder: "normal"
       });
-      layout.height = base + 22 * rows + 30;
+      layout.height = base;
     }
     layout.margin = Object.assign({}, layout.margin || {}, { l: 48, r: 12 });
     if (layout.title && layout.title.text) {
       layout.title = Object.assign({}, layout.title, { text: wrap(layout.title.text, 42), font: { size: 14 } });
       layout.margin.t = Math.max(layout.margin.t || 0, 64);
     }
-    (layout.annotations || []).forEach(function (a) {
-      if (typeof a.text === "string") a.text = a.text.replace(" (95% CI", "<br>(95% CI");
-    });
-    if (fig.layout && fig.layout.annotations && fig.layout.height && layout.yaxis && layout.yaxis.type === "category") {
-      layout.height = Math.round(fig.layout.height * 1.35);   // the gap chart: two-line labels per row
+    if (layout.yaxis && layout.yaxis.type === "category" && layout.annotations) {
+      // The gap chart: each row's label above its marks, on two lines, from the left edge.
+      layout.annotations.forEach(function (a) {
+        if (typeof a.text === "string") a.text = a.text.replace(" (95% CI", "<br>(95% CI");
+        Object.assign(a, { xref: "paper", x: 0, xanchor: "left", xshift: 0, yshift: 26 });
+      });
+      layout.height = Math.round((layout.height || 300) * 1.5);
     }
     return layout;
   }
@@ -99,19 +103,41 @@
     };
   }
 
+  // A legend under the plot takes its room from the plot: give the chart that room back.
+  function fitLegend(target, layout) {
+    var legend = target.querySelector(".legend");
+    if (!legend) return;
+    var extra = Math.ceil(legend.getBoundingClientRect().height);
+    var want = (layout.height || 400) + extra;
+    if (Math.abs(want - target._fullLayout.height) > 4) {
+      return window.Plotly.relayout(target, { height: want });
+    }
+  }
+
   function draw(target) {
     var fig = figures[target.id];
     var closed = target.closest && target.closest("details:not([open])");
     if (closed) return;                                      // drawn when its details open
     var width = widthOf(target);
     var layout = layoutFor(fig, width);
+    var data = fig.data || [];
+    if (width < NARROW_PX) {
+      // Entries flow in rows there, so the group titles would sit among them.
+      data = data.map(function (t) {
+        if (!t.legendgrouptitle) return t;
+        var c = Object.assign({}, t);
+        delete c.legendgrouptitle;
+        return c;
+      });
+    }
     var config = Object.assign({}, CONFIG, { responsive: !printing });
     var first = target.getAttribute("data-rendered") !== "1";
     target.setAttribute("data-rendered", "1");
     target.setAttribute("data-layout", width < NARROW_PX ? "narrow" : "wide");
-    return window.Plotly.react(target, fig.data || [], layout, config).then(function () {
+    return window.Plotly.react(target, data, layout, config).then(function () {
       target.setAttribute("data-traces", String((fig.data || []).length));
       if (first && target.on) target.on("plotly_legendclick", onLegendClick(target));
+      if (width < NARROW_PX) return fitLegend(target, layout);
     });
   }
 
