@@ -81,13 +81,20 @@
   }
 
   // Clicking a legend group's title toggles every trace of that model; its hidden attacks come back
-  // as they were (PGD-20 and the worst case, or whatever was shown before).
-  function onLegendClick(target) {
+  // as they were (PGD-20 and the worst case, or whatever was shown before). Plotly gives a group title
+  // no click target of its own, so the click is caught on the chart (it survives legend redraws).
+  function onTitleClick(target) {
     return function (ev) {
-      if (ev.curveNumber !== undefined) return true;        // an item: Plotly toggles it alone
-      var datum = ev.node && ev.node.__data__ && ev.node.__data__[0];
-      var group = datum && datum.trace && datum.trace.legendgroup;
-      if (!group) return true;
+      var node = ev.target && ev.target.closest ? ev.target.closest("g.traces") : null;
+      var datum = node && node.__data__ && node.__data__[0];
+      if (!datum || !datum.groupTitle) return;
+      ev.stopPropagation();
+      toggleGroup(target, datum.trace && datum.trace.legendgroup);
+    };
+  }
+
+  function toggleGroup(target, group) {
+      if (!group) return;
       var idx = [];
       target.data.forEach(function (t, i) { if (t.legendgroup === group) idx.push(i); });
       var shown = idx.filter(function (i) { return target.data[i].visible === undefined || target.data[i].visible === true; });
@@ -99,8 +106,6 @@
         var back = target.__hiddenGroups[group] || idx;
         window.Plotly.restyle(target, { visible: true }, back);
       }
-      return false;
-    };
   }
 
   // A legend under the plot takes its room from the plot: give the chart that room back.
@@ -122,11 +127,12 @@
     var layout = layoutFor(fig, width);
     var data = fig.data || [];
     if (width < NARROW_PX) {
-      // Entries flow in rows there, so the group titles would sit among them.
+      // Entries flow in rows there, so the group titles would sit among them; bar numbers stand up.
       data = data.map(function (t) {
-        if (!t.legendgrouptitle) return t;
+        if (!t.legendgrouptitle && t.type !== "bar") return t;
         var c = Object.assign({}, t);
         delete c.legendgrouptitle;
+        if (c.type === "bar") c.textangle = -90;
         return c;
       });
     }
@@ -136,7 +142,7 @@
     target.setAttribute("data-layout", width < NARROW_PX ? "narrow" : "wide");
     return window.Plotly.react(target, data, layout, config).then(function () {
       target.setAttribute("data-traces", String((fig.data || []).length));
-      if (first && target.on) target.on("plotly_legendclick", onLegendClick(target));
+      if (first) target.addEventListener("click", onTitleClick(target), true);
       if (width < NARROW_PX) return fitLegend(target, layout);
     });
   }
