@@ -86,7 +86,7 @@ def _color(colors: Mapping[str, str] | None, m: Model) -> str:
 
 def _group(m: Model) -> dict[str, Any]:
     """Legend grouping of a model's traces: one group, titled by the model."""
-    return {"legendgroup": m.label, "legendgrouptitle": {"text": _esc(m.label)}}
+    return {"legendgroup": _esc(m.label), "legendgrouptitle": {"text": _esc(m.label)}}
 
 
 def _esc(s: Any) -> str:
@@ -316,7 +316,7 @@ def attack_ladder(models: Sequence[Model], colors: Mapping[str, str] | None = No
                              + f"<br>accuracy = {y:.2f}%")
         name = f"{_esc(m.label)} (ε = {R.eps_short(eps)})" if eps is not None else _esc(m.label)
         traces.append({
-            "type": "bar", "name": name, "legendgroup": m.label, "x": categories, "y": ys,
+            "type": "bar", "name": name, "legendgroup": _esc(m.label), "x": categories, "y": ys,
             "text": texts, "textposition": "outside", "cliponaxis": False, "textfont": {"size": 11},
             "hovertext": hover, "hovertemplate": "%{hovertext}<extra></extra>",
             "marker": {"color": _color(colors, m), "line": {"color": "#1f2933", "width": 0.5},
@@ -355,7 +355,8 @@ def training_curves(m: Model, color: str | None = None) -> dict[str, Any] | None
             continue
         all_y.extend(ys)
         traces.append({
-            "type": "scatter", "mode": "lines+markers", "name": name, "legendgroup": m.label, "x": epochs, "y": ys,
+            "type": "scatter", "mode": "lines+markers", "name": name, "legendgroup": _esc(m.label),
+            "x": epochs, "y": ys,
             "hovertemplate": f"epoch %{{x}}<br>{name} = %{{y:.2f}}%<extra>{_esc(m.label)}</extra>",
             "line": {"color": color, "dash": dash, "width": 2},
             "marker": {"color": color, "symbol": symbol, "size": 7, "line": {"width": 1.5, "color": color}},
@@ -465,13 +466,13 @@ def pgd_overstatement(models: Sequence[Model], gaps: Mapping[str, Gap | None],
         if g.worst is not None:
             traces.append({
                 "type": "scatter", "mode": "lines", "x": [R.percent(g.worst), pgd], "y": [y, y],
-                "legendgroup": m.label, "showlegend": False, "hoverinfo": "skip",
+                "legendgroup": _esc(m.label), "showlegend": False, "hoverinfo": "skip",
                 "line": {"color": color, "width": 10}, "opacity": 0.3,
             })
         hover = [f"<b>{_esc(m.label)}</b><br>{what} at ε = {R.eps_text(g.eps)}: {v:.1f}%"
                  + (f" (n = {n})" if n else "") for v, _, what, n in points]
         traces.append({
-            "type": "scatter", "mode": "markers", "name": _esc(m.label), "legendgroup": m.label,
+            "type": "scatter", "mode": "markers", "name": _esc(m.label), "legendgroup": _esc(m.label),
             "x": [p[0] for p in points], "y": [y] * len(points), "text": hover,
             "hovertemplate": "%{text}<extra></extra>",
             "marker": {"color": color, "symbol": [p[1] for p in points], "size": 15,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "frontend"))
-from frontend_fixtures import demo_payload, seed_report, serving  # noqa: E402
+from frontend_fixtures import demo_payload, seed_report, serving
 
 pytestmark = pytest.mark.browser
 
