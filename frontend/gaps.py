@@ -128,10 +128,10 @@ def pgd_gap(results: Mapping[str, Any] | None) -> Gap | None:
         return None
     stored = results.get(SUMMARY_KEY)
     if isinstance(stored, Mapping):
-        try:
-            return Gap(**{k: stored.get(k) for k in Gap.__dataclass_fields__})
-        except TypeError:
+        fields: dict[str, Any] = {k: stored.get(k) for k in Gap.__dataclass_fields__}
+        if R.to_float(fields["eps"]) is None or R.to_float(fields["pgd"]) is None:
             return None
+        return Gap(**fields)
     eps = R.headline_eps(results)
     if eps is None:
         return None
