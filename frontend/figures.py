@@ -5,9 +5,12 @@ returns ``{"data": [...], "layout": {...}}`` ready for ``Plotly.newPlot``, or ``
 nothing to draw. No builder touches the network, the database or the file system, so the same
 figures serve the live pages, the share page and the self-contained HTML export.
 
-Encoding conventions, the same in every chart:
-- colour = attack family (Okabe-Ito, colour-blind safe), so "AutoAttack" is always vermillion;
-- marker symbol and line dash = model, so overlaid models stay distinguishable in greyscale;
+Encoding conventions, the same in every chart of a report:
+- colour = model (Okabe-Ito, colour-blind safe, ``model_colors``), the same in every chart and in the
+  summary table's swatch; every trace of a model carries ``legendgroup`` = its label, so one click on
+  the model's group title hides or shows it;
+- marker symbol and line dash = attack (``attack_style``), so the attacks of one model stay apart
+  and the charts still read in greyscale; the ladder's bars carry the attack as a hatch pattern;
 - accuracies are shown in percent; ε in the [0, 1] pixel scale (hover also gives x/255).
 """
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from robaudit.frontend import results_view as R
+from robaudit.frontend.gaps import Gap
 from robaudit.frontend.results_view import Model, Rung
 
 # Okabe & Ito (2008), "Color Universal Design".
@@ -32,42 +36,57 @@ OKABE_ITO = {
     "grey": "#999999",
 }
 
-SYMBOLS = ["circle", "square", "diamond", "triangle-up", "x", "star", "triangle-down", "cross", "pentagon", "hexagon"]
-DASHES = ["solid", "dash", "dot", "dashdot", "longdash", "longdashdot"]
 
 EPS_AXIS = "ε (L∞, pixel scale [0, 1])"
 ACC_AXIS = "robust accuracy (%)"
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
 
-# Per attack family (robaudit.evaluation.registry): colour, bar pattern, marker and line dash.
-FAMILY_COLORS = {
-    "clean": OKABE_ITO["grey"], "fgsm": OKABE_ITO["orange"], "rs-fgsm": "#B07A00", "pgd": OKABE_ITO["sky_blue"],
-    "cw": "#00735A", "apgd-ce": OKABE_ITO["blue"], "apgd-dlr": OKABE_ITO["blue"], "fab": OKABE_ITO["reddish_purple"],
-    "square": OKABE_ITO["yellow"], "autoattack": OKABE_ITO["vermillion"], "aa-stage": "#E8956B",
-    "transfer": OKABE_ITO["reddish_purple"], "noise": OKABE_ITO["yellow"], "worst": OKABE_ITO["black"],
-}
-# Bar fill patterns, so the ladder reads without colour too.
+# Model colours, in the order models appear in a report: Okabe-Ito without its yellow (too light on
+# white for lines); a ninth model starts the cycle again. app.css repeats them for the table swatches
+# (.swatch.m0 ... .m7).
+MODEL_COLORS = [OKABE_ITO[k] for k in ("blue", "vermillion", "bluish_green", "reddish_purple", "orange",
+                                         "sky_blue", "black", "grey")]
+# Reference lines that belong to no model (learning-rate changes, published numbers).
+NEUTRAL = "#52606d"
+
+# Per attack family (robaudit.evaluation.registry): bar pattern, marker and line dash.
 FAMILY_PATTERNS = {
     "clean": "", "fgsm": "/", "rs-fgsm": "/", "pgd": "", "cw": "x", "autoattack": ".", "worst": "",
     "transfer": "-", "noise": "+", "square": "|", "apgd-ce": "\\", "apgd-dlr": "\\", "fab": "-",
 }
-FAMILY_SYMBOLS = {"clean": "circle", "fgsm": "triangle-up", "rs-fgsm": "triangle-down", "pgd": "circle",
-                  "cw": "square", "autoattack": "diamond", "worst": "x", "noise": "cross", "transfer": "star"}
-FAMILY_DASHES = {"worst": "solid", "autoattack": "dash", "cw": "dot", "fgsm": "dashdot"}
+FAMILY_SYMBOLS = {"clean": "circle-open", "fgsm": "triangle-up", "rs-fgsm": "triangle-down", "pgd": "circle",
+                  "cw": "square", "autoattack": "diamond", "worst": "x", "noise": "cross", "transfer": "star",
+                  "square": "square-open", "apgd-ce": "hexagon", "apgd-dlr": "hexagon-open", "fab": "pentagon"}
+FAMILY_DASHES = {"worst": "solid", "pgd": "dash", "autoattack": "dot", "cw": "dashdot", "fgsm": "longdashdot",
+                 "rs-fgsm": "longdashdot", "noise": "dot", "transfer": "longdash"}
+SANITY_SYMBOL = "star-diamond"
 
 
-def rung_color(rung: Rung) -> str:
-    """The family's colour; long PGD and short CW runs get a shade of their own."""
-    if rung.family == "pgd" and rung.steps and rung.steps >= 50:
-        return OKABE_ITO["blue"]
-    if rung.family == "cw" and rung.steps and rung.steps < 50:
-        return OKABE_ITO["bluish_green"]
-    return FAMILY_COLORS.get(rung.family, OKABE_ITO["reddish_purple"])
+def attack_style(rung: Rung) -> dict[str, str]:
+    """Marker symbol and line dash of an attack configuration; long PGD/CW runs get open markers and
+    a long dash, so PGD-20 and PGD-100 of one model stay apart."""
+    symbol = FAMILY_SYMBOLS.get(rung.family, "pentagon")
+    dash = FAMILY_DASHES.get(rung.family, "dot")
+    if rung.family in ("pgd", "cw") and rung.steps and rung.steps >= 50:
+        symbol = symbol if symbol.endswith("-open") else f"{symbol}-open"
+        dash = "longdash"
+    if rung.restarts:
+        symbol = f"{symbol.removesuffix('-open')}-dot"
+    return {"symbol": symbol, "dash": dash}
 
 
-def model_styles(models: Sequence[Model]) -> dict[str, dict[str, str]]:
-    return {m.label: {"symbol": SYMBOLS[i % len(SYMBOLS)], "dash": DASHES[i % len(DASHES)]}
-            for i, m in enumerate(models)}
+def model_colors(models: Sequence[Model]) -> dict[str, str]:
+    """Each model's colour, by its position in the report."""
+    return {m.label: MODEL_COLORS[i % len(MODEL_COLORS)] for i, m in enumerate(models)}
+
+
+def _color(colors: Mapping[str, str] | None, m: Model) -> str:
+    return (colors or {}).get(m.label) or MODEL_COLORS[0]
+
+
+def _group(m: Model) -> dict[str, Any]:
+    """Legend grouping of a model's traces: one group, titled by the model."""
+    return {"legendgroup": _esc(m.label), "legendgrouptitle": {"text": _esc(m.label)}}
 
 
 def _esc(s: Any) -> str:
@@ -112,26 +131,42 @@ def _eps_ticks(grid: Sequence[float]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- figures
 
-def accuracy_vs_eps(models: Sequence[Model]) -> dict[str, Any] | None:
-    """Robust accuracy vs ε: one line per attack configuration (and the worst case), per model.
+# Shown when the chart opens; every other attack is in the legend, one click away.
+DEFAULT_VISIBLE = ("PGD-20", "PGD-20 ε-curve", "worst case")
 
-    A configuration run at several ε is a line starting at the clean accuracy (ε = 0); one run at a
-    single ε is a marker only (nothing was measured between). Measured ε-curves (``curves["eps"]``)
-    are drawn as lines too.
+
+def _default_visible(m: Model, series: Sequence[R.EpsSeries]) -> set[str]:
+    """PGD-20 and the worst case; a model with neither (a quick preset's PGD-10) shows its first series."""
+    labels = {s.label for s in series}
+    shown = {lab for lab in DEFAULT_VISIBLE if lab in labels}
+    if not shown and series:
+        pgd = [s.label for s in series if s.rung.family == "pgd" and not s.sanity]
+        shown = {pgd[0] if pgd else series[0].label}
+    return shown
+
+
+def accuracy_vs_eps(models: Sequence[Model], colors: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """Robust accuracy vs ε: per model (one colour) one line per attack configuration (marker and dash)
+    and the worst case. PGD-20 and the worst case are drawn; the other attacks wait in the legend.
+
+    Lines join only points of one attack configuration at successive ε, starting at the clean accuracy
+    (ε = 0); a configuration run at a single ε is a lone marker. The large-ε check is lone markers too.
     """
-    styles = model_styles(models)
-    multi = len(models) > 1
+    colors = colors or model_colors(models)
     traces: list[dict[str, Any]] = []
     grid: list[float] = []
     all_y: list[float | None] = []
     for m in models:
-        style = styles[m.label]
-        for s in R.eps_series(m):
+        color = _color(colors, m)
+        series = R.eps_series(m)
+        shown = _default_visible(m, series)
+        for s in series:
             rung, label = s.rung, s.label
             xs = [p[0] for p in s.points]
             ys = [R.percent(p[1].get("robust_accuracy")) for p in s.points]
-            grid.extend(x for x in xs if not any(R.eps_equal(x, g) for g in grid))
-            all_y.extend(ys)
+            if not s.sanity:
+                grid.extend(x for x in xs if not any(R.eps_equal(x, g) for g in grid))
+                all_y.extend(ys)
             hover = []
             for x, (_, row) in zip(xs, s.points):
                 if row.get("_clean"):
@@ -143,26 +178,29 @@ def accuracy_vs_eps(models: Sequence[Model]) -> dict[str, Any] | None:
                 if row.get("note"):
                     extra += f"<br><i>{_esc(row['note'])}</i>"
                 hover.append(f"<b>{_esc(m.label)}</b><br>{_esc(label)}, ε = {R.eps_text(x)}{extra}")
-            color = rung_color(rung)
+            style = attack_style(rung)
+            worst = rung.family == "worst"
             traces.append({
                 "type": "scatter", "mode": "lines+markers" if s.curve else "markers",
-                "name": f"{label} · {m.label}" if multi else label,
-                "legendgroup": m.label if multi else label,
+                "name": label, **_group(m),
+                "visible": True if label in shown else "legendonly",
                 "x": xs, "y": ys, "text": hover,
                 "hovertemplate": "%{text}<br>robust accuracy = %{y:.2f}%<extra></extra>",
-                "line": {"color": color, "dash": style["dash"] if multi else FAMILY_DASHES.get(rung.family, "solid"),
-                         "width": 3 if rung.family == "worst" else 2},
-                "marker": {"color": color,
-                           "symbol": style["symbol"] if multi else FAMILY_SYMBOLS.get(rung.family, "pentagon"),
-                           "size": 8 if s.curve else 11, "line": {"width": 1, "color": "#ffffff"}},
+                "line": {"color": color, "dash": style["dash"], "width": 3 if worst else 2},
+                "marker": {"color": color, "symbol": SANITY_SYMBOL if s.sanity else style["symbol"],
+                           "size": 12 if s.sanity else 9 if s.curve else 11,
+                           "line": {"width": 1.5, "color": color}},
             })
     if not traces:
         return None
     grid.sort()
-    layout = _base_layout("Robust accuracy vs ε", EPS_AXIS, ACC_AXIS)
+    layout = _base_layout("Robust accuracy vs ε", EPS_AXIS, ACC_AXIS, height=440)
     layout["xaxis"].update(_eps_ticks(grid))
     layout["xaxis"]["rangemode"] = "tozero"
+    # No fixed x range: hidden (legend-only) traces do not stretch the axis, so it opens on the
+    # evaluated grid and widens to ε = 1 when the large-ε check is clicked on.
     layout["yaxis"]["range"] = _acc_axis_range(all_y)
+    layout["legend"]["groupclick"] = "toggleitem"
     return {"data": traces, "layout": layout}
 
 
@@ -186,27 +224,25 @@ def _falling_annotation(drop: float, m: Model, c: Mapping[str, Any], ys: Sequenc
     }
 
 
-def accuracy_vs_steps(models: Sequence[Model]) -> dict[str, Any] | None:
+def accuracy_vs_steps(models: Sequence[Model], colors: Mapping[str, str] | None = None) -> dict[str, Any] | None:
     """Robust accuracy vs attack steps (log axis) at each model's ladder ε. A curve still falling at
     its largest step count is annotated: the attack had not converged (the PGD-overfitting probe)."""
-    styles = model_styles(models)
+    colors = colors or model_colors(models)
     traces: list[dict[str, Any]] = []
     falling: list[tuple[float, Model, dict[str, Any], list[float | None]]] = []
     all_y: list[float | None] = []
     all_steps: set[int] = set()
     for m in models:
+        color = _color(colors, m)
         for c in R.curves_at_one_eps(m):
             rung = Rung(c["family"], None, c["restarts"] if c["restarts"] > 1 else None, c["attack"])
             name = f"{rung.label} @ ε = {R.eps_short(c['eps'])}"
-            if len(models) > 1:
-                name = f"{name} · {m.label}"
             ys = [R.percent(a) for a in c["acc"]]
             all_y.extend(ys)
             all_steps.update(c["steps"])
-            style = styles[m.label]
-            color = rung_color(rung)
+            style = attack_style(rung)
             traces.append({
-                "type": "scatter", "mode": "lines+markers", "name": name, "legendgroup": m.label,
+                "type": "scatter", "mode": "lines+markers", "name": name, **_group(m),
                 "x": c["steps"], "y": ys,
                 "text": [f"<b>{_esc(m.label)}</b><br>{rung.label}, ε = {R.eps_text(c['eps'])}"
                          + (f", {c['restarts']} restarts" if c["restarts"] > 1 else "")
@@ -214,7 +250,7 @@ def accuracy_vs_steps(models: Sequence[Model]) -> dict[str, Any] | None:
                 "hovertemplate": "%{text}<br>steps = %{x}<br>robust accuracy = %{y:.2f}%<extra></extra>",
                 "line": {"color": color, "dash": style["dash"], "width": 2},
                 "marker": {"color": color, "symbol": style["symbol"], "size": 8,
-                           "line": {"width": 1, "color": "#ffffff"}},
+                           "line": {"width": 1.5, "color": color}},
             })
             drop = R.still_falling(c["steps"], c["acc"], c["n"])
             if drop is not None:
@@ -229,7 +265,8 @@ def accuracy_vs_steps(models: Sequence[Model]) -> dict[str, Any] | None:
             continue
         seen.add(m.label)
         annotations.append(_falling_annotation(drop, m, c, ys, multi=len(models) > 1, stacked=len(annotations)))
-    layout = _base_layout("Robust accuracy vs attack steps (at the ladder ε)", "attack steps (log scale)", ACC_AXIS)
+    layout = _base_layout("Robust accuracy vs attack steps (at the ladder ε)", "attack steps (log scale)", ACC_AXIS,
+                          height=400)
     ticks = sorted(all_steps)
     layout["xaxis"].update({"type": "log"})
     if len(ticks) <= 12:
@@ -237,28 +274,34 @@ def accuracy_vs_steps(models: Sequence[Model]) -> dict[str, Any] | None:
     layout["yaxis"]["range"] = _acc_axis_range(all_y)
     if annotations:
         layout["annotations"] = annotations
+    layout["legend"]["groupclick"] = "toggleitem"
     return {"data": traces, "layout": layout, "warnings": len(falling)}
 
 
-def attack_ladder(models: Sequence[Model]) -> dict[str, Any] | None:
-    """Grouped bars: per model, clean / FGSM / PGD-k / CW-k / AutoAttack / worst case at its headline ε."""
+def attack_ladder(models: Sequence[Model], colors: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """Grouped bars, weakest attack to strongest along x (clean, FGSM, PGD-k, CW-k, AutoAttack, worst
+    case), one bar per model (its colour) at its headline ε; the hatch pattern names the attack."""
+    colors = colors or model_colors(models)
     per_model: list[tuple[Model, float | None, list[tuple[Rung, dict[str, Any]]]]] = []
     rungs: dict[Rung, None] = {}
     for m in models:
         eps = R.headline_eps(m.results)
         lad = R.ladder(m.results, eps)
-        if len(lad) <= 1 and eps is None and not lad:
+        if not lad:
             continue
         per_model.append((m, eps, lad))
         for rung, _ in lad:
             rungs.setdefault(rung)
     if not per_model or not rungs:
         return None
-    categories = [f"{m.label}<br>(ε = {R.eps_short(eps)})" if eps is not None else m.label for m, eps, _ in per_model]
+    order = sorted(rungs, key=lambda g: g.order)
+    # Two configurations may share a label (PGD-20 from two rows); the category keeps them apart.
+    categories = [g.label for g in order]
+    patterns = [FAMILY_PATTERNS.get(g.family, "") for g in order]
     traces = []
-    for rung in sorted(rungs, key=lambda g: g.order):
+    for m, eps, lad in per_model:
         ys, hover, texts = [], [], []
-        for m, eps, lad in per_model:
+        for rung in order:
             row = next((r for g, r in lad if g == rung), None)
             y = R.percent(row.get("robust_accuracy")) if row else None
             ys.append(y)
@@ -271,35 +314,33 @@ def attack_ladder(models: Sequence[Model]) -> dict[str, Any] | None:
                 hover.append(f"<b>{_esc(m.label)}</b><br>{rung.label}, {where}"
                              + (f"<br>n = {n}" if n not in (None, "") else "")
                              + f"<br>accuracy = {y:.2f}%")
-        pattern = FAMILY_PATTERNS.get(rung.family, "")
-        marker: dict[str, Any] = {"color": rung_color(rung), "line": {"color": "#1f2933", "width": 0.5}}
-        if pattern:
-            marker["pattern"] = {"shape": pattern, "fillmode": "overlay", "fgcolor": "#ffffff", "fgopacity": 0.6,
-                                 "size": 7}
+        name = f"{_esc(m.label)} (ε = {R.eps_short(eps)})" if eps is not None else _esc(m.label)
         traces.append({
-            "type": "bar", "name": rung.label, "x": categories, "y": ys,
-            "text": texts, "textposition": "outside", "cliponaxis": False,
-            "textfont": {"size": 11},
+            "type": "bar", "name": name, "legendgroup": _esc(m.label), "x": categories, "y": ys,
+            "text": texts, "textposition": "outside", "cliponaxis": False, "textfont": {"size": 11},
             "hovertext": hover, "hovertemplate": "%{hovertext}<extra></extra>",
-            "marker": marker,
+            "marker": {"color": _color(colors, m), "line": {"color": "#1f2933", "width": 0.5},
+                       "pattern": {"shape": patterns, "fillmode": "overlay", "fgcolor": "#ffffff",
+                                   "fgopacity": 0.7, "size": 7}},
         })
     layout = _base_layout("Attack ladder (weakest to strongest; worst case per test point last)",
-                          "model (ε of the ladder)", "accuracy under attack (%)",
-                          barmode="group", bargap=0.18, bargroupgap=0.04)
+                          "attack (at each model's ladder ε)", "accuracy under attack (%)",
+                          barmode="group", bargap=0.2, bargroupgap=0.04, height=400)
     layout["yaxis"]["range"] = [0, 108]
     layout["xaxis"]["ticks"] = ""
     return {"data": traces, "layout": layout}
 
 
 # Training curves: (results_view.HISTORY_KEYS measure, name, colour, marker, dash), in drawing order.
+# The model's colour for all three; the measure is the marker and dash.
 TRAINING_SERIES = (
-    ("clean", "clean test accuracy", OKABE_ITO["black"], "circle", "solid"),
-    ("pgd20", "PGD-20 test accuracy", OKABE_ITO["sky_blue"], "square", "dash"),
-    ("train", "train accuracy (on training batches)", OKABE_ITO["grey"], "triangle-up", "dot"),
+    ("clean", "clean test accuracy", "circle-open", "solid"),
+    ("pgd20", "PGD-20 test accuracy", "circle", "dash"),
+    ("train", "train accuracy (on training batches)", "triangle-up", "dot"),
 )
 
 
-def training_curves(m: Model) -> dict[str, Any] | None:
+def training_curves(m: Model, color: str | None = None) -> dict[str, Any] | None:
     """Clean and PGD-20 test accuracy per epoch, with vertical lines where the learning rate changes."""
     hist = R.training_history(m.checkpoint)
     if not hist:
@@ -307,16 +348,18 @@ def training_curves(m: Model) -> dict[str, Any] | None:
     epochs = R.history_epochs(hist)
     traces = []
     all_y: list[float | None] = []
-    for measure, name, color, symbol, dash in TRAINING_SERIES:
+    color = color or MODEL_COLORS[0]
+    for measure, name, symbol, dash in TRAINING_SERIES:
         ys = R.history_percent(hist, measure)
         if ys is None:
             continue
         all_y.extend(ys)
         traces.append({
-            "type": "scatter", "mode": "lines+markers", "name": name, "x": epochs, "y": ys,
+            "type": "scatter", "mode": "lines+markers", "name": name, "legendgroup": _esc(m.label),
+            "x": epochs, "y": ys,
             "hovertemplate": f"epoch %{{x}}<br>{name} = %{{y:.2f}}%<extra>{_esc(m.label)}</extra>",
             "line": {"color": color, "dash": dash, "width": 2},
-            "marker": {"color": color, "symbol": symbol, "size": 7},
+            "marker": {"color": color, "symbol": symbol, "size": 7, "line": {"width": 1.5, "color": color}},
             "connectgaps": False,
         })
     if not traces:
@@ -325,15 +368,15 @@ def training_curves(m: Model) -> dict[str, Any] | None:
     for i, before, after in R.lr_changes(hist):
         x = epochs[i - 1] + 0.5 if len(epochs) > 1 else epochs[i]
         shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": x, "x1": x, "y0": 0, "y1": 1,
-                       "line": {"color": OKABE_ITO["vermillion"], "width": 1.5, "dash": "dot"}})
+                       "line": {"color": NEUTRAL, "width": 1.5, "dash": "dot"}})
         annotations.append({"x": x, "y": 1, "xref": "x", "yref": "paper", "yanchor": "bottom",
                             "text": f"lr {before:g} → {after:g}", "showarrow": False,
-                            "font": {"size": 11, "color": "#8a3300"}})
+                            "font": {"size": 11, "color": NEUTRAL}})
     # An invisible trace so the lr-drop markers have a legend entry and hover.
     if shapes:
         traces.append({"type": "scatter", "mode": "lines", "name": "learning-rate change",
                        "x": [None], "y": [None], "hoverinfo": "skip",
-                       "line": {"color": OKABE_ITO["vermillion"], "dash": "dot", "width": 1.5}})
+                       "line": {"color": NEUTRAL, "dash": "dot", "width": 1.5}})
     method = R.method_of(m.checkpoint)
     title = f"Training curves: {m.label}" + (f" ({method})" if method else "")
     layout = _base_layout(title, "epoch", "test accuracy (%)", shapes=shapes, annotations=annotations)
@@ -344,7 +387,8 @@ def training_curves(m: Model) -> dict[str, Any] | None:
     return {"data": traces, "layout": layout}
 
 
-def label_smoothing_view(models: Sequence[Model], reference: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+def label_smoothing_view(models: Sequence[Model], reference: Mapping[str, Any] | None = None,
+                         colors: Mapping[str, str] | None = None) -> dict[str, Any] | None:
     """δ (label smoothing) against robust accuracy under PGD and under AutoAttack, one point per model
     that has a δ (see results_view.label_smoothing_points); models of the same training method are
     joined in order of δ.
@@ -355,12 +399,15 @@ def label_smoothing_view(models: Sequence[Model], reference: Mapping[str, Any] |
     points = R.label_smoothing_points(models)
     if not points:
         return None
+    colors = colors or model_colors(models)
     methods = sorted({k[1] for k in points})
     traces = []
     for (kind, method), pts in sorted(points.items(), key=lambda kv: (kv[0][0] != "PGD", kv[0][1])):
         pts.sort()
-        color = OKABE_ITO["sky_blue"] if kind == "PGD" else OKABE_ITO["vermillion"]
-        symbol = SYMBOLS[methods.index(method) % len(SYMBOLS)]
+        # A point is a model (its colour); the line joins one method's models under one attack kind.
+        color = "#1f2933" if kind == "PGD" else NEUTRAL
+        symbol = "circle" if kind == "PGD" else "diamond"
+        point_colors = [colors.get(p.model, MODEL_COLORS[0]) for p in pts]
         labels = sorted({p.attack for p in pts})
         attack = labels[0] if len(labels) == 1 else kind
         traces.append({
@@ -369,8 +416,8 @@ def label_smoothing_view(models: Sequence[Model], reference: Mapping[str, Any] |
             "x": [p.delta for p in pts], "y": [p.accuracy for p in pts],
             "text": [f"<b>{_esc(p.model)}</b><br>{p.reading}<br>method: {_esc(method)}" for p in pts],
             "hovertemplate": "%{text}<br>δ = %{x:.3g}<br>robust accuracy = %{y:.2f}%<extra></extra>",
-            "line": {"color": color, "dash": "solid" if kind == "PGD" else "dash", "width": 2},
-            "marker": {"color": color, "symbol": symbol, "size": 11, "line": {"width": 1, "color": "#ffffff"}},
+            "line": {"color": color, "dash": "solid" if kind == "PGD" else "dash", "width": 1.5},
+            "marker": {"color": point_colors, "symbol": symbol, "size": 12, "line": {"width": 1, "color": color}},
         })
     ref_rows = [r for r in (reference or {}).get("rows") or [] if isinstance(r, Mapping)]
     ref_pairs = [(R.to_float(r.get("delta")), R.to_float(r.get("robust_accuracy"))) for r in ref_rows]
@@ -382,8 +429,8 @@ def label_smoothing_view(models: Sequence[Model], reference: Mapping[str, Any] |
             "x": [d for d, _ in ref], "y": [a for _, a in ref],
             "text": [_esc(source)] * len(ref),
             "hovertemplate": "published: %{y:.2f}% at δ = %{x:.3g}<br><i>%{text}</i><extra></extra>",
-            "line": {"color": OKABE_ITO["grey"], "dash": "dot", "width": 2},
-            "marker": {"color": OKABE_ITO["grey"], "symbol": "circle-open", "size": 10},
+            "line": {"color": NEUTRAL, "dash": "dot", "width": 2},
+            "marker": {"color": NEUTRAL, "symbol": "circle-open", "size": 10},
         })
     all_y = [p.accuracy for pts in points.values() for p in pts] + [a for _, a in ref]
     layout = _base_layout("Label smoothing δ vs robust accuracy (PGD against AutoAttack)",
@@ -392,4 +439,65 @@ def label_smoothing_view(models: Sequence[Model], reference: Mapping[str, Any] |
     xs = [p.delta for pts in points.values() for p in pts] + [d for d, _ in ref]
     span = max(max(xs), 0.1)
     layout["xaxis"]["range"] = [min(0.0, min(xs)) - 0.05 * span, max(xs) + 0.08 * span]
+    return {"data": traces, "layout": layout}
+
+
+def pgd_overstatement(models: Sequence[Model], gaps: Mapping[str, Gap | None],
+                      colors: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """The first chart of a comparison: per model (one row, its colour), PGD-20 (●), AutoAttack (◆)
+    and the per-point worst case (✕) at its headline ε; the bar between PGD-20 and the worst case is
+    the overstatement, labelled in percentage points with its 95 % interval (frontend.gaps)."""
+    colors = colors or model_colors(models)
+    rows = [(m, g) for m in models if (g := gaps.get(m.label)) is not None]
+    if not rows or all(g.worst is None and g.autoattack is None for _, g in rows):
+        return None
+    traces: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    labels = [_esc(m.label) for m, _ in rows]
+    for (m, g), y in zip(rows, labels):
+        color = _color(colors, m)
+        eps = R.eps_short(g.eps)
+        pgd = R.percent(g.pgd)
+        points = [(pgd, "circle", f"{g.pgd_label}", g.pgd_n)]
+        if g.autoattack is not None:
+            points.append((R.percent(g.autoattack), "diamond", "AutoAttack", g.autoattack_n))
+        if g.worst is not None:
+            points.append((R.percent(g.worst), "x", "worst case per point", g.worst_n))
+        if g.worst is not None:
+            traces.append({
+                "type": "scatter", "mode": "lines", "x": [R.percent(g.worst), pgd], "y": [y, y],
+                "legendgroup": _esc(m.label), "showlegend": False, "hoverinfo": "skip",
+                "line": {"color": color, "width": 10}, "opacity": 0.3,
+            })
+        hover = [f"<b>{_esc(m.label)}</b><br>{what} at ε = {R.eps_text(g.eps)}: {v:.1f}%"
+                 + (f" (n = {n})" if n else "") for v, _, what, n in points]
+        traces.append({
+            "type": "scatter", "mode": "markers", "name": _esc(m.label), "legendgroup": _esc(m.label),
+            "x": [p[0] for p in points], "y": [y] * len(points), "text": hover,
+            "hovertemplate": "%{text}<extra></extra>",
+            "marker": {"color": color, "symbol": [p[1] for p in points], "size": 15,
+                       "line": {"width": 2, "color": color}},
+        })
+        if g.gap is not None and g.worst is not None:
+            gap = 100 * g.gap
+            interval = (f" (95% CI {100 * g.low:.1f} to {100 * g.high:.1f})"
+                        if g.low is not None and g.high is not None else "")
+            xs = [p[0] for p in points if p[0] is not None]
+            right = max(xs) < 55      # the label goes where there is room: right of the marks, else left
+            annotations.append({
+                "x": max(xs) if right else min(xs), "y": y, "xref": "x", "yref": "y",
+                "xanchor": "left" if right else "right", "xshift": 14 if right else -14,
+                "text": f"<b>{g.pgd_label} overstates by {gap:.1f} pp</b>{interval} at ε = {eps}",
+                "showarrow": False, "font": {"size": 12, "color": "#1f2933"}, "align": "left",
+                "hovertext": _esc(g.method) + (f", n = {g.n}" if g.n else ""),
+            })
+    layout = _base_layout(f"How much {rows[0][1].pgd_label} overstates robustness",
+                          "robust accuracy (%): ● PGD-20   ◆ AutoAttack   ✕ worst case per point", "")
+    layout["yaxis"].update({"type": "category", "autorange": "reversed", "showgrid": False, "ticks": "",
+                            "automargin": True})
+    layout["xaxis"]["range"] = [-2, 102]
+    layout["height"] = 130 + 60 * len(rows)
+    layout["margin"].update({"l": 24, "t": 56, "b": 56})
+    layout["annotations"] = annotations
+    layout["showlegend"] = False
     return {"data": traces, "layout": layout}

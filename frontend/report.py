@@ -16,6 +16,7 @@ from typing import Any
 
 from markupsafe import Markup
 
+from robaudit.frontend import gaps
 from robaudit.frontend import results_view as R
 from robaudit.frontend.templating import STATIC_DIR, environment, plotly_js_path
 from robaudit.frontend.views import EvaluationView, StudyView, report_view
@@ -54,7 +55,10 @@ def _inline_script(source: str) -> Markup:
 
 
 def export_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """The report payload without per-sample data or server paths (what the JSON export should return)."""
+    """The report payload without per-sample data or server paths (what the JSON export should return).
+
+    Where per-sample data is dropped, the PGD gap computed from it (frontend.gaps: aggregated numbers
+    only) is kept under ``results["pgd_gap"]``, so shared and exported reports show the same interval."""
     out: dict[str, Any] = {}
     for key, value in payload.items():
         if key != "evaluations":
@@ -65,7 +69,12 @@ def export_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
             continue
         ev = dict(ev)
         if isinstance(ev.get("results"), Mapping):
-            ev["results"] = {k: v for k, v in ev["results"].items() if k not in PRIVATE_RESULT_KEYS}
+            results = ev["results"]
+            kept = {k: v for k, v in results.items() if k not in PRIVATE_RESULT_KEYS}
+            # The PGD gap's paired interval needs the per-point records; its numbers travel instead.
+            if any(k in results for k in PRIVATE_RESULT_KEYS) and (summary := gaps.export_summary(results)):
+                kept[gaps.SUMMARY_KEY] = summary
+            ev["results"] = kept
         if isinstance(ev.get("checkpoint"), Mapping):
             ev["checkpoint"] = {k: v for k, v in ev["checkpoint"].items() if k not in PRIVATE_CHECKPOINT_KEYS}
         evaluations.append(ev)

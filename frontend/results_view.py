@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from robaudit.evaluation.registry import AA_STAGE, ATTACKS, CLEAN, PSEUDO_FAMILIES, WORST, AttackInfo, family_of
-from robaudit.evaluation.results import same_eps
+from robaudit.evaluation.results import LARGE_EPS, same_eps
 
 # A steps curve whose last segment still drops by more than this many
 # percentage points (and by more than one test point) is flagged as not converged.
@@ -294,6 +294,7 @@ class EpsSeries:
     label: str
     points: list[tuple[float, dict[str, Any]]]
     curve: bool
+    sanity: bool = False     # the large-ε check (C2): lone markers, never joined to anything
 
 
 def _iter_curve_entries(raw: Any) -> Iterable[Mapping[str, Any]]:
@@ -337,13 +338,14 @@ def eps_series(m: Model) -> list[EpsSeries]:
     each measured ε-curve, then the worst case."""
     raw: list[tuple[Rung, str, list[tuple[float, dict[str, Any]]]]] = []
     by_rung: dict[Rung, list[tuple[float, dict[str, Any]]]] = {}
+    sanity: dict[Rung, list[tuple[float, dict[str, Any]]]] = {}
     for r in m.summary:
         e, acc = to_float(r.get("eps")), to_float(r.get("robust_accuracy"))
         if e is None or acc is None:
             continue
         rung = rung_of(r)
         if rung.family not in DETAIL_FAMILIES:
-            by_rung.setdefault(rung, []).append((e, dict(r)))
+            (sanity if is_sanity_run(r, m.results) else by_rung).setdefault(rung, []).append((e, dict(r)))
     for rung in sorted(by_rung, key=lambda g: g.order):
         raw.append((rung, rung.label, by_rung[rung]))
     for c in eps_curves(m):
@@ -356,12 +358,41 @@ def eps_series(m: Model) -> list[EpsSeries]:
     clean = clean_accuracy(m.results)
     out = []
     for rung, label, pts in raw:
-        pts = sorted(pts, key=lambda p: p[0])
+        pts = _one_per_eps(pts)
         curve = len(pts) > 1
         if curve and clean is not None:  # a curve starts at ε = 0 with the clean accuracy
             pts = [(0.0, {"robust_accuracy": clean, "_clean": True})] + [p for p in pts if p[0] > 0]
         out.append(EpsSeries(rung, label, pts, curve))
+    # The large-ε check measures something else (can the attack erase the image at all?) on a subset
+    # of the points: its markers stand alone, so no line suggests accuracies between ε = 0 and 0.5.
+    for rung in sorted(sanity, key=lambda g: g.order):
+        pts = sorted(sanity[rung], key=lambda p: p[0])
+        out.append(EpsSeries(rung, f"{rung.label} large-ε check", pts, curve=False, sanity=True))
     return out
+
+
+def _one_per_eps(pts: list[tuple[float, dict[str, Any]]]) -> list[tuple[float, dict[str, Any]]]:
+    """ε ascending, one point per ε: of two rows at one ε (the worst case over all points and over
+    AutoAttack's prefix, say) the one over more points, so no line runs straight up at one ε."""
+    best: list[tuple[float, dict[str, Any]]] = []
+    for e, row in sorted(pts, key=lambda p: p[0]):
+        if best and eps_equal(best[-1][0], e):
+            if (int_or_none(row.get("n")) or 0) > (int_or_none(best[-1][1].get("n")) or 0):
+                best[-1] = (e, row)
+        else:
+            best.append((e, row))
+    return best
+
+
+def is_sanity_run(row: Mapping[str, Any], results: Mapping[str, Any] | None = None) -> bool:
+    """A summary row of the large-ε check (C2): its bitset name carries the engine's marker, or (results
+    without one) its ε is one of the configured ``large_eps`` values."""
+    key = str(row.get("key") or row.get("bits_key") or "")
+    if key:
+        return key.split("@", 1)[0].endswith(LARGE_EPS)
+    large = section(results, "config").get("large_eps")
+    e = to_float(row.get("eps"))
+    return isinstance(large, list) and any(eps_equal(e, to_float(x)) for x in large)
 
 
 def steps_curves(m: Model) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from robaudit.frontend import figures as F
+from robaudit.frontend import gaps as G
 from robaudit.frontend import results_view as R
 
 STATUS_ORDER = {"fail": 0, "warn": 1, "pass": 2, "skipped": 3}
@@ -28,6 +29,7 @@ class Chart:
     caption: str = ""
     empty: str = ""          # why there is no figure, shown instead of the chart
     traces: int = 0
+    model: str = ""          # the model a per-model chart (training curves) belongs to
 
 
 @dataclass
@@ -232,6 +234,20 @@ class EvaluationView:
     model: R.Model
     error: str | None = None
     imported: str | None = None     # where results pushed from elsewhere were made (robaudit push)
+    color_index: int = 0            # its colour in every chart of the report (figures.MODEL_COLORS)
+
+    @property
+    def color(self) -> str:
+        return F.MODEL_COLORS[self.color_index % len(F.MODEL_COLORS)]
+
+    @property
+    def swatch_class(self) -> str:
+        """The CSS class of its colour swatch (app.css .swatch.m0 ... .m7; style attributes are blocked)."""
+        return f"m{self.color_index % len(F.MODEL_COLORS)}"
+
+    @property
+    def gap(self) -> G.Gap | None:
+        return G.pgd_gap(self.results)
 
     @property
     def arch(self) -> str | None:
@@ -392,6 +408,10 @@ class ReportView:
     def all_charts(self) -> list[Chart]:
         return [*self.charts, *self.training_charts]
 
+    def training_chart_of(self, ev: EvaluationView) -> Chart | None:
+        """The training-curves chart shown in this evaluation's details, if any."""
+        return next((c for c in self.training_charts if c.model == ev.label), None)
+
 
 def _pretty_key(k: Any) -> str:
     return str(k).replace("_", " ")
@@ -499,20 +519,31 @@ def _labels(evaluations: Sequence[Mapping[str, Any]]) -> list[str]:
 def evaluation_views(evaluations: Sequence[Mapping[str, Any]]) -> list[EvaluationView]:
     evs = [e for e in evaluations if isinstance(e, Mapping)]
     views = []
-    for ev, label in zip(evs, _labels(evs)):
+    for i, (ev, label) in enumerate(zip(evs, _labels(evs))):
         ck = R.section(ev, "checkpoint")
         results = ev.get("results") if isinstance(ev.get("results"), Mapping) else None
         views.append(EvaluationView(
             id=ev.get("id"), label=label, status=str(ev.get("status") or ("succeeded" if results else "unknown")),
             checkpoint=ck, results=results, error=ev.get("error"), imported=imported_source(ev),
-            model=R.Model(label=label, results=results, checkpoint=ck, key=str(ev.get("id")))))
+            model=R.Model(label=label, results=results, checkpoint=ck, key=str(ev.get("id"))), color_index=i))
     return views
+
+
+def is_delta_study(models: Sequence[R.Model]) -> bool:
+    """At least two values of δ for one training method: what the δ chart is for."""
+    deltas: dict[str, set[float]] = {}
+    for m in models:
+        delta = R.label_smoothing_of(m.checkpoint)
+        if delta is not None:
+            deltas.setdefault(R.method_of(m.checkpoint) or "unknown method", set()).add(round(delta, 9))
+    return any(len(v) >= 2 for v in deltas.values())
 
 
 def comparison_charts(views: Sequence[EvaluationView], prefix: str = "chart",
                       reference: Mapping[str, Any] | None = None) -> list[Chart]:
-    models = [v.model for v in views if v.results]
-    n = len(models)
+    with_results = [v for v in views if v.results]
+    models = [v.model for v in with_results]
+    colors = {v.label: v.color for v in views}
     charts = []
 
     def add(key: str, title: str, fig: dict | None, caption: str, empty: str) -> None:
@@ -522,23 +553,38 @@ def comparison_charts(views: Sequence[EvaluationView], prefix: str = "chart",
         charts.append(Chart(id=f"{prefix}-{key}", title=title, figure=fig, caption=caption,
                             empty=empty if fig is None else "", traces=len(fig["data"]) if fig else 0))
 
-    add("eps", "Robust accuracy vs ε", F.accuracy_vs_eps(models),
-        "One line per attack" + (", line style and marker per model" if n > 1 else "")
-        + "; every line starts at the clean accuracy (ε = 0). The black line is the worst case per test point.",
+    gaps = {v.label: v.gap for v in with_results}
+    gap_fig = F.pgd_overstatement(models, gaps, colors)
+    if gap_fig is not None:
+        paired = all(g.paired for g in gaps.values() if g is not None and g.gap is not None)
+        add("gap", "How much PGD-20 overstates robustness", gap_fig,
+            "PGD-20 (●), AutoAttack (◆) and the worst case per test point (✕: a point counts only if it survived "
+            "every attack) at each model's headline ε. The bar is what PGD-20 overstates, in percentage points (pp); "
+            + ("the 95 % interval is paired over the same test points (Newcombe's hybrid score interval)."
+               if paired else "the 95 % interval is Newcombe's hybrid score interval, unpaired where the per-point "
+                              "records are not in this report."),
+            "")
+    add("eps", "Robust accuracy vs ε", F.accuracy_vs_eps(models, colors),
+        "One colour per model; marker and dash name the attack. PGD-20 and the worst case per test point are "
+        "drawn; every other attack is in the legend, one click away (click a model's name to hide it). Lines "
+        "join one attack's points at successive ε from the clean accuracy (ε = 0); the large-ε check (C2) "
+        "is lone markers.",
         "No attack results yet.")
-    add("steps", "Robust accuracy vs attack steps", F.accuracy_vs_steps(models),
+    add("steps", "Robust accuracy vs attack steps", F.accuracy_vs_steps(models, colors),
         "The PGD-overfitting probe: a curve that is still falling at the largest step count means the attack "
         "had not converged, and fewer steps overstate robustness.",
         "No attack was run at more than one step count, so there is no steps curve.")
-    add("ladder", "Attack ladder", F.attack_ladder(models),
-        "Weakest to strongest attack at each model's headline ε. A healthy model loses a few points per rung; "
-        "a large gap between PGD and AutoAttack or the worst case is a gradient-masking sign.",
+    add("ladder", "Attack ladder", F.attack_ladder(models, colors),
+        "Weakest to strongest attack at each model's headline ε, one colour per model; the hatching names the "
+        "attack. A healthy model loses a few points per rung; a large gap between PGD and AutoAttack or the "
+        "worst case is a gradient-masking sign.",
         "No attack results yet.")
-    ls = F.label_smoothing_view(models, reference)
-    add("label-smoothing", "Label smoothing δ vs robust accuracy", ls,
-        "One point per model trained with a known δ. If PGD accuracy grows with δ while AutoAttack accuracy does not, "
-        "the gain is an artefact of the cross-entropy loss, not robustness.",
-        "None of these models records a label-smoothing δ in its training hyper-parameters.")
+    if is_delta_study(models):
+        add("label-smoothing", "Label smoothing δ vs robust accuracy",
+            F.label_smoothing_view(models, reference, colors),
+            "One point per model trained with a known δ (its colour). If PGD accuracy grows with δ while "
+            "AutoAttack accuracy does not, the gain is an artefact of the cross-entropy loss, not robustness.",
+            "None of these models records a label-smoothing δ in its training hyper-parameters.")
     return charts
 
 
@@ -550,12 +596,13 @@ def training_charts(views: Sequence[EvaluationView], prefix: str = "chart") -> l
         if ck_id is not None and ck_id in seen:
             continue
         seen.add(ck_id)
-        fig = F.training_curves(v.model)
+        fig = F.training_curves(v.model, v.color)
         if fig is None:
             continue
         out.append(Chart(id=f"{prefix}-train-{i}", title=f"Training curves: {v.label}", figure=fig,
                          caption="Test accuracy measured after each epoch (PGD-20 on a fixed subset); dotted "
-                                 "vertical lines mark learning-rate changes.", traces=len(fig["data"])))
+                                 "vertical lines mark learning-rate changes.", traces=len(fig["data"]),
+                         model=v.label))
     return out
 
 
@@ -574,5 +621,5 @@ def evaluation_view(evaluation: Mapping[str, Any]) -> tuple[EvaluationView, list
     """One evaluation's detail: its view and its charts (the comparison charts with one model)."""
     (view,) = evaluation_views([evaluation])
     charts = comparison_charts([view]) if view.results else []
-    charts = [c for c in charts if not c.id.endswith("label-smoothing")]   # a comparison across models
+    charts = [c for c in charts if not c.id.endswith(("label-smoothing", "-gap"))]   # comparisons across models
     return view, charts + training_charts([view])

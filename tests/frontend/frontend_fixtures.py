@@ -6,7 +6,10 @@ module rather than a conftest.py: tests/frontend is not a package, so its name c
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
+from pathlib import Path
 
 import pytest
 
@@ -141,3 +144,80 @@ def make_study_payload() -> dict:
     payload["report"]["kind"] = "label-smoothing-study"
     payload["study"] = analyze(models, 0.3)
     return payload
+
+
+# --------------------------------------------------------------------------- the demo's report
+
+STUDY_REPORT = Path(__file__).resolve().parents[2] / "docs" / "study-mnist10k" / "report.json"
+# What `make demo` compares: a standard model, PGD-AT and Feature Scattering, each audited (audit preset).
+DEMO_EVALUATIONS = ((18, "standard"), (16, "PGD-AT"), (8, "Feature Scattering"))
+
+
+def demo_payload() -> dict:
+    """The demo's three-model comparison from real results: the audit-preset evaluations of the
+    MNIST study (docs/study-mnist10k/report.json, an export: no per-point records), renamed as the
+    demo names its models. A plain comparison report: no study section."""
+    study = json.loads(STUDY_REPORT.read_text(encoding="utf-8"))
+    by_id = {ev["id"]: ev for ev in study["evaluations"]}
+    evaluations = []
+    for eid, name in DEMO_EVALUATIONS:
+        ev = copy.deepcopy(by_id[eid])
+        ev["checkpoint"]["name"] = name
+        evaluations.append(ev)
+    return {"report": {"id": "DemoRep1", "title": "standard vs PGD-AT vs Feature Scattering on MNIST",
+                       "created_at": "2026-11-28T09:00:00+00:00", "url": "/reports/DemoRep1", "kind": "comparison"},
+            "evaluations": evaluations}
+
+
+def seed_report(app, payload: dict, title: str | None = None) -> dict:
+    """The payload's checkpoints, finished evaluations and one report, written with the service's own
+    crud functions into the app's database. Returns {"evaluations": [ids], "report", "share"}."""
+    from robaudit.backend.app import crud
+
+    ids: dict = {"evaluations": []}
+    with app.state.Session() as s:
+        for i, ev in enumerate(payload["evaluations"]):
+            ck = ev["checkpoint"]
+            meta = {"arch": ck.get("arch") or "smallcnn", "num_classes": 10, "in_channels": 1, "mean": [0.0],
+                    "std": [1.0], "dataset": ck.get("dataset") or "mnist10k", "method": ck.get("method"),
+                    "hyperparameters": ck.get("hyperparameters") or {},
+                    "metrics": {"history": ck.get("history") or []}}
+            row, _ = crud.create_checkpoint(session=s, sha256=f"{i + 1:064x}", name=ck["name"],
+                                            filename="m.safetensors", ext="safetensors", size_bytes=1000, meta=meta,
+                                            embedded_metadata=True)
+            job = crud.create_job(session=s, kind="evaluation", name=ev.get("name") or ck["name"],
+                                  checkpoint_id=row.id, config={"spec_args": {"preset": "audit"}})
+            crud.store_results(session=s, job_id=job.id, results=ev["results"])
+            assert crud.finish_job(session=s, job_id=job.id, task_id=job.task_id, status="succeeded")
+            ids["evaluations"].append(job.id)
+        report = crud.create_report(session=s, title=title or payload["report"]["title"],
+                                    evaluation_ids=ids["evaluations"])
+        ids.update(report=report.id, share=report.share_token)
+    return ids
+
+
+@contextlib.contextmanager
+def serving(app):
+    """The app under uvicorn on a free local port, in a thread; yields its base URL."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

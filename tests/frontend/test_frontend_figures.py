@@ -69,22 +69,24 @@ def test_eps_chart_has_one_line_per_attack_starting_at_clean_accuracy(payload):
     # AutoAttack ran at one ε only: a marker, no line drawn from the clean point.
     aa = trace(fig, "AutoAttack")
     assert aa["mode"] == "markers" and aa["x"] == [0.3] and aa["y"] == [38.5]
-    assert trace(fig, "worst case")["line"]["color"] == F.OKABE_ITO["black"]
+    assert trace(fig, "worst case")["line"]["color"] == F.MODEL_COLORS[0]      # one colour: the model's
+    assert [t["visible"] for t in fig["data"]] == ["legendonly", True, "legendonly", "legendonly", "legendonly", True]
     assert fig["layout"]["xaxis"]["title"]["text"] == "ε (L∞, pixel scale [0, 1])"
     assert fig["layout"]["yaxis"]["title"]["text"] == "robust accuracy (%)"
     assert "robust accuracy = %{y:.2f}%" in pgd20["hovertemplate"]
 
 
-def test_eps_chart_overlays_models_with_distinct_symbols_and_dashes(payload):
+def test_eps_chart_gives_each_model_a_colour_and_each_attack_a_marker_and_dash(payload):
     fig = F.accuracy_vs_eps(models_of(payload))
     assert_valid(fig)
-    a = trace(fig, "PGD-20 · fs-mnist-d0.5")
-    b = trace(fig, "PGD-20 · pgd-at-mnist")
-    assert a["line"]["color"] == b["line"]["color"]          # colour = attack
-    assert a["marker"]["symbol"] != b["marker"]["symbol"]    # symbol and dash = model
-    assert a["line"]["dash"] != b["line"]["dash"]
-    palette = set(F.OKABE_ITO.values()) | set(F.FAMILY_COLORS.values())
-    assert all(t["line"]["color"] in palette for t in fig["data"])
+    a, b = (t for t in fig["data"] if t["name"] == "PGD-20")
+    assert (a["legendgroup"], b["legendgroup"]) == ("fs-mnist-d0.5", "pgd-at-mnist")
+    assert a["line"]["color"] != b["line"]["color"]                   # colour = model
+    assert a["marker"]["symbol"] == b["marker"]["symbol"]             # symbol and dash = attack
+    assert a["line"]["dash"] == b["line"]["dash"]
+    aa = trace(fig, "AutoAttack")
+    assert aa["marker"]["symbol"] != a["marker"]["symbol"]
+    assert fig["layout"]["legend"]["groupclick"] == "toggleitem"      # an attack is one click away
 
 
 def test_cumulative_autoattack_stages_stay_out_of_the_charts(payload):
@@ -133,13 +135,14 @@ def test_ladder_has_the_canonical_rungs_per_model_and_marks_missing_ones(payload
     fig = F.attack_ladder(models_of(payload))
     assert_valid(fig)
     assert fig["layout"]["barmode"] == "group"
-    names = [t["name"] for t in fig["data"]]
-    assert names == ["clean", "RS-FGSM", "PGD-20", "PGD-100", "CW-100", "AutoAttack", "worst case"]
-    aa = trace(fig, "AutoAttack")
-    assert aa["y"] == [38.5, None]                             # the PGD-AT evaluation ran no AutoAttack
-    assert "not run" in aa["hovertext"][1]
-    assert trace(fig, "worst case")["y"] == [38.5, 60.0]
-    assert fig["data"][0]["x"][0].startswith("fs-mnist-d0.5")
+    fs, pgd_at = fig["data"]                                           # one bar trace per model, its colour
+    assert fs["x"] == ["clean", "RS-FGSM", "PGD-20", "PGD-100", "CW-100", "AutoAttack", "worst case"]
+    assert fs["marker"]["color"] == F.MODEL_COLORS[0] and pgd_at["marker"]["color"] == F.MODEL_COLORS[1]
+    assert fs["marker"]["pattern"]["shape"][fs["x"].index("CW-100")] == "x"     # hatching names the attack
+    assert fs["texttemplate" if "texttemplate" in fs else "text"][5] == "38.5"  # numbers on the bars
+    assert pgd_at["y"][5] is None and "not run" in pgd_at["hovertext"][5]       # PGD-AT ran no AutoAttack
+    assert fs["y"][-1] == 38.5 and pgd_at["y"][-1] == 60.0
+    assert fs["name"].startswith("fs-mnist-d0.5")
 
 
 def test_ladder_shows_the_largest_step_count_when_the_canonical_ones_are_missing():

@@ -94,7 +94,8 @@ def test_evaluation_page_shows_table_charts_and_diagnostics(client, ids):
     assert r.status_code == 200
     figs = figure_blobs(r.text)
     assert set(figs) == {"chart-eps", "chart-steps", "chart-ladder", "chart-train-0"}
-    assert len(figs["chart-ladder"]["data"]) == 7
+    ladder = figs["chart-ladder"]["data"]                          # one bar trace (the model), seven rungs
+    assert len(ladder) == 1 and len(ladder[0]["x"]) == 7
     assert "Verdict: unreliable" in r.text
     assert r.text.count('class="check ') == 3
     assert "AutoAttack after APGD-CE" in r.text                  # cumulative stage listed in the table
@@ -121,7 +122,9 @@ def test_compare_preview_overlays_the_chosen_evaluations(client, ids):
     r = client.get(f"/compare?ids={a}&ids={b}")
     assert r.status_code == 200
     figs = figure_blobs(r.text)
-    assert {t["name"] for t in figs["cmp-eps"]["data"]} >= {"PGD-20 · fs-mnist-d0.5", "PGD-20 · pgd-at-mnist"}
+    pgd20 = {t["legendgroup"] for t in figs["cmp-eps"]["data"] if t["name"] == "PGD-20"}
+    assert pgd20 == {"fs-mnist-d0.5", "pgd-at-mnist"}                # a legend group per model
+    assert list(figs)[:2] == ["cmp-gap", "cmp-eps"]                  # the PGD overstatement first
     assert f'data-ids="{a},{b}"' in r.text
 
 

@@ -44,7 +44,8 @@ def test_html_export_inlines_everything_and_references_nothing(payload_with_bits
 def test_html_export_has_every_chart_and_only_aggregated_numbers(payload_with_bits):
     html = render_report_html(payload_with_bits)
     ids = [f["id"] for f in figures_in(html)]
-    assert ids == ["chart-eps", "chart-steps", "chart-ladder", "chart-label-smoothing", "chart-train-0"]
+    # No δ chart: one δ per training method is not a study.
+    assert ids == ["chart-gap", "chart-eps", "chart-steps", "chart-ladder", "chart-train-0"]
     assert MARKER_BITS not in html
     assert "FS vs PGD-AT on MNIST" in html
     assert "unreliable" in html and "PGD vs strongest-ensemble gap" in html     # the diagnostics panel
@@ -120,6 +121,11 @@ def test_study_report_shows_conclusions_and_published_numbers_next_to_ours():
     from frontend_fixtures import make_study_payload
 
     payload = make_study_payload()
+    second_delta = json.loads(json.dumps(payload["evaluations"][0]))   # a second δ of Feature Scattering
+    second_delta["id"], second_delta["checkpoint"]["id"] = 9, 30
+    second_delta["checkpoint"]["name"] = "fs-d0.2"
+    second_delta["checkpoint"]["hyperparameters"]["label_smoothing"] = 0.2
+    payload["evaluations"].append(second_delta)
     html = render_report_html(payload)
     study = payload["study"]
     assert study["conclusions"], "the analysis should conclude something from two models"
