@@ -14,57 +14,18 @@ the gap PGD-20 minus worst case in percentage points with a 95 % interval:
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from robaudit.evaluation.intervals import newcombe_unpaired, paired_difference
 from robaudit.evaluation.results import decode_bits
 from robaudit.frontend import results_view as R
 
-Z95 = 1.959964   # two-sided 95 %
 # Where export_summary keeps the gap inside an exported evaluation's results (no per-point data).
 SUMMARY_KEY = "pgd_gap"
-
-
-def wilson(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson's score interval for a proportion (it stays inside [0, 1], also at 0 and n successes)."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def newcombe(p1: float, n1: int, p2: float, n2: int, phi: float = 0.0) -> tuple[float, float]:
-    """95 % interval of p1 - p2 from the two Wilson intervals; ``phi`` is the correlation of the two
-    outcomes over paired points (0 for independent samples)."""
-    l1, u1 = wilson(p1 * n1, n1)
-    l2, u2 = wilson(p2 * n2, n2)
-    d = p1 - p2
-    lo = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
-    hi = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
-    return max(-1.0, d - lo), min(1.0, d + hi)
-
-
-def paired_interval(first: np.ndarray, second: np.ndarray) -> tuple[float, float, float]:
-    """(mean of first - second, low, high) over paired boolean outcomes, Newcombe's method 10."""
-    a = np.asarray(first, dtype=bool)
-    b = np.asarray(second, dtype=bool)
-    n = int(a.size)
-    both, only_a = int(np.sum(a & b)), int(np.sum(a & ~b))
-    only_b, neither = int(np.sum(~a & b)), int(np.sum(~a & ~b))
-    p1, p2 = (both + only_a) / n, (both + only_b) / n
-    denom = (both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither)
-    phi = 0.0
-    if denom > 0:
-        phi = (both * neither - only_a * only_b) / math.sqrt(denom)
-    lo, hi = newcombe(p1, n, p2, n, phi)
-    return p1 - p2, lo, hi
 
 
 @dataclass(frozen=True)
@@ -154,13 +115,14 @@ def pgd_gap(results: Mapping[str, Any] | None) -> Gap | None:
         m = R.int_or_none(worst.get("n")) or 0
         a, b = _bits(results, pgd_row, m), _bits(results, worst, m)
         if a is not None and b is not None:
-            gap, low, high = paired_interval(a, b)
+            paired_gap = paired_difference(a, b)
+            gap, (low, high) = paired_gap["difference"], paired_gap["ci95"]
             n, paired = m, True
         else:
             n1 = R.int_or_none(pgd_row.get("n")) or m
             if n1 > 0 and m > 0:
                 gap = pgd_acc - w_acc
-                low, high = newcombe(pgd_acc, n1, w_acc, m)
+                low, high = newcombe_unpaired(pgd_acc, n1, w_acc, m)
                 n = min(n1, m)
     return Gap(eps=eps, pgd_label=rung.label, pgd=pgd_acc, pgd_n=R.int_or_none(pgd_row.get("n")),
                worst=R.to_float(worst.get("robust_accuracy")) if worst else None,

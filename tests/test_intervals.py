@@ -11,7 +11,7 @@ import torch
 from helpers_eval import first_test_points, golden_models
 
 from robaudit.evaluation import build_spec, evaluate, results_to_csv
-from robaudit.evaluation.intervals import newcombe_paired, paired_difference, wilson
+from robaudit.evaluation.intervals import Z95, newcombe_paired, newcombe_unpaired, paired_difference, wilson
 from robaudit.evaluation.provenance import merge_provenance
 from robaudit.evaluation.results import decode_bits
 
@@ -48,6 +48,22 @@ def test_paired_interval_covers_the_true_difference_about_95_percent_of_the_time
             low, high = paired_difference(a, b)["ci95"]
             hits += low <= p_a - p_b <= high
         assert 0.92 <= hits / 800 <= 0.995, (n, p_a, p_b, hits / 800)
+
+
+def test_paired_interval_is_the_normal_one_on_many_points_in_range_on_few_and_narrower_than_unpaired():
+    rng = np.random.default_rng(3)
+    pgd = rng.random(4000) < 0.6
+    worst = pgd & (rng.random(4000) < 0.8)           # the worst case only ever removes points
+    gap = paired_difference(pgd, worst)
+    low, high = gap["ci95"]
+    se = (pgd.astype(float) - worst).std(ddof=1) / np.sqrt(pgd.size)
+    assert low < gap["difference"] < high and abs((high - low) / 2 - Z95 * se) < 0.1 * Z95 * se
+    same = np.array([True] * 10 + [False] * 6)       # few points, no difference: around 0, inside [-1, 1]
+    gap = paired_difference(same, same)
+    assert gap["difference"] == 0 and -1 <= gap["ci95"][0] < 0 < gap["ci95"][1] <= 1
+    low, high = paired_difference(pgd[:200], worst[:200])["ci95"]   # pairing helps
+    unpaired_low, unpaired_high = newcombe_unpaired(pgd[:200].mean(), 200, worst[:200].mean(), 200)
+    assert high - low < unpaired_high - unpaired_low
 
 
 def test_paired_needs_outcomes_on_the_same_points():

@@ -73,6 +73,18 @@ def newcombe_paired(both: int, only_a: int, only_b: int, neither: int, z: float 
     return max(-1.0, theta - below), min(1.0, theta + above)
 
 
+def newcombe_unpaired(p_a: float, n_a: int, p_b: float, n_b: int, z: float = Z95) -> tuple[float, float]:
+    """p_a - p_b for two accuracies on separate samples (Newcombe, Statistics in Medicine 17:873, 1998,
+    method 10): the paired construction with zero correlation, hence wider. For headline numbers whose
+    per-point records are gone (exports)."""
+    low_a, high_a = wilson(round(p_a * n_a), n_a, z)
+    low_b, high_b = wilson(round(p_b * n_b), n_b, z)
+    theta = p_a - p_b
+    below = math.sqrt((p_a - low_a) ** 2 + (high_b - p_b) ** 2)
+    above = math.sqrt((high_a - p_a) ** 2 + (p_b - low_b) ** 2)
+    return max(-1.0, theta - below), min(1.0, theta + above)
+
+
 def _interval(accuracy: float, n: int) -> list[float]:
     low, high = wilson(round(accuracy * n), n)
     return [low, high]

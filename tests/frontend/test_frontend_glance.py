@@ -6,7 +6,6 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 from frontend_fixtures import demo_payload, make_payload
 
@@ -101,24 +100,6 @@ def test_delta_chart_only_for_two_deltas_of_one_method():
     second["checkpoint"]["hyperparameters"]["label_smoothing"] = 0.2
     payload["evaluations"].append(second)
     assert "chart-label-smoothing" in [c.id for c in report_view(payload).charts]
-
-
-def test_newcombe_paired_interval_matches_the_normal_one_on_many_points_and_stays_in_range():
-    rng = np.random.default_rng(3)
-    pgd = rng.random(4000) < 0.6
-    worst = pgd & (rng.random(4000) < 0.8)           # the worst case only ever removes points
-    d, lo, hi = G.paired_interval(pgd, worst)
-    se = (pgd.astype(float) - worst).std(ddof=1) / np.sqrt(pgd.size)
-    assert lo < d < hi
-    assert abs((hi - lo) / 2 - 1.96 * se) < 0.1 * 1.96 * se
-    # Small n and no difference at all: a sensible interval around 0, inside [-1, 1].
-    same = np.array([True] * 10 + [False] * 6)
-    d, lo, hi = G.paired_interval(same, same)
-    assert d == 0 and -1 <= lo < 0 < hi <= 1
-    # Pairing helps: the same two accuracies read as independent samples give a wider interval.
-    d, lo, hi = G.paired_interval(pgd[:200], worst[:200])
-    ulo, uhi = G.newcombe(pgd[:200].mean(), 200, worst[:200].mean(), 200)
-    assert hi - lo < uhi - ulo
 
 
 def test_exports_keep_the_gap_but_not_the_per_point_records():
