@@ -51,6 +51,14 @@ def pct(v: Any, digits: int = 1) -> str:
     return "–" if p is None else f"{p:.{digits}f} %"
 
 
+def ci(v: Any) -> str:
+    """A ``ci95`` pair as "38.5–57.7 %" (– for results written before intervals existed)."""
+    if not isinstance(v, list | tuple) or len(v) != 2:
+        return "–"
+    low, high = R.percent(v[0]), R.percent(v[1])
+    return "–" if low is None or high is None else f"{low:.1f}–{high:.1f} %"
+
+
 def fmt_dt(v: Any) -> str:
     if v in (None, ""):
         return "–"
@@ -93,6 +101,7 @@ def environment() -> Environment:
     env.filters.update({
         "script_json": script_json,
         "pct": pct,
+        "ci": ci,
         "eps": R.eps_text,
         "eps_short": R.eps_short,
         "dt": fmt_dt,

@@ -274,6 +274,52 @@ class EvaluationView:
         return R.clean_accuracy(self.results)
 
     @property
+    def clean_accuracy_ci95(self) -> Any:
+        return (self.results or {}).get("clean_accuracy_ci95")
+
+    @property
+    def provenance(self) -> Mapping[str, Any]:
+        return R.section(self.results, "provenance")
+
+    @property
+    def provenance_items(self) -> list[tuple[str, str]]:
+        """What produced these numbers, one line each (empty for results older than provenance)."""
+        prov = self.provenance
+        if not prov:
+            return []
+        items: list[tuple[str, str]] = []
+        software = prov.get("software")
+        for entry in software if isinstance(software, list) else [software]:
+            if isinstance(entry, Mapping):
+                versions = ", ".join(f"{k} {v}" for k, v in entry.items() if k != "git_commit" and v)
+                items.append(("software", versions))
+                if entry.get("git_commit"):
+                    items.append(("git commit", str(entry["git_commit"])))
+        machine = prov.get("machine")
+        for entry in machine if isinstance(machine, list) else [machine]:
+            if isinstance(entry, Mapping):
+                items.append(("machine", f"{entry.get('device_name') or entry.get('device')}, "
+                                         f"{entry.get('precision')}, {entry.get('threads')} CPU threads"))
+        if prov.get("mixed"):
+            items.append(("note", f"shards ran on different {' and '.join(prov['mixed'])}: each is listed"))
+        items.append(("seed", _fmt_value(prov.get("seed"))))
+        dataset = R.section(prov, "dataset")
+        if dataset:
+            items.append(("test points", f"{dataset.get('name')}, points {dataset.get('points')} "
+                                         f"({dataset.get('n')}), sha256 {dataset.get('points_sha256') or '–'}"))
+        items.append(("checkpoint sha256", str(prov.get("checkpoint_sha256") or "–")))
+        items.append(("ran", f"{prov.get('started_at') or '–'} to {prov.get('finished_at') or '–'}"))
+        return items
+
+    @property
+    def versions(self) -> tuple[str | None, str | None] | None:
+        """(robaudit, pyautoattack) versions of the run, None when unknown or mixed within it."""
+        software = self.provenance.get("software")
+        if not isinstance(software, Mapping):
+            return None
+        return software.get("robaudit"), software.get("pyautoattack")
+
+    @property
     def headline_eps(self) -> float | None:
         return R.headline_eps(self.results)
 
@@ -407,6 +453,16 @@ class ReportView:
     @property
     def all_charts(self) -> list[Chart]:
         return [*self.charts, *self.training_charts]
+
+    @property
+    def mixed_versions(self) -> str | None:
+        """A warning when the compared results come from different robaudit or pyautoattack versions."""
+        seen = {v for e in self.with_results if (v := e.versions) is not None}
+        if len(seen) < 2:
+            return None
+        runs = "; ".join(f"robaudit {a or '?'} with pyautoattack {b or '?'}" for a, b in sorted(seen, key=str))
+        return (f"These results were measured by different software versions ({runs}): a difference between "
+                "models may partly be a difference between versions.")
 
     def training_chart_of(self, ev: EvaluationView) -> Chart | None:
         """The training-curves chart shown in this evaluation's details, if any."""
