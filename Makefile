@@ -31,10 +31,13 @@ lint: dev
 	$(VENV)/bin/mypy
 
 # Starts PostgreSQL/Redis if they are installed but down; suites whose services are missing are
-# skipped and named in a banner at the end (under CI=1 they fail instead).
+# skipped and named in a banner at the end (under CI=1 they fail instead). Two pytest processes, one
+# test file each at a time (--dist loadfile keeps a file's module fixtures, like its served instance,
+# in one process): most service tests wait on a subprocess that uses one core.
+TEST_WORKERS ?= 2
 test: lint
 	scripts/test-services.sh
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # Each benchmark prints its own table; figures and commands are recorded in BENCHMARKS.md.
 bench: dev

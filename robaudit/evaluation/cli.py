@@ -94,6 +94,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--download", action="store_true", help="download the dataset if missing")
     p.add_argument("--out", required=True, help="results JSON path")
     p.add_argument("--csv", help="also write the summary as CSV")
+    p.add_argument("--robustbench", metavar="PATH",
+                   help="also write a RobustBench model-info JSON (docs/robustbench.md: the fields to fill in)")
     p.add_argument("--json", action="store_true", help="print the results JSON instead of the table")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     gate = p.add_argument_group(
@@ -278,6 +280,7 @@ def run(args: argparse.Namespace) -> int:
     from robaudit.evaluation import DirectoryStore, build_spec, evaluate, results_to_csv
     from robaudit.evaluation.ci_report import junit_xml, summary_markdown
     from robaudit.evaluation.gate import GateSettings, check_gate
+    from robaudit.evaluation.robustbench import model_info
 
     model, meta, info = _load(args.checkpoint, args.device, args.arch, args.dataset, args.preprocessing,
                               args.mean, args.std, input_range=args.input_range)
@@ -311,6 +314,9 @@ def run(args: argparse.Namespace) -> int:
         _write_atomic(Path(args.out), json.dumps(results, indent=1) + "\n")
         if args.csv:
             results_to_csv(results, args.csv)
+        if args.robustbench:
+            info = model_info(results, results["checkpoint"]["metadata"])
+            _write_atomic(Path(args.robustbench), json.dumps(info, indent=1) + "\n")
         if args.junit:
             _write_atomic(Path(args.junit), junit_xml(results, gate))
         if args.summary_md:
@@ -321,7 +327,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(results, indent=1))
     else:
         print(format_summary(results))
-        outputs = [p for p in (args.out, args.csv, args.junit, args.summary_md) if p]
+        outputs = [p for p in (args.out, args.csv, args.robustbench, args.junit, args.summary_md) if p]
         print(f"results: {', '.join(outputs)}")
     if gate.conditions:
         # stderr, so --json's stdout stays one JSON document

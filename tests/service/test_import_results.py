@@ -54,6 +54,9 @@ def test_imported_results_become_an_evaluation_that_reports_can_compare(client, 
     assert client.get(f"/api/v1/evaluations/{job['id']}/results").json() == results
     csv = client.get(f"/api/v1/evaluations/{job['id']}/results", params={"format": "csv"}).text
     assert "pgd" in csv
+    info = client.get(f"/api/v1/evaluations/{job['id']}/results", params={"format": "robustbench"}).json()
+    assert info["eps"] == "0.1" and info["clean_acc"] == f"{100 * results['clean_accuracy']:.2f}"
+    assert info["autoattack_acc"] is not None and "reported" in info["robaudit"]["to_fill"]
     # Per-point bitsets are stored like a worker's, so per-sample comparisons work too.
     assert count_rows(client.settings, SampleBitset, job_id=job["id"]) >= len(results["per_sample"]["bits"]) // 2
 

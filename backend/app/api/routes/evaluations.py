@@ -13,6 +13,7 @@ from robaudit.backend.app.summaries import results_summary
 from robaudit.backend.app.validation import validate_evaluation
 from robaudit.evaluation import results_to_csv
 from robaudit.evaluation.results_check import ResultsError, check_results
+from robaudit.evaluation.robustbench import model_info
 from robaudit.frontend.views import evaluation_view
 
 # Results pushed from elsewhere may cover more points than this service would evaluate itself.
@@ -28,11 +29,13 @@ router = job_routes(JobKindRoutes(
 
 @router.get("/{evaluation_id}/results", dependencies=[ReadAccess],
             responses={200: {"content": {"application/json": {}, "text/csv": {}},
-                             "description": "The evaluation engine's results JSON (or its CSV)"},
+                             "description": "The evaluation engine's results JSON (or its CSV, or a "
+                                            "RobustBench model-info JSON)"},
                        404: {"model": Message}, 409: {"model": Message}})
 def read_evaluation_results(session: SessionDep, evaluation_id: int = Path(ge=1, le=MAX_ID),
-                            format: Literal["json", "csv"] = Query("json")) -> Any:
-    """Get an evaluation's results JSON (schema: docs/results-schema.md); ?format=csv for CSV."""
+                            format: Literal["json", "csv", "robustbench"] = Query("json")) -> Any:
+    """Get an evaluation's results JSON (schema: docs/results-schema.md); ?format=csv for CSV;
+    ?format=robustbench for a RobustBench model-info JSON (docs/robustbench.md)."""
     job = find_job(session, evaluation_id, "evaluation")
     results = crud.get_results(session=session, job_id=evaluation_id)
     if results is None:
@@ -41,6 +44,12 @@ def read_evaluation_results(session: SessionDep, evaluation_id: int = Path(ge=1,
         disposition = f'attachment; filename="evaluation-{evaluation_id}.csv"'
         return PlainTextResponse(results_to_csv(results), media_type="text/csv",
                                  headers={"Content-Disposition": disposition})
+    if format == "robustbench":
+        disposition = f'attachment; filename="evaluation-{evaluation_id}-robustbench.json"'
+        # An imported evaluation has no stored checkpoint; its results may carry the metadata.
+        metadata = ({**(job.checkpoint.meta or {}), "arch": job.checkpoint.arch} if job.checkpoint is not None
+                    else (results.get("checkpoint") or {}).get("metadata") or {})
+        return JSONResponse(model_info(results, metadata), headers={"Content-Disposition": disposition})
     return JSONResponse(results)
 
 
