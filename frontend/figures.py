@@ -115,6 +115,39 @@ def _base_layout(title: str, x_title: str, y_title: str, **extra: Any) -> dict[s
     return layout
 
 
+def _error_bars(rows: Sequence[Mapping[str, Any] | None], ys: Sequence[float | None],
+                color: str) -> dict[str, Any] | None:
+    """Plotly ``error_y`` for the rows' 95% intervals (``ci95``, in %); None when no row has one
+    (results from before intervals existed). A row without one gets no bar."""
+    plus, minus, any_ci = [], [], False
+    for row, y in zip(rows, ys, strict=True):
+        ci = row.get("ci95") if row else None
+        if y is None or not isinstance(ci, list | tuple) or len(ci) != 2:
+            plus.append(0.0)
+            minus.append(0.0)
+            continue
+        low, high = R.percent(ci[0]), R.percent(ci[1])
+        if low is None or high is None:
+            plus.append(0.0)
+            minus.append(0.0)
+            continue
+        any_ci = True
+        plus.append(max(high - y, 0.0))
+        minus.append(max(y - low, 0.0))
+    if not any_ci:
+        return None
+    return {"type": "data", "symmetric": False, "array": plus, "arrayminus": minus, "color": color,
+            "thickness": 1.2, "width": 3}
+
+
+def _ci_hover(row: Mapping[str, Any] | None) -> str:
+    ci = row.get("ci95") if row else None
+    if not isinstance(ci, list | tuple) or len(ci) != 2:
+        return ""
+    low, high = R.percent(ci[0]), R.percent(ci[1])
+    return "" if low is None or high is None else f"<br>95% CI {low:.1f}–{high:.1f}% (Wilson)"
+
+
 def _acc_axis_range(values: Iterable[float | None]) -> list[float]:
     """From just below 0 (so points at 0 % stay visible above the axis line) to a little above the
     highest value, at least 25 % so that small differences are not blown up."""
@@ -177,9 +210,11 @@ def accuracy_vs_eps(models: Sequence[Model], colors: Mapping[str, str] | None = 
                     extra += f"<br>step α = {R.eps_text(row.get('alpha'))}"
                 if row.get("note"):
                     extra += f"<br><i>{_esc(row['note'])}</i>"
+                extra += _ci_hover(row)
                 hover.append(f"<b>{_esc(m.label)}</b><br>{_esc(label)}, ε = {R.eps_text(x)}{extra}")
             style = attack_style(rung)
             worst = rung.family == "worst"
+            bars = _error_bars([row for _, row in s.points], ys, color)
             traces.append({
                 "type": "scatter", "mode": "lines+markers" if s.curve else "markers",
                 "name": label, **_group(m),
@@ -190,6 +225,7 @@ def accuracy_vs_eps(models: Sequence[Model], colors: Mapping[str, str] | None = 
                 "marker": {"color": color, "symbol": SANITY_SYMBOL if s.sanity else style["symbol"],
                            "size": 12 if s.sanity else 9 if s.curve else 11,
                            "line": {"width": 1.5, "color": color}},
+                **({"error_y": bars} if bars else {}),
             })
     if not traces:
         return None
@@ -301,8 +337,10 @@ def attack_ladder(models: Sequence[Model], colors: Mapping[str, str] | None = No
     traces = []
     for m, eps, lad in per_model:
         ys, hover, texts = [], [], []
+        rows: list[dict[str, Any] | None] = []
         for rung in order:
             row = next((r for g, r in lad if g == rung), None)
+            rows.append(row)
             y = R.percent(row.get("robust_accuracy")) if row else None
             ys.append(y)
             texts.append(f"{y:.1f}" if y is not None else "")
@@ -313,8 +351,9 @@ def attack_ladder(models: Sequence[Model], colors: Mapping[str, str] | None = No
                 where = "clean, no attack" if rung.family == "clean" else f"ε = {R.eps_text(eps)}"
                 hover.append(f"<b>{_esc(m.label)}</b><br>{rung.label}, {where}"
                              + (f"<br>n = {n}" if n not in (None, "") else "")
-                             + f"<br>accuracy = {y:.2f}%")
+                             + f"<br>accuracy = {y:.2f}%" + _ci_hover(row))
         name = f"{_esc(m.label)} (ε = {R.eps_short(eps)})" if eps is not None else _esc(m.label)
+        bars = _error_bars(rows, ys, "#1f2933")
         traces.append({
             "type": "bar", "name": name, "legendgroup": _esc(m.label), "x": categories, "y": ys,
             "text": texts, "textposition": "outside", "cliponaxis": False, "textfont": {"size": 11},
@@ -322,6 +361,7 @@ def attack_ladder(models: Sequence[Model], colors: Mapping[str, str] | None = No
             "marker": {"color": _color(colors, m), "line": {"color": "#1f2933", "width": 0.5},
                        "pattern": {"shape": patterns, "fillmode": "overlay", "fgcolor": "#ffffff",
                                    "fgopacity": 0.7, "size": 7}},
+            **({"error_y": bars} if bars else {}),
         })
     layout = _base_layout("Attack ladder (weakest to strongest; worst case per test point last)",
                           "attack (at each model's ladder ε)", "accuracy under attack (%)",

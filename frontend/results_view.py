@@ -260,7 +260,8 @@ def ladder(results: Mapping[str, Any] | None, eps: float | None = None, *,
     clean = clean_accuracy(results)
     if clean is not None:
         n = section(results, "config").get("n_examples")
-        out.append((Rung(CLEAN), {"robust_accuracy": clean, "eps": 0.0, "n": n}))
+        out.append((Rung(CLEAN), {"robust_accuracy": clean, "eps": 0.0, "n": n,
+                                  "ci95": results.get("clean_accuracy_ci95")}))
     if eps is None:
         return out
     rows: dict[Rung, dict[str, Any]] = {}
@@ -361,7 +362,9 @@ def eps_series(m: Model) -> list[EpsSeries]:
         pts = _one_per_eps(pts)
         curve = len(pts) > 1
         if curve and clean is not None:  # a curve starts at ε = 0 with the clean accuracy
-            pts = [(0.0, {"robust_accuracy": clean, "_clean": True})] + [p for p in pts if p[0] > 0]
+            clean_row = {"robust_accuracy": clean, "_clean": True,
+                         "ci95": (m.results or {}).get("clean_accuracy_ci95")}
+            pts = [(0.0, clean_row)] + [p for p in pts if p[0] > 0]
         out.append(EpsSeries(rung, label, pts, curve))
     # The large-ε check measures something else (can the attack erase the image at all?) on a subset
     # of the points: its markers stand alone, so no line suggests accuracies between ε = 0 and 0.5.

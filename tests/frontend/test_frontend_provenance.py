@@ -6,6 +6,8 @@ import copy
 import json
 from pathlib import Path
 
+import pytest
+
 from robaudit.frontend.report import export_payload, render_report_html
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "audit_tiny.json"
@@ -49,3 +51,21 @@ def test_a_report_mixing_pyautoattack_versions_says_so():
     html = render_report_html(_payload("0.2.0", "0.3.1"))
     assert 'id="mixed-versions"' in html
     assert "robaudit 0.1.0 with pyautoattack 0.2.0" in html and "robaudit 0.1.0 with pyautoattack 0.3.1" in html
+
+
+def test_charts_draw_each_interval_as_an_error_bar():
+    from robaudit.frontend.views import report_view
+
+    payload = _payload("0.2.0")
+    results = payload["evaluations"][0]["results"]
+    view = report_view(payload)
+    figures = {c.id: c.figure for c in view.charts}
+    ladder = next(f for i, f in figures.items() if "ladder" in i)
+    (bars,) = ladder["data"]
+    worst = next(r for r in results["worst_case"] if r["n"] == results["n"])
+    i = len(bars["x"]) - 1                                   # the worst case is the ladder's last rung
+    y = bars["y"][i]
+    assert bars["error_y"]["array"][i] == pytest.approx(100 * worst["ci95"][1] - y, abs=0.01)
+    assert bars["error_y"]["arrayminus"][i] == pytest.approx(y - 100 * worst["ci95"][0], abs=0.01)
+    eps_chart = next(f for i, f in figures.items() if i.endswith("eps"))
+    assert all("error_y" in t for t in eps_chart["data"])    # every series, clean point included
