@@ -18,8 +18,9 @@ from markupsafe import Markup
 
 from robaudit.frontend import gaps
 from robaudit.frontend import results_view as R
+from robaudit.frontend.differences import DIFFERENCES_KEY, model_differences
 from robaudit.frontend.templating import STATIC_DIR, environment, plotly_js_path
-from robaudit.frontend.views import EvaluationView, StudyView, report_view
+from robaudit.frontend.views import EvaluationView, StudyView, evaluation_views, report_view
 
 # The HTTP policy of the HTML export (an attachment): its content is inline scripts and styles, and it
 # fetches nothing. Should a browser render it from this server, the sandbox gives it an opaque origin,
@@ -79,6 +80,10 @@ def export_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
             ev["checkpoint"] = {k: v for k, v in ev["checkpoint"].items() if k not in PRIVATE_CHECKPOINT_KEYS}
         evaluations.append(ev)
     out["evaluations"] = evaluations
+    # Model-vs-model differences need the per-point records too: the table travels instead.
+    if DIFFERENCES_KEY not in out:
+        labelled = [(v.label, v.results) for v in evaluation_views(payload.get("evaluations") or []) if v.results]
+        out[DIFFERENCES_KEY] = model_differences(labelled)
     return out
 
 

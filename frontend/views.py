@@ -16,6 +16,7 @@ from typing import Any
 from robaudit.frontend import figures as F
 from robaudit.frontend import gaps as G
 from robaudit.frontend import results_view as R
+from robaudit.frontend.differences import differences_of
 
 STATUS_ORDER = {"fail": 0, "warn": 1, "pass": 2, "skipped": 3}
 STATUS_ICON = {"pass": "✔", "warn": "⚠", "fail": "✖", "skipped": "–"}
@@ -445,6 +446,7 @@ class ReportView:
     charts: list[Chart] = field(default_factory=list)
     training_charts: list[Chart] = field(default_factory=list)
     study: StudyView | None = None
+    differences: list[dict[str, Any]] = field(default_factory=list)   # frontend.differences
 
     @property
     def with_results(self) -> list[EvaluationView]:
@@ -670,7 +672,8 @@ def report_view(payload: Mapping[str, Any], prefix: str = "chart") -> ReportView
     return ReportView(id=report.get("id"), title=str(report.get("title") or "Robustness report"),
                       created_at=report.get("created_at"), evaluations=views,
                       charts=comparison_charts(views, prefix, reference),
-                      training_charts=training_charts(views, prefix), study=study)
+                      training_charts=training_charts(views, prefix), study=study,
+                      differences=differences_of(payload, [(v.label, v.results) for v in views if v.results]))
 
 
 def evaluation_view(evaluation: Mapping[str, Any]) -> tuple[EvaluationView, list[Chart]]:

@@ -69,3 +69,32 @@ def test_charts_draw_each_interval_as_an_error_bar():
     assert bars["error_y"]["arrayminus"][i] == pytest.approx(y - 100 * worst["ci95"][0], abs=0.01)
     eps_chart = next(f for i, f in figures.items() if i.endswith("eps"))
     assert all("error_y" in t for t in eps_chart["data"])    # every series, clean point included
+
+
+def test_models_on_the_same_points_are_compared_paired_also_in_the_export():
+    from robaudit.evaluation.intervals import paired_difference
+    from robaudit.evaluation.results import decode_bits
+    from robaudit.frontend.report import export_payload
+    from robaudit.frontend.views import report_view
+
+    payload = _payload("0.2.0", "0.2.0")
+    results_b = payload["evaluations"][1]["results"]
+    worst_key = next(r["key"] for r in results_b["worst_case"] if r["n"] == results_b["n"])
+    bits = decode_bits(results_b["per_sample"]["bits"][worst_key], results_b["n"])
+    flipped = bits.copy()
+    flipped[:10] = False                                     # model 2 loses ten points model 1 keeps
+    from robaudit.evaluation.results import encode_bits
+    results_b["per_sample"]["bits"][worst_key] = encode_bits(flipped)
+    (d,) = report_view(payload).differences
+    expected = paired_difference(bits, flipped)
+    assert (d["first"], d["second"], d["n"]) == ("model 1", "model 2", results_b["n"])
+    assert d["difference_pp"] == pytest.approx(100 * expected["difference"])
+    assert [d["low_pp"], d["high_pp"]] == pytest.approx([100 * v for v in expected["ci95"]])
+    exported = export_payload(payload)
+    assert "per_sample" not in exported["evaluations"][1]["results"]
+    assert report_view(exported).differences == [d]          # the table travels without the records
+    html = render_report_html(payload)
+    assert 'id="paired-differences"' in html and "model 1 − model 2" in html
+    # Different points: no paired difference is claimed.
+    results_b["provenance"]["dataset"]["points_sha256"] = "ef" * 32
+    assert report_view(payload).differences == []
