@@ -20,6 +20,7 @@ import numpy as np
 
 from robaudit.errors import RobauditError
 from robaudit.evaluation.clean_check import VERDICT_INVALID, judge
+from robaudit.evaluation.intervals import paired_difference
 from robaudit.evaluation.registry import is_white_box
 from robaudit.evaluation.results import (
     LARGE_EPS,
@@ -176,6 +177,24 @@ def _skip(cid: str, name: str, reason: str) -> dict[str, Any]:
 def _worst(*statuses: str) -> str:
     order = {"pass": 0, "warn": 1, "fail": 2}
     return max(statuses, key=lambda s: order[s]) if statuses else "pass"
+
+
+def _paired_gap(first: np.ndarray, second: np.ndarray) -> tuple[float, float]:
+    """The paired 95% interval (Newcombe) of mean(first) - mean(second), in pp."""
+    low, high = paired_difference(first, second)["ci95"]
+    return _pp(low), _pp(high)
+
+
+def _beyond_noise(level: str, low_pp: float) -> str:
+    """A gap over a threshold whose paired interval still reaches 0 could be sampling noise on these
+    points: the check is one level milder (fail -> warn, warn -> pass) and says so."""
+    if level == "pass" or low_pp > 0:
+        return level
+    return "warn" if level == "fail" else "pass"
+
+
+NOISE_NOTE = "gap_ci95_pp: paired Newcombe 95% interval over the same points; a gap whose interval reaches 0 " \
+             "counts one level milder"
 
 
 # ---------------------------------------------------------------------------- the checks
@@ -539,7 +558,8 @@ def c12_outputs(v: _View, t: Thresholds) -> dict[str, Any]:
 
 def c13_ce_vs_margin(v: _View, t: Thresholds) -> dict[str, Any]:
     name = "Cross-entropy PGD as strong as margin PGD"
-    evidence, status, message, ran = {}, "pass", "", False
+    evidence: dict[str, Any] = {}
+    status, message, ran = "pass", "", False
     for eps in v.main_eps:
         ce = {r["steps"]: r for r in v.rows_at(eps, "pgd") if r["restarts"] == 1}
         cw = {r["steps"]: r for r in v.rows_at(eps, "cw")}
@@ -549,14 +569,22 @@ def c13_ce_vs_margin(v: _View, t: Thresholds) -> dict[str, Any]:
         ran = True
         k = common[-1]
         gap = _pp(ce[k]["robust_accuracy"] - cw[k]["robust_accuracy"])
+        low, high = _paired_gap(v.row_bits(ce[k]), v.row_bits(cw[k]))
         evidence[f"eps={eps:g}"] = {"steps": k, "pgd_ce": ce[k]["robust_accuracy"],
-                                    "pgd_cw": cw[k]["robust_accuracy"], "gap_pp": gap}
-        level = "fail" if gap > t.c13_fail_gap_pp else "warn" if gap > t.c13_warn_gap_pp else "pass"
+                                    "pgd_cw": cw[k]["robust_accuracy"], "gap_pp": gap,
+                                    "gap_ci95_pp": [low, high], "points": v.n}
+        evidence["noise"] = NOISE_NOTE
+        by_size = "fail" if gap > t.c13_fail_gap_pp else "warn" if gap > t.c13_warn_gap_pp else "pass"
+        level = _beyond_noise(by_size, low)
         if level != "pass" and _worst(status, level) != status:
             status = level
+            noise = ("" if level == by_size else
+                     f"; on {v.n} points that gap is within noise (its 95% interval reaches {low:.1f} pp), so "
+                     "rerun on more points to tell")
             message = (f"At eps {eps:g} PGD on the margin loss leaves {gap:.1f} pp fewer points correct than "
-                       f"PGD on cross-entropy ({k} steps each): cross-entropy gradients are misleading, the "
-                       "signature of a defense tuned to the attack it was trained against.")
+                       f"PGD on cross-entropy ({k} steps each; 95% interval {low:.1f} to {high:.1f} pp): "
+                       "cross-entropy gradients are misleading, the signature of a defense tuned to the attack "
+                       f"it was trained against{noise}.")
     if not ran:
         return _skip("C13", name, "needs PGD and CW with the same number of steps")
     return _check("C13", name, status, evidence,
@@ -565,7 +593,8 @@ def c13_ce_vs_margin(v: _View, t: Thresholds) -> dict[str, Any]:
 
 def c14_reported_vs_strongest(v: _View, t: Thresholds) -> dict[str, Any]:
     name = "PGD close to the strongest attacks"
-    evidence, status, message, ran, largest = {}, "pass", "", False, -float("inf")
+    evidence: dict[str, Any] = {}
+    status, message, ran, largest = "pass", "", False, -float("inf")
     for eps in v.main_eps:
         pgd_rows = [r for r in v.rows_at(eps, "pgd") if r["restarts"] == 1]
         others = [r for r in v.rows if same_eps(r["eps"], eps) and r["attack"] != "pgd"]
@@ -579,18 +608,26 @@ def c14_reported_vs_strongest(v: _View, t: Thresholds) -> dict[str, Any]:
             m = worst["n"]
             pgd_acc = float(pgd_bits[:m].mean())
             gap = _pp(pgd_acc - worst["robust_accuracy"])
+            worst_bits = v.bits.get(worst["key"]) if m == v.n else v.subset.get(worst["key"])
+            low, high = _paired_gap(pgd_bits[:m], worst_bits) if worst_bits is not None else (gap, gap)
             aa = v.rows_at(eps, "autoattack", n=m)
             evidence[f"eps={eps:g}" + ("" if m == v.n else f"/first={m}")] = {
                 "pgd_steps": cheapest["steps"], "pgd": pgd_acc, "worst_case": worst["robust_accuracy"],
-                "gap_pp": gap, "autoattack": aa[0]["robust_accuracy"] if aa else None, "points": m}
-            level = "fail" if gap > t.c14_fail_gap_pp else "warn" if gap > t.c14_warn_gap_pp else "pass"
+                "gap_pp": gap, "gap_ci95_pp": [low, high],
+                "autoattack": aa[0]["robust_accuracy"] if aa else None, "points": m}
+            evidence["noise"] = NOISE_NOTE
+            by_size = "fail" if gap > t.c14_fail_gap_pp else "warn" if gap > t.c14_warn_gap_pp else "pass"
+            level = _beyond_noise(by_size, low)
             status = _worst(status, level)
             if level != "pass" and gap > largest:  # quote the largest gap
                 largest = gap
                 scope = "" if m == v.n else f" (first {m} points)"
+                noise = ("" if level == by_size else
+                         f"; on {m} points that gap is within noise (its 95% interval reaches {low:.1f} pp)")
                 message = (f"At eps {eps:g}{scope}, PGD-{cheapest['steps']} reports {100 * pgd_acc:.1f} % but the "
-                           f"strongest attacks leave {100 * worst['robust_accuracy']:.1f} % ({gap:.1f} pp less; the "
-                           "usual gap is about 3 pp): the PGD number overstates robustness.")
+                           f"strongest attacks leave {100 * worst['robust_accuracy']:.1f} % ({gap:.1f} pp less, "
+                           f"95% interval {low:.1f} to {high:.1f} pp; the usual gap is about 3 pp): the PGD number "
+                           f"overstates robustness{noise}.")
     if not ran:
         return _skip("C14", name, "needs PGD and at least one other attack at the same eps")
     return _check("C14", name, status, evidence,
