@@ -141,9 +141,12 @@ def test_sigkilled_serve_leaves_no_process_and_a_restart_finishes_the_job(tmp_pa
         _hit_mid_job(shard_states(settings, job_id))
         serve.close()
 
+        # The orphan put its shard back in the queue before exiting: serve died, the job did not fail.
+        assert "back in the queue, resuming at the next start: job" in serve.output(), serve.output()[-3000:]
         restarted = ServeProcess(tmp_path / "var", port, tmp_path / "serve.log")
         done = wait_job(restarted.client, job_id, timeout=240)
         assert done["status"] == "succeeded", done
+        assert [shard["attempt"] for shard in done["shards"]] == [1], done
         results = restarted.client.get(f"/evaluations/{job_id}/results").json()
         assert_finished_identically(settings, job_id, results, reference)
         restarted.stop()
