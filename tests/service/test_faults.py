@@ -2,6 +2,7 @@
 undisturbed run, no duplicate rows and no process left behind.
 
 Covered here:
+- 50 clients for 10 s against `robaudit serve` while a job runs: no errors (benchmarks/bench_load.py);
 - a flood of concurrent job requests against the queue cap (exactly the cap is accepted);
 - SIGKILL of the worker's pool child alone;
 - SIGKILL of `robaudit serve` (its worker must exit by itself), then a restart on the same data folder;
@@ -13,9 +14,13 @@ Covered elsewhere, not repeated:
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
@@ -36,6 +41,7 @@ from .faults_helpers import (
 from .test_commands import _descendants
 
 pytestmark = pytest.mark.services
+ROOT = Path(__file__).resolve().parents[2]
 
 TRAIN = {"method": "standard", "hyperparameters": {"epochs": 1}}
 
@@ -207,3 +213,15 @@ def _stop_worker(worker: WorkerProcess) -> None:
     processes = ({worker.proc.pid} | _descendants(worker.proc.pid)) if worker.proc else set()
     worker.stop()
     wait_for(lambda: not alive(processes), "the worker's processes to exit", timeout=30)
+
+
+def test_load_of_50_clients_while_a_job_runs_has_no_errors(tmp_path, trained_checkpoint):
+    """benchmarks/bench_load.py, short: 50 clients for 10 s against `robaudit serve` during an evaluation
+    (BENCHMARKS.md has the 60-second run). It exits 1 on any error, or if the job was not running throughout."""
+    argv = [sys.executable, str(ROOT / "benchmarks" / "bench_load.py"), "--clients", "50", "--duration", "10",
+            "--checkpoint", str(trained_checkpoint), "--json", str(tmp_path / "t.json")]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=400, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    table = json.loads((tmp_path / "t.json").read_text())["endpoints"]
+    assert table["all"]["errors"] == 0 and table["all"]["requests"] >= 50, table
+    assert len(table) == 5, table   # every endpoint of the mix was hit
