@@ -199,6 +199,9 @@ def test_postgres_restart_mid_job(tmp_path, trained_checkpoint, reference):
             _hit_mid_job(shard_states(settings, job_id))
             done = wait_job(client, job_id, timeout=240)
             assert done["status"] == "succeeded", done
+            # The shard waited for the database instead of failing: the same delivery finished it.
+            assert [shard["attempt"] for shard in done["shards"]] == [1], done
+            assert "database unreachable" in (tmp_path / "worker.log").read_text()
             results = client.get(f"/evaluations/{job_id}/results").json()
             assert worker.proc.poll() is None, "the worker did not survive the database's restart"
             assert_finished_identically(settings, job_id, results, reference)
