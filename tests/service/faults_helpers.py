@@ -121,10 +121,12 @@ def shard_states(settings: Settings, job_id: int) -> list[str]:
         return [sh.status for sh in s.query(EvalShard).filter_by(job_id=job_id).order_by(EvalShard.index)]
 
 
-def assert_finished_identically(settings: Settings, job_id: int, results: dict, reference: dict) -> None:
-    """Results equal to the undisturbed run's, resumed from stored batches, and no row stored twice."""
+def assert_finished_identically(settings: Settings, job_id: int, results: dict, reference: dict, *,
+                                resumed: bool = True) -> None:
+    """Results equal to the undisturbed run's, and no row stored twice. ``resumed``: a new delivery finished
+    the job from the batches stored before the fault (it did not start over)."""
     assert without_timings(results) == without_timings(reference)
-    assert results["timing"]["reused_batches"] > 0, results["timing"]   # it resumed, it did not start over
+    assert (results["timing"]["reused_batches"] > 0) == resumed, results["timing"]
     assert count_rows(settings, EvaluationResult, job_id=job_id) == 1
     assert count_rows(settings, SampleBitset, job_id=job_id) == len(reference["per_sample"]["bits"]) + 1
     # Every batch of the undisturbed run once: either stored before the fault and reused, or computed after
