@@ -176,8 +176,8 @@ class PrivateRedis:
 
 
 class PrivatePostgres:
-    """A PostgreSQL cluster of this test's own: initdb in a temporary folder owned by the postgres user
-    (the server refuses to run as root), on a free port, its socket in that folder."""
+    """A PostgreSQL cluster of this test's own: initdb in a temporary folder (owned by the postgres user
+    when we are root: the server refuses to run as root), on a free port, its socket in that folder."""
 
     def __init__(self):
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
@@ -186,7 +186,10 @@ class PrivatePostgres:
         self.bin = Path(found[-1]).parent
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="robaudit-pg-"))
-        shutil.chown(self.dir, "postgres", "postgres")
+        # As root, the server runs as the postgres user; as anyone else, as that user.
+        self.runas = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.runas:
+            shutil.chown(self.dir, "postgres", "postgres")
         self.data = self.dir / "data"
         self._as_postgres("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
         self.start()
@@ -197,7 +200,7 @@ class PrivatePostgres:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/robaudit"
 
     def _as_postgres(self, tool: str, *args: str) -> None:
-        out = subprocess.run(["runuser", "-u", "postgres", "--", str(self.bin / tool), *args],
+        out = subprocess.run([*self.runas, str(self.bin / tool), *args],
                              capture_output=True, text=True, timeout=120, cwd=self.dir)
         assert out.returncode == 0, f"{tool} failed: {out.stdout[-2000:]}{out.stderr[-2000:]}"
 
