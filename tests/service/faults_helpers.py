@@ -50,7 +50,8 @@ class ServeProcess:
     def __init__(self, data_dir: Path, port: int, log_path: Path):
         self.data_dir, self.port, self.log_path = data_dir, port, log_path
         self.log = log_path.open("ab")
-        env = {**_env(data_dir.parent), "ROBAUDIT_API_TOKEN": TOKEN}
+        # Progress every 0.2 s: the fault can land as soon as the first batches are stored.
+        env = {**_env(data_dir.parent), "ROBAUDIT_API_TOKEN": TOKEN, "ROBAUDIT_PROGRESS_INTERVAL": "0.2"}
         self.proc = subprocess.Popen([*ROBAUDIT, "serve", "--port", str(port), "--data-dir", str(data_dir)],
                                      env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=60,
