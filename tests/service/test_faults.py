@@ -181,6 +181,7 @@ def test_redis_restart_mid_job(tmp_path, trained_checkpoint, reference, pg_url):
             assert done["status"] == "succeeded", done
             results = client.get(f"/evaluations/{job_id}/results").json()
             assert worker.proc.poll() is None, "the worker did not survive the broker's restart"
+            assert "Connection to broker lost" in (tmp_path / "worker.log").read_text()   # it did notice
             assert_finished_identically(settings, job_id, results, reference)
     finally:
         _stop_worker(worker)
