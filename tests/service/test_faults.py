@@ -1,9 +1,9 @@
-"""Fault injection (issue 13): each scenario ends with the job succeeded, its results identical to an
-undisturbed run, no duplicate rows and no process left behind.
+"""Fault injection (issue 13): each fault ends with the job succeeded, its results identical to an
+undisturbed run, no duplicate rows and no process left behind. Plus two checks under concurrency: a
+flood of job requests against the queue cap (exactly the cap is accepted), and 50 clients for 10 s
+against `robaudit serve` while a job runs, with no errors (benchmarks/bench_load.py).
 
-Covered here:
-- 50 clients for 10 s against `robaudit serve` while a job runs: no errors (benchmarks/bench_load.py);
-- a flood of concurrent job requests against the queue cap (exactly the cap is accepted);
+Faults injected here:
 - SIGKILL of the worker's pool child alone;
 - SIGKILL of `robaudit serve` (its worker must exit by itself), then a restart on the same data folder;
 - a restart of Redis mid-job, and of PostgreSQL mid-job (private instances on free ports).
