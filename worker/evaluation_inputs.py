@@ -4,10 +4,15 @@ Imports torch and the science: only the task bodies import it, in the pool child
 """
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session
 
 import robaudit
 from robaudit.backend.app import crud
@@ -19,23 +24,46 @@ from robaudit.evaluation.engine import Prepared
 from robaudit.models.checkpoint import CheckpointMetadata, load_checkpoint
 from robaudit.worker.transfer import ensure_local
 
+log = logging.getLogger("robaudit.worker")
+
+
+# How long a batch read or write waits for an unreachable database (a restart, a failover) before the
+# step fails; heartbeats keep failing meanwhile, so past ROBAUDIT_STALE_AFTER the janitor takes over anyway.
+DB_OUTAGE_WAIT_S = 60.0
+T = TypeVar("T")
+
 
 class SqlStore:
     """The evaluation engine's store protocol over the eval_batches table (unique per job and key).
 
-    Every shard of a job writes its own keys into it; the merge reads them all back.
+    Every shard of a job writes its own keys into it; the merge reads them all back. A database that
+    stops answering (restarted mid-job) pauses the evaluation until it is back, instead of failing this
+    delivery: both calls are idempotent (the write is an upsert), so retrying them is safe.
     """
 
     def __init__(self, settings: Settings, job_id: int):
         self.Session, self.job_id = session_factory(settings), job_id
 
+    def _patient(self, call: Callable[[Session], T]) -> T:
+        deadline = time.monotonic() + DB_OUTAGE_WAIT_S
+        delay = 0.2
+        while True:
+            try:
+                with self.Session() as s:
+                    return call(s)
+            except (OperationalError, InterfaceError) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("job %s: database unreachable (%s); retrying in %.1f s", self.job_id,
+                            str(exc).splitlines()[0][:200], delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     def get(self, key: str) -> dict | None:
-        with self.Session() as s:
-            return crud.batch_get(session=s, job_id=self.job_id, key=key)
+        return self._patient(lambda s: crud.batch_get(session=s, job_id=self.job_id, key=key))
 
     def put(self, key: str, value: dict) -> None:
-        with self.Session() as s:
-            crud.batch_put(session=s, job_id=self.job_id, key=key, value=value)
+        self._patient(lambda s: crud.batch_put(session=s, job_id=self.job_id, key=key, value=value))
 
 
 def device_for(settings: Settings) -> str:

@@ -22,3 +22,16 @@ def pid_alive(pid: int) -> bool:
     except (OSError, IndexError):
         return True   # no /proc: trust kill(0)
     return state not in ("Z", "X")
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (Linux: read from /proc; elsewhere none are found)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and pid_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found

@@ -2,10 +2,12 @@
 robaudit.worker.celery_app."""
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
 import threading
+import time
 
 from celery import signals
 
@@ -13,7 +15,7 @@ from robaudit.backend.app import crud, crud_shards
 from robaudit.backend.app.core.celery_app import SHARD_TASK_NAME, TASK_NAME
 from robaudit.backend.app.core.db import session_factory
 from robaudit.worker.celery_app import app
-from robaudit.worker.procs import EXIT_WITH_ENV, pid_alive
+from robaudit.worker.procs import EXIT_WITH_ENV, children, pid_alive
 
 log = logging.getLogger("robaudit.worker")
 
@@ -79,14 +81,65 @@ def _requeue_orphans(hostname: str) -> None:
         log.warning("could not requeue jobs orphaned by a restart", exc_info=True)
 
 
-def _exit_with(pid: int) -> None:
+# How long an orphaned worker's own shutdown may take before it kills its pool and exits by force.
+ORPHAN_SHUTDOWN_GRACE_S = 15.0
+_parent_gone = threading.Event()
+
+
+def _exit_with(pid: int, hostname: str) -> None:
     # An embedded worker (serve, demo, study) must not outlive the command that started it, even
     # when that command is SIGKILLed and cannot stop it: it would keep taking jobs nobody watches.
     while pid_alive(pid):
         if _presence_stop.wait(1.0):
             return
     log.warning("the process that started this worker (pid %s) is gone; shutting down", pid)
-    os.kill(os.getpid(), signal.SIGQUIT)   # cold shutdown, as robaudit.launch.service stops its worker
+    _parent_gone.set()
+    # A cold shutdown at once, as robaudit.launch.service stops its worker: nobody waits for the running
+    # task, so no soft shutdown letting it run on. What it was running goes back to the queue at exit.
+    app.conf.worker_soft_shutdown_timeout = 0.0
+    os.kill(os.getpid(), signal.SIGQUIT)
+    # Normally the process has exited long before this. A shutdown that hangs (seen: blocked on a pool
+    # semaphore) must still end, or the orphan would sit in the workers table and hold its job.
+    time.sleep(ORPHAN_SHUTDOWN_GRACE_S)
+    log.warning("shutdown still not done after %.0f s; killing the pool and exiting", ORPHAN_SHUTDOWN_GRACE_S)
+    _end_orphan(hostname, 1)
+
+
+def _end_orphan(hostname: str, code: int) -> None:
+    """Kill what is left of the pool, requeue its work, exit now."""
+    for child in children(os.getpid()):
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 5.0
+    while children(os.getpid()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _release_interrupted(hostname)
+    logging.shutdown()
+    # Skips billiard's exit handlers, which wait on a pool that no longer exists (seen hanging).
+    os._exit(code)
+
+
+def _release_interrupted(hostname: str) -> None:
+    """Put what this worker was running back in the queue at no attempt's cost: its parent died, the job did
+    not fail. Called once the pool children are gone (their rows can no longer change under us)."""
+    from robaudit.backend.app.dispatch import release_interrupted_work
+
+    try:
+        released = release_interrupted_work(app, app.robaudit_settings, session_factory(app.robaudit_settings),
+                                            hostname)
+    except Exception:   # database gone too: the next worker start requeues them (at an attempt's cost)
+        log.warning("could not requeue the interrupted jobs", exc_info=True)
+        return
+    if released:
+        log.warning("back in the queue, resuming at the next start: %s", ", ".join(released))
+
+
+def _release_at_exit(hostname: str) -> None:
+    # atexit runs in the main thread once Celery's cold shutdown is done.
+    if _parent_gone.is_set():
+        _end_orphan(hostname, 0)
 
 
 @signals.worker_ready.connect
@@ -96,7 +149,8 @@ def _on_worker_ready(sender=None, **_):
     queues = [q.name for q in app.amqp.queues.consume_from.values()] if app.amqp.queues.consume_from else []
     threading.Thread(target=_presence_loop, args=(hostname, queues), name="presence", daemon=True).start()
     if os.environ.get(EXIT_WITH_ENV):
-        threading.Thread(target=_exit_with, args=(int(os.environ[EXIT_WITH_ENV]),), name="exit-with",
+        atexit.register(_release_at_exit, hostname)
+        threading.Thread(target=_exit_with, args=(int(os.environ[EXIT_WITH_ENV]), hostname), name="exit-with",
                          daemon=True).start()
 
 

@@ -109,14 +109,52 @@ def delete_checkpoint(*, session: Session, checkpoint: Checkpoint) -> None:
 
 
 # Jobs ---------------------------------------------------------------------------------
+class QueueFull(Exception):
+    """The queue already holds ``queued`` jobs, the cap: nothing was stored."""
+
+    def __init__(self, queued: int):
+        super().__init__(f"{queued} jobs are queued")
+        self.queued = queued
+
+
+# Any constant will do, as long as it differs from the migrations' lock (robaudit.backend.app.core.db).
+_QUEUE_LOCK = 728364502
+
+
+def _queue_in(session: Session, max_queued: int | None) -> None:
+    """Commit a change that put one more job in the queue, unless that makes more than ``max_queued``
+    queued jobs: then roll it back and raise QueueFull.
+
+    Atomic, so N concurrent requests never overshoot the cap. The caller's write has happened (not yet
+    committed) when the count is taken. SQLite: that write holds the database's only write lock until
+    the commit or rollback, so no other request can add a queued job in between. PostgreSQL: writers
+    run at once and READ COMMITTED would let each miss the others' rows, so every writer that queues a
+    job first takes a transaction-scoped advisory lock (_lock_queue), released by the commit.
+    """
+    if max_queued is not None:
+        queued = count_jobs(session=session, status="queued")
+        if queued > max_queued:
+            session.rollback()
+            raise QueueFull(queued - 1)
+    session.commit()
+
+
+def _lock_queue(session: Session, max_queued: int | None) -> None:
+    if max_queued is not None and session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(_QUEUE_LOCK)))
+
+
 def create_job(*, session: Session, kind: str, config: dict[str, Any], name: str | None = None,
                checkpoint_id: int | None = None, surrogate_id: int | None = None,
-               max_attempts: int = 3, queue: str | None = None) -> Job:
+               max_attempts: int = 3, queue: str | None = None, max_queued: int | None = None) -> Job:
+    """A new queued job. With ``max_queued``: raises QueueFull, storing nothing, if the queue is full."""
+    _lock_queue(session, max_queued)
     job = Job(kind=kind, status="queued", name=name, config=config, checkpoint_id=checkpoint_id,
               surrogate_id=surrogate_id, max_attempts=max_attempts, queue=queue, task_id=new_task_id(),
               metrics=[], summary={})
     session.add(job)
-    session.commit()
+    session.flush()
+    _queue_in(session, max_queued)
     return job
 
 
@@ -220,18 +258,23 @@ def request_cancel(*, session: Session, job_id: int) -> tuple[str, str | None]:
     return ("requested", None) if changed else ("finished", None)
 
 
-def prepare_retry(*, session: Session, job_id: int) -> str | None:
+def prepare_retry(*, session: Session, job_id: int, max_queued: int | None = None) -> str | None:
     """Put a failed or cancelled job back in the queue; its stored state is kept so it resumes.
 
-    Returns the new task id, or None if the job is not in a retryable state.
+    Returns the new task id, or None if the job is not in a retryable state. With ``max_queued``:
+    raises QueueFull, changing nothing, if the queue is full.
     """
+    _lock_queue(session, max_queued)
     task_id = new_task_id()
     changed = _changed(session, update(Job).where(Job.id == job_id, Job.status.in_(("failed", "cancelled")))
                                 .values(status="queued", task_id=task_id, attempt=0, cancel_requested=False,
                                           error=None, finished_at=None, worker_hostname=None, worker_pid=None,
                                           eta_seconds=None))
-    session.commit()
-    return task_id if changed else None
+    if not changed:
+        session.rollback()
+        return None
+    _queue_in(session, max_queued)
+    return task_id
 
 
 def mark_dispatch_failed(*, session: Session, job_id: int, error: str) -> None:

@@ -36,13 +36,18 @@ def find_job(session: Session, job_id: int, kind: str | None = None) -> Job:
     return job
 
 
+def queue_full(queued: int) -> HTTPException:
+    return HTTPException(429, detail=f"{queued} jobs are queued, the most allowed (ROBAUDIT_MAX_QUEUED_JOBS): "
+                                     "wait for some to start or cancel some, then try again")
+
+
 def require_queue_room(session: Session, settings: Settings) -> None:
-    """429 when the queue is full. Checked before anything is stored; two requests at the same instant
-    may both pass, so the queue can exceed the cap by the number of concurrent requests."""
+    """429 at once when the queue is full, before the request is validated. Only a shortcut: the cap
+    itself is kept by the store (crud.create_job, crud.prepare_retry), atomically, so concurrent
+    requests that all pass this check still cannot overshoot it."""
     queued = crud.count_jobs(session=session, status="queued")
     if queued >= settings.max_queued_jobs:
-        raise HTTPException(429, detail=f"{queued} jobs are queued, the most allowed (ROBAUDIT_MAX_QUEUED_JOBS): "
-                                        "wait for some to start or cancel some, then try again")
+        raise queue_full(queued)
 
 
 def job_page(session: Session, *, kind: str | None, status: str | None, skip: int, limit: int) -> dict[str, Any]:
@@ -74,8 +79,12 @@ def job_routes(spec: JobKindRoutes) -> APIRouter:
             config = spec.validate(body, session, settings)
         except JobRequestError as exc:
             raise HTTPException(422, detail=str(exc)) from None
-        job = crud.create_job(session=session, kind=kind, config=config, name=body.name,
-                              max_attempts=settings.max_attempts, queue=settings.queue, **spec.references(body))
+        try:
+            job = crud.create_job(session=session, kind=kind, config=config, name=body.name,
+                                  max_attempts=settings.max_attempts, queue=settings.queue,
+                                  max_queued=settings.max_queued_jobs, **spec.references(body))
+        except crud.QueueFull as exc:
+            raise queue_full(exc.queued) from None
         assert job.task_id is not None  # create_job always gives a new job its first task id
         error = dispatch_or_fail(celery, settings, session, job_id=job.id, task_id=job.task_id)
         if error:

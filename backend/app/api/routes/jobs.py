@@ -6,7 +6,15 @@ from fastapi import APIRouter, HTTPException, Path, status
 
 from robaudit.backend.app import crud
 from robaudit.backend.app.api.deps import CeleryDep, ReadAccess, SessionDep, SettingsDep, WriteAccess
-from robaudit.backend.app.api.job_routes import MAX_ID, Limit, Skip, find_job, job_page, require_queue_room
+from robaudit.backend.app.api.job_routes import (
+    MAX_ID,
+    Limit,
+    Skip,
+    find_job,
+    job_page,
+    queue_full,
+    require_queue_room,
+)
 from robaudit.backend.app.dispatch import dispatch_or_fail, revoke
 from robaudit.backend.app.schemas import JobKind, JobPublic, JobsPublic, JobStatus, Message
 
@@ -49,7 +57,10 @@ def retry_job(session: SessionDep, settings: SettingsDep, celery: CeleryDep, job
     job = find_job(session, job_id)
     if job.status in ("failed", "cancelled"):      # otherwise the 409 below says why not
         require_queue_room(session, settings)
-    task_id = crud.prepare_retry(session=session, job_id=job_id)
+    try:
+        task_id = crud.prepare_retry(session=session, job_id=job_id, max_queued=settings.max_queued_jobs)
+    except crud.QueueFull as exc:
+        raise queue_full(exc.queued) from None
     session.refresh(job)
     if task_id is None:
         raise HTTPException(409, detail=f"job {job_id} is {job.status}; only failed or cancelled jobs can be retried")
