@@ -5,12 +5,23 @@ CI=1 they fail instead), so a green `make test` on a laptop could hide that they
 """
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
 TESTS = Path(__file__).parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # `make test` runs two pytest processes (pytest-xdist); each keeps to one thread, here and in the
+    # subprocesses its tests start: two torch pools of two threads on a 2-core machine oversubscribe it.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 
 def _suite(nodeid: str) -> str:

@@ -45,8 +45,9 @@ class ServeProcess:
     the token to serve (it generates one); otherwise ``client`` carries it."""
 
     def __init__(self, cwd: Path, *, data_dir: Path | None = None, port: int | None = None,
-                 token: str | None = TOKEN, env: dict[str, str] | None = None, wait: bool = True):
-        self.cwd, self.port = Path(cwd), port or free_port()
+                 token: str | None = TOKEN, env: dict[str, str] | None = None, wait: bool = True,
+                 boot_timeout: float = 90):
+        self.cwd, self.port, self.data_dir = Path(cwd), port or free_port(), data_dir
         self.base_url = f"http://127.0.0.1:{self.port}"
         argv = [*SERVE, "--port", str(self.port)]
         if data_dir is not None:
@@ -61,7 +62,7 @@ class ServeProcess:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.client = httpx.Client(base_url=self.base_url + "/api/v1", headers=headers, timeout=60)
         if wait:
-            self.wait_for_worker()
+            self.wait_for_worker(boot_timeout)
 
     @property
     def output(self) -> str:
@@ -107,7 +108,7 @@ class ServeProcess:
                 raise AssertionError(f"serve did not stop within {timeout:.0f} s of {sig!r}:\n"
                                      f"{self.output[-3000:]}") from None
         took = time.monotonic() - started
-        self._close()
+        self.close()
         return took
 
     def kill(self) -> None:
@@ -117,9 +118,9 @@ class ServeProcess:
         except ProcessLookupError:
             pass
         self.proc.wait(10)
-        self._close()
+        self.close()
 
-    def _close(self) -> None:
+    def close(self) -> None:
         self.client.close()
         self._log.close()
 

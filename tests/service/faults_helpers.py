@@ -19,13 +19,14 @@ import httpx
 import pytest
 import redis
 from helpers_eval import without_timings
+from serve_process import ServeProcess
 
 from robaudit.backend.app.core.config import Settings
 from robaudit.backend.app.core.db import session_factory
 from robaudit.backend.app.models import EvalBatch, EvalShard, EvaluationResult, SampleBitset
 
 from .conftest import TOKEN, count_rows, free_port
-from .test_commands import ROBAUDIT, _alive, _descendants, _env
+from .test_commands import _alive, _descendants
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = 120.0, every: float = 0.1) -> Any:
@@ -44,30 +45,14 @@ def alive(pids) -> list[int]:
     return [pid for pid in pids if _alive(pid)]
 
 
-class ServeProcess:
-    """`robaudit serve` on a data folder, its output in a log file (a pipe nobody reads could fill and block it)."""
+class FaultServe(ServeProcess):
+    """`robaudit serve` on a data folder, with what the fault scenarios need on top: its processes, the
+    pid of the pool child running a job, a SIGTERM stop that waits for all of them, and a kill-all."""
 
-    def __init__(self, data_dir: Path, port: int, log_path: Path):
-        self.data_dir, self.port, self.log_path = data_dir, port, log_path
-        self.log = log_path.open("ab")
+    def __init__(self, data_dir: Path, port: int):
         # Progress every 0.2 s: the fault can land as soon as the first batches are stored.
-        env = {**_env(data_dir.parent), "ROBAUDIT_API_TOKEN": TOKEN, "ROBAUDIT_PROGRESS_INTERVAL": "0.2"}
-        self.proc = subprocess.Popen([*ROBAUDIT, "serve", "--port", str(port), "--data-dir", str(data_dir)],
-                                     env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=60,
-                                   headers={"Authorization": f"Bearer {TOKEN}"})
-
-        def up() -> bool:
-            assert self.proc.poll() is None, f"serve exited:\n{self.output()[-3000:]}"
-            try:
-                return bool(self.client.get("/health").json()["workers"])
-            except httpx.HTTPError:
-                return False
-
-        wait_for(up, "serve and its worker to come up", timeout=120, every=0.3)
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        super().__init__(data_dir.parent, data_dir=data_dir, port=port, token=TOKEN,
+                         env={"ROBAUDIT_PROGRESS_INTERVAL": "0.2"}, boot_timeout=120)
 
     def processes(self) -> set[int]:
         """serve and everything it started (the worker, its pool child)."""
@@ -79,18 +64,12 @@ class ServeProcess:
             row = db.execute("SELECT worker_pid FROM eval_shards WHERE job_id = ?", (job_id,)).fetchone()
         return row[0] if row else None
 
-    def stop(self) -> None:
+    def stop_all(self) -> None:
         """SIGTERM (a clean stop); everything it started must be gone with it."""
         processes = self.processes()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            assert self.proc.wait(timeout=30) == 0, self.output()[-3000:]
-        self.close()
+        self.stop(signal.SIGTERM)
+        assert self.proc.returncode == 0, self.output[-3000:]
         wait_for(lambda: not alive(processes), "serve's processes to exit after SIGTERM", timeout=15)
-
-    def close(self) -> None:
-        self.client.close()
-        self.log.close()
 
     def kill_all(self) -> None:
         """Teardown after a failure: nothing of this serve may outlive the test."""
@@ -101,7 +80,7 @@ class ServeProcess:
                 pass
         if self.proc.poll() is None:
             self.proc.wait(10)
-        self.close()
+        self.kill()
 
 
 def wait_mid_job(client: httpx.Client, job_id: int, timeout: float = 180.0) -> dict:

@@ -29,9 +29,9 @@ from robaudit.backend.app.models import Job
 
 from .conftest import LiveAPI, WorkerProcess, count_rows, free_port, make_settings, run_inline, upload, wait_job
 from .faults_helpers import (
+    FaultServe,
     PrivatePostgres,
     PrivateRedis,
-    ServeProcess,
     alive,
     assert_finished_identically,
     shard_states,
@@ -104,7 +104,7 @@ def _hit_mid_job(states: list[str]) -> None:
 
 
 def test_sigkilled_pool_child_is_replaced_and_the_job_resumes(tmp_path, trained_checkpoint, reference):
-    serve = ServeProcess(tmp_path / "var", free_port(), tmp_path / "serve.log")
+    serve = FaultServe(tmp_path / "var", free_port())
     try:
         settings = make_settings(tmp_path / "var")
         job_id = _start_evaluation(serve.client, trained_checkpoint)
@@ -128,14 +128,14 @@ def test_sigkilled_pool_child_is_replaced_and_the_job_resumes(tmp_path, trained_
         results = serve.client.get(f"/evaluations/{job_id}/results").json()
         assert_finished_identically(settings, job_id, results, reference)
         assert serve.client.get("/health").json()["status"] == "ok"
-        serve.stop()
+        serve.stop_all()
     finally:
         serve.kill_all()
 
 
 def test_sigkilled_serve_leaves_no_process_and_a_restart_finishes_the_job(tmp_path, trained_checkpoint, reference):
     port = free_port()
-    serve = ServeProcess(tmp_path / "var", port, tmp_path / "serve.log")
+    serve = FaultServe(tmp_path / "var", port)
     restarted = None
     try:
         settings = make_settings(tmp_path / "var")
@@ -151,14 +151,14 @@ def test_sigkilled_serve_leaves_no_process_and_a_restart_finishes_the_job(tmp_pa
         serve.close()
 
         # The orphan put its shard back in the queue before exiting: serve died, the job did not fail.
-        assert "back in the queue, resuming at the next start: job" in serve.output(), serve.output()[-3000:]
-        restarted = ServeProcess(tmp_path / "var", port, tmp_path / "serve.log")
+        assert "back in the queue, resuming at the next start: job" in serve.output, serve.output[-3000:]
+        restarted = FaultServe(tmp_path / "var", port)
         done = wait_job(restarted.client, job_id, timeout=240)
         assert done["status"] == "succeeded", done
         assert [shard["attempt"] for shard in done["shards"]] == [1], done
         results = restarted.client.get(f"/evaluations/{job_id}/results").json()
         assert_finished_identically(settings, job_id, results, reference)
-        restarted.stop()
+        restarted.stop_all()
     finally:
         serve.kill_all()
         if restarted is not None:
