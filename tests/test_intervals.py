@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -133,3 +134,17 @@ def test_shards_on_different_software_are_flagged_as_mixed():
     assert prov["mixed"] == ["software"] and len(prov["software"]) == 2
     assert prov["machine"] == {"device": "cuda:0"}
     assert (prov["started_at"], prov["finished_at"]) == ("2026-01-01T09:59:00+00:00", "2026-01-01T10:07:00+00:00")
+
+
+def test_a_check_whose_gap_is_within_noise_counts_one_level_milder_and_says_so():
+    from robaudit.evaluation import Thresholds, run_diagnostics
+
+    results = json.loads((Path(__file__).parent / "golden" / "audit_tiny.json").read_text())
+    # On these 48 points PGD-CE leaves 4.2 pp more correct than PGD-CW at eps 0.1: over a 3 pp fail line,
+    # but the paired interval of that gap reaches below 0, so C13 only warns, and says why.
+    strict = run_diagnostics(results, Thresholds(c13_warn_gap_pp=1.0, c13_fail_gap_pp=3.0))
+    c13 = next(c for c in strict["checks"] if c["id"] == "C13")
+    low, high = c13["evidence"]["eps=0.1"]["gap_ci95_pp"]
+    assert c13["evidence"]["eps=0.1"]["gap_pp"] > 3.0 and low < 0 < high
+    assert c13["status"] == "warn" and "within noise" in c13["message"]
+    assert "Newcombe" in c13["evidence"]["noise"]

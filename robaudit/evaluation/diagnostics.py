@@ -143,6 +143,19 @@ class _View:
         n = self.n if n is None else n
         return [r for r in self.rows if same_eps(r["eps"], eps) and r["attack"] in attacks and r["n"] == n]
 
+    def key_bits(self, key: str | None) -> np.ndarray | None:
+        """A bitset by key, full or subset; None when the results do not have it."""
+        if key is None:
+            return None
+        return self.bits.get(key, self.subset.get(key))
+
+    def gap_interval(self, first_key: str | None, second_key: str | None, gap_pp: float) -> tuple[float, float]:
+        """The paired 95% interval (pp) of first minus second; the point value itself without bitsets."""
+        first, second = self.key_bits(first_key), self.key_bits(second_key)
+        if first is None or second is None or len(first) != len(second):
+            return gap_pp, gap_pp
+        return _paired_gap(first, second)
+
     def row_bits(self, row: dict[str, Any]) -> np.ndarray:
         return self.bits[row["key"]] if row["n"] == self.n else self.subset[row["key"]]
 
@@ -304,21 +317,27 @@ def c4_convergence(v: _View, t: Thresholds) -> dict[str, Any]:
     usable = [c for c in curves if c["max_steps"] >= 2]
     if not usable:
         return _skip("C4", name, "needs a PGD or CW run of at least 2 steps")
-    evidence, status, reasons = {}, "pass", []
+    evidence: dict[str, Any] = {}
+    status, reasons = "pass", []
     for curve in usable:
         pts = {p["steps"]: p["robust_accuracy"] for p in curve["points"]}
+        keys = {p["steps"]: p.get("key") for p in curve["points"]}
         k = curve["max_steps"]
         half = max(s for s in pts if s <= k // 2)
         gain = _pp(pts[half] - pts[k])
-        entry = {"steps": [half, k], "robust_accuracy": [pts[half], pts[k]], "doubling_gain_pp": gain}
+        low, high = v.gap_interval(keys[half], keys[k], gain)
+        entry = {"steps": [half, k], "robust_accuracy": [pts[half], pts[k]], "doubling_gain_pp": gain,
+                 "gain_ci95_pp": [low, high]}
+        by_size = "fail" if gain > t.c4_fail_doubling_gain_pp else "warn" if gain > t.c4_warn_doubling_gain_pp \
+            else "pass"
+        level = _beyond_noise(by_size, low)
         if pts[k] == 0.0:
             pass  # the attack broke every point: nothing left for more steps to find
-        elif gain > t.c4_fail_doubling_gain_pp:
-            status = "fail"
-            reasons.append(f"{curve['attack']} gained {gain:.1f} pp from {half} to {k} steps")
-        elif gain > t.c4_warn_doubling_gain_pp:
-            status = _worst(status, "warn")
-            reasons.append(f"{curve['attack']} gained {gain:.1f} pp from {half} to {k} steps")
+        elif level != "pass":
+            status = _worst(status, level)
+            noise = "" if level == by_size else f", within noise on these points (interval reaches {low:.1f} pp)"
+            reasons.append(f"{curve['attack']} gained {gain:.1f} pp from {half} to {k} steps "
+                           f"(95% interval {low:.1f} to {high:.1f} pp{noise})")
         trace: dict[str, Any] = next((c for c in losses if c["attack"] == curve["attack"]), {})
         traced = bool(trace and trace["mean_robust"]) and k >= 10
         if traced and trace["n_robust"] < t.c4_min_unbroken_points:
@@ -340,6 +359,7 @@ def c4_convergence(v: _View, t: Thresholds) -> dict[str, Any]:
                 status = _worst(status, "warn")
                 reasons.append(f"{100 * incomplete:.0f} % of unbroken points were still improving their loss")
         evidence[curve["attack"]] = entry
+    evidence["noise"] = NOISE_NOTE.replace("gap_ci95_pp", "gain_ci95_pp")
     if status == "pass":
         return _check("C4", name, "pass", evidence, "Doubling the number of steps no longer changes the result.")
     return _check("C4", name, status, evidence,
@@ -354,16 +374,23 @@ def c5_restarts(v: _View, t: Thresholds) -> dict[str, Any]:
         return _skip("C5", name, "no restarts were run (audit preset or --restarts)")
     pts = curves[0]["points"]
     gain = _pp(pts[0]["robust_accuracy"] - pts[-1]["robust_accuracy"])
+    low, high = v.gap_interval(pts[0].get("key"), pts[-1].get("key"), gain)
     evidence = {"restarts": [p["restarts"] for p in pts], "robust_accuracy": [p["robust_accuracy"] for p in pts],
-                "gain_pp": gain, "reference_gain_pp": 1.83}
-    status = "fail" if gain > t.c5_fail_restart_gain_pp else "warn" if gain > t.c5_warn_restart_gain_pp else "pass"
+                "gain_pp": gain, "gain_ci95_pp": [low, high], "reference_gain_pp": 1.83,
+                "noise": NOISE_NOTE.replace("gap_ci95_pp", "gain_ci95_pp")}
+    by_size = "fail" if gain > t.c5_fail_restart_gain_pp else "warn" if gain > t.c5_warn_restart_gain_pp else "pass"
+    status = _beyond_noise(by_size, low)
+    if status != by_size:
+        evidence["within_noise"] = f"a {by_size} by size; its 95% interval reaches {low:.1f} pp on these points"
+    noise = "" if status == by_size else (f" On {pts[-1].get('n', v.n)} points that is within noise (its 95% "
+                                          f"interval reaches {low:.1f} pp): rerun on more points to tell.")
     if status == "pass":
         return _check("C5", name, "pass", evidence,
-                      f"{pts[-1]['restarts']} random restarts lowered accuracy by only {gain:.2f} pp.")
+                      f"{pts[-1]['restarts']} random restarts lowered accuracy by only {gain:.2f} pp.{noise}")
     return _check("C5", name, status, evidence,
-                  f"Random restarts lowered accuracy by {gain:.2f} pp, where 10 restarts cost an unmasked model "
-                  "(Madry's CIFAR-10 PGD-AT) only 1.83 pp: single runs get stuck, typical of a rugged, masked "
-                  "loss surface.")
+                  f"Random restarts lowered accuracy by {gain:.2f} pp (95% interval {low:.1f} to {high:.1f} pp), "
+                  "where 10 restarts cost an unmasked model (Madry's CIFAR-10 PGD-AT) only 1.83 pp: single runs "
+                  f"get stuck, typical of a rugged, masked loss surface.{noise}")
 
 
 def _only_fooled_by(v: _View, eps: float, attacks: tuple[str, ...],
