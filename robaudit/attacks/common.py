@@ -114,6 +114,46 @@ def uniform_in_ball(x: torch.Tensor, eps: float, source: RandomSource) -> torch.
     return (x + noise.mul_(2.0).sub_(1.0).mul_(eps)).clamp_(0.0, 1.0)
 
 
+NORMS = ("linf", "l2")
+
+
+def check_norm(norm: str) -> str:
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; choose one of: {', '.join(NORMS)}")
+    return norm
+
+
+def _rows_norm(t: torch.Tensor) -> torch.Tensor:
+    """Per-row L2 norm, shaped to broadcast against ``t``."""
+    norms: torch.Tensor = torch.linalg.vector_norm(t.flatten(1), dim=1)
+    return norms.view(-1, *([1] * (t.dim() - 1)))
+
+
+def uniform_in_l2_ball(x: torch.Tensor, eps: float, source: RandomSource) -> torch.Tensor:
+    """A point drawn uniformly from the L2 ball of radius eps around x (a Gaussian direction, radius
+    eps * u^(1/d)), clamped to [0, 1]; clamping towards x only shortens the step, so it stays inside."""
+    if isinstance(source, PointStreams):
+        direction = source.randn(x.shape, device=x.device, dtype=x.dtype)
+        u = source.rand(torch.Size([len(x)]), device=x.device, dtype=x.dtype)
+    else:
+        direction = torch.randn(x.shape, generator=source, device=x.device, dtype=x.dtype)
+        u = torch.rand(len(x), generator=source, device=x.device, dtype=x.dtype)
+    dims = x[0].numel()
+    radius = (eps * u.pow(1.0 / dims)).view(-1, *([1] * (x.dim() - 1)))
+    return (x + direction / _rows_norm(direction).clamp_min(1e-12) * radius).clamp_(0.0, 1.0)
+
+
+def l2_step_(x_adv: torch.Tensor, grad: torch.Tensor, alpha: float, centre: torch.Tensor,
+             eps: float) -> torch.Tensor:
+    """In place: a step of L2 length alpha along the gradient, then back into the L2 ball around
+    ``centre`` (rescaling the perturbation) and into [0, 1]. A zero gradient takes no step."""
+    x_adv.add_(grad / _rows_norm(grad).clamp_min(1e-12), alpha=alpha)
+    delta = x_adv - centre
+    delta.mul_((eps / _rows_norm(delta).clamp_min(1e-12)).clamp_(max=1.0))
+    x_adv.copy_(centre + delta).clamp_(0.0, 1.0)
+    return x_adv
+
+
 def make_generator(*parts: object, device: str | torch.device = "cpu") -> torch.Generator:
     """A generator seeded from a stable hash of ``parts`` (never from Python's salted ``hash``).
 

@@ -1,4 +1,8 @@
-"""L-inf PGD (Madry et al.) on cross-entropy or on the Carlini-Wagner margin, with restarts.
+"""PGD (Madry et al.) in the L-inf or L2 ball, on cross-entropy or on the Carlini-Wagner margin, with restarts.
+
+L-inf steps move by alpha * sign(gradient) and clip to the box around x; L2 steps move by alpha along
+the L2-normalised gradient and rescale the perturbation back onto the ball (then clip to [0, 1],
+which only shortens it). The default alpha is the same rule for both: the step length in the norm.
 
 Iterates and steps, defined once for every curve built on top of this module:
 
@@ -26,13 +30,16 @@ from torch import nn
 from robaudit.attacks.common import (
     RandomSource,
     ball_bounds,
+    check_norm,
     default_alpha,
     eval_mode,
     input_gradient,
+    l2_step_,
     predict,
     project_,
     rows_of,
     uniform_in_ball,
+    uniform_in_l2_ball,
 )
 from robaudit.attacks.losses import attack_loss
 
@@ -84,10 +91,12 @@ class PGDResult:
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int,
         alpha: float | None = None, loss: str = "ce", kappa: float = 50.0, random_start: bool = True,
         restarts: int = 1, generator: RandomSource = None, freeze: bool = True,
-        trace: bool = False) -> PGDResult:
+        trace: bool = False, norm: str = "linf") -> PGDResult:
     """Run PGD on (x, y); restart r > 0 only attacks points every earlier restart failed on."""
     if steps < 1 or restarts < 1:
         raise ValueError("steps and restarts must be at least 1")
+    check_norm(norm)
+    draw = uniform_in_l2_ball if norm == "l2" else uniform_in_ball
     alpha = default_alpha(eps, steps) if alpha is None else float(alpha)
     x, y = x.detach(), y.detach()
     n = len(x)
@@ -101,10 +110,10 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps
             if todo.numel() == 0:
                 break
             xs, ys = x[todo], y[todo]
-            start = uniform_in_ball(xs, eps, rows_of(generator, todo)) if random_start else xs.clone()
+            start = draw(xs, eps, rows_of(generator, todo)) if random_start else xs.clone()
             run_first, run_adv, run_trace = _single_run(
                 model, xs, ys, start, eps=eps, alpha=alpha, steps=steps, loss=loss, kappa=kappa,
-                freeze=freeze, trace=trace and r == 0)
+                freeze=freeze, trace=trace and r == 0, norm=norm)
             first[r, todo] = run_first
             x_out[todo] = run_adv
             fooled[todo[run_first <= steps]] = True
@@ -116,10 +125,11 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps
 
 def _single_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, *, eps: float,
                 alpha: float, steps: int, loss: str, kappa: float, freeze: bool,
-                trace: bool) -> tuple[torch.Tensor, torch.Tensor, LossTrace | None]:
+                trace: bool, norm: str = "linf") -> tuple[torch.Tensor, torch.Tensor, LossTrace | None]:
     """One run from ``x_adv``: (first fooling iterate per point, the returned points, the loss trace if asked)."""
     n = len(x)
     lower, upper = ball_bounds(x, eps)
+    centre = x      # the clean points of the rows still attacked (the L2 projection's centres)
     first = torch.full((n,), steps + 1, dtype=torch.long, device=x.device)
     returned = x_adv.clone()
     active = torch.arange(n, device=x.device)   # rows of x still being attacked
@@ -148,10 +158,13 @@ def _single_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch
         if freeze and wrong.any():
             keep = ~wrong
             active, ys, grad, x_next = active[keep], ys[keep], grad[keep], x_next[keep]
-            lower, upper = lower[keep], upper[keep]
+            lower, upper, centre = lower[keep], upper[keep], centre[keep]
             if active.numel() == 0:
                 break
-        x_adv = project_(x_next.add_(grad.sign_(), alpha=alpha), lower, upper)
+        if norm == "l2":
+            x_adv = l2_step_(x_next, grad, alpha, centre, eps)
+        else:
+            x_adv = project_(x_next.add_(grad.sign_(), alpha=alpha), lower, upper)
     return first, returned, (_summarise_trace(losses, first, steps) if losses is not None else None)
 
 
