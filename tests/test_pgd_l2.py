@@ -1,5 +1,6 @@
-"""PGD in the L2 ball: iterates stay in the ball, a short run is the prefix of a long one, and it is at
-least as strong as torchattacks' PGDL2 on the same model."""
+"""L2 and L1 attacks: PGD-L2's iterates stay in the ball, a short run is the prefix of a long one, and it
+is at least as strong as torchattacks' PGDL2; AutoAttack under L2 and L1 through robaudit gives what a
+direct pyautoattack call gives."""
 from __future__ import annotations
 
 import pytest
@@ -78,3 +79,22 @@ def test_unknown_norm_is_refused():
     x, y = first_test_points(4)
     with pytest.raises(ValueError, match="unknown norm 'l3'"):
         pgd(standard_model(), x, y, eps=EPS, steps=1, norm="l3")
+
+
+@pytest.mark.parametrize(("norm", "eps"), [("l2", 1.5), ("l1", 10.0)])
+def test_autoattack_l2_and_l1_through_robaudit_equal_a_direct_pyautoattack_call(norm, eps):
+    from pyautoattack import AutoAttack
+
+    from robaudit.attacks.autoattack import AUTOATTACK_NORMS, run_autoattack
+
+    model = standard_model()
+    x, y = first_test_points(24)
+    correct = model(x).argmax(1) == y
+    xs, ys = x[correct], y[correct]
+    flags, _ = run_autoattack(model, xs, ys, eps=eps, stages=("apgd-ce",), seed=3, batch_size=64, norm=norm)
+    direct = AutoAttack(model, version="standard", norm=AUTOATTACK_NORMS[norm], eps=eps, seed=3)
+    direct.attacks_to_run = ["apgd-ce"]
+    with torch.random.fork_rng(devices=[]):
+        _, y_adv = direct.run_standard_evaluation(xs, ys, batch_size=64)
+    assert torch.equal(flags["apgd-ce"], y_adv == ys)
+    assert 0 < int(flags["apgd-ce"].sum()) < len(ys)   # a budget where some points hold and some fall

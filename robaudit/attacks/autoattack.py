@@ -26,6 +26,9 @@ from robaudit.attacks.common import eval_mode
 
 STAGES = ("apgd-ce", "apgd-t", "fab-t", "square")
 STANDARD = STAGES
+# robaudit's norm names and AutoAttack's. Under L1 the standard version runs its APGD-L1 (larger
+# effective radius, 5 restarts, 5 target classes): AutoAttack's own settings, kept as they are.
+AUTOATTACK_NORMS = {"linf": "Linf", "l2": "L2", "l1": "L1"}
 LOGGER_NAME = "auto-attack"
 
 
@@ -67,15 +70,18 @@ class _Collect(logging.Handler):
 
 
 def run_stage(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: str, *, eps: float, seed: int,
-              batch_size: int) -> torch.Tensor:
+              batch_size: int, norm: str = "linf") -> torch.Tensor:
     """One AutoAttack attack, standard settings, on (x, y). Returns (n,) bool: still correct."""
     from pyautoattack import AutoAttack
 
     if stage not in STAGES:
         raise ValueError(f"unknown AutoAttack stage {stage!r}; choose one of: {', '.join(STAGES)}")
+    if norm not in AUTOATTACK_NORMS:
+        raise ValueError(f"unknown norm {norm!r}; choose one of: {', '.join(AUTOATTACK_NORMS)}")
     if len(x) == 0:
         return torch.zeros(0, dtype=torch.bool, device=y.device)
-    adversary = AutoAttack(model, version="standard", norm="Linf", eps=eps, seed=seed, device=x.device)
+    adversary = AutoAttack(model, version="standard", norm=AUTOATTACK_NORMS[norm], eps=eps, seed=seed,
+                           device=x.device)
     adversary.attacks_to_run = [stage]  # keep the standard parameters, run one attack
     devices = [x.device.index or 0] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # AutoAttack reseeds the global generator
@@ -86,7 +92,8 @@ def run_stage(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: str, *,
 
 def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                    stages: tuple[str, ...] = STANDARD, seed: int = 0, batch_size: int = 250,
-                   on_forward: Callable[[str, int], None] | None = None) -> tuple[dict[str, torch.Tensor], list[str]]:
+                   on_forward: Callable[[str, int], None] | None = None,
+                   norm: str = "linf") -> tuple[dict[str, torch.Tensor], list[str]]:
     """Run ``stages`` in order on (x, y); returns ({stage: (n,) bool robust after it}, AutoAttack's warnings).
 
     Flags are cumulative: robust after stage s means no stage up to s fooled the point. Each stage
@@ -104,7 +111,8 @@ def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
             for stage in stages:
                 todo = robust.nonzero().squeeze(1)
                 wrapped.stage = stage
-                still = run_stage(wrapped, x[todo], y[todo], stage, eps=eps, seed=seed, batch_size=batch_size)
+                still = run_stage(wrapped, x[todo], y[todo], stage, eps=eps, seed=seed, batch_size=batch_size,
+                                  norm=norm)
                 robust = robust.clone()
                 robust[todo[~still]] = False
                 results[stage] = robust
