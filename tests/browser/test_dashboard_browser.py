@@ -9,30 +9,21 @@ Screenshots go to test-artifacts/.
 """
 from __future__ import annotations
 
-import os
 import re
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from browser_support import CSP_WATCH
 from serve_process import ServeProcess
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TOKEN = "browser-test-token-5c1f"
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 N_POINTS = 32
-
-
-def _missing(what: str) -> None:
-    # CI installs chromium (.ci/run): there a missing browser is a failure, not a skip.
-    if os.environ.get("CI"):
-        pytest.fail(what)
-    pytest.skip(what)
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -85,29 +76,6 @@ def server(tmp_path_factory):
         checkpoints = _train_checkpoints(tmp_path_factory.mktemp("ckpt"))
         serve.wait_for_worker()
         yield serve.base_url, serve.client, checkpoints
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.access(CHROMIUM, os.X_OK):
-        _missing(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    os.environ["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-# Every page records what its Content-Security-Policy blocked (before any of the page's own scripts run).
-CSP_WATCH = """
-window.__cspViolations = [];
-document.addEventListener("securitypolicyviolation", function (e) {
-  window.__cspViolations.push(e.effectiveDirective + " blocked " + (e.blockedURI || "?") + " at " +
-                              e.sourceFile + ":" + e.lineNumber);
-});
-"""
 
 
 def new_context(browser, **kwargs):

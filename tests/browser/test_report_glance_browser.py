@@ -8,7 +8,6 @@ in-process (SQLite, no worker), so the module takes seconds.
 """
 from __future__ import annotations
 
-import os
 import re
 import sys
 from pathlib import Path
@@ -20,8 +19,6 @@ from frontend_fixtures import demo_payload, seed_report, serving
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TOKEN = "browser-glance-token-3e9b"
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1400, "height": 900}
@@ -33,12 +30,6 @@ A4_CONTENT_HEIGHT_PX = (11.69 - 0.8) * 96
 A4_CONTENT_WIDTH_PX = (8.27 - 0.8) * 96
 
 
-def _missing(what: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(what)
-    pytest.skip(what)
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     from robaudit.backend.app.core.config import Settings
@@ -48,19 +39,6 @@ def site(tmp_path_factory):
     ids = seed_report(app, demo_payload())
     with serving(app) as base:
         yield base, ids
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.access(CHROMIUM, os.X_OK):
-        _missing(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    os.environ["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def _open(browser, url: str, viewport: dict, charts: int):

@@ -9,26 +9,16 @@ the Content-Security-Policy are the real ones.
 from __future__ import annotations
 
 import copy
-import os
 import socket
 import threading
 import time
 
 import pytest
+from browser_support import CSP_WATCH
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TOKEN = "browser-shards-token-7d2a"
-
-CSP_WATCH = """
-window.__cspViolations = [];
-document.addEventListener("securitypolicyviolation", function (e) {
-  window.__cspViolations.push(e.effectiveDirective + " blocked " + (e.blockedURI || "?"));
-});
-"""
-
 
 def _shard(index: int, start: int, end: int, status: str, worker: str | None, attempt: int, done: float,
            *, stage: str | None = None, eta: float | None = None, error: str | None = None) -> dict:
@@ -47,12 +37,6 @@ LATER_POLL = [
            error="worker lost: requeued by the janitor"),
     _shard(2, 1000, 1500, "running", "gpu0@host-a", 1, 10.0, stage="clean", eta=None),
 ]
-
-
-def _missing(what: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(what)
-    pytest.skip(what)
 
 
 def _free_port() -> int:
@@ -93,19 +77,6 @@ def live(tmp_path_factory):
     finally:
         server.should_exit = True
         thread.join(10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.access(CHROMIUM, os.X_OK):
-        _missing(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    os.environ["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture

@@ -19,31 +19,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from browser_support import CHROMIUM, CHROMIUM_ARGS, CSP_WATCH, require_chromium
 from serve_process import ServeProcess
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TOKEN = "browser-upload-token-91ae"
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 N_POINTS = 32
-
-CSP_WATCH = """
-window.__cspViolations = [];
-document.addEventListener("securitypolicyviolation", function (e) {
-  window.__cspViolations.push(e.effectiveDirective + " blocked " + (e.blockedURI || "?"));
-});
-"""
-
-
-def _missing(what: str) -> None:
-    # CI installs chromium (.ci/run): there a missing browser is a failure, not a skip.
-    if os.environ.get("CI"):
-        pytest.fail(what)
-    pytest.skip(what)
-
 
 # --------------------------------------------------------------------------- files
 
@@ -114,8 +98,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(server):
-    if not os.access(CHROMIUM, os.X_OK):
-        _missing(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    require_chromium()
     os.environ["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
     from playwright.sync_api import sync_playwright
 
