@@ -19,14 +19,14 @@ import httpx
 import pytest
 import redis
 from helpers_eval import without_timings
-from serve_process import ServeProcess
+from serve_process import ServeProcess, descendants
+from serve_process import alive as alive_pid
 
 from robaudit.backend.app.core.config import Settings
 from robaudit.backend.app.core.db import session_factory
 from robaudit.backend.app.models import EvalBatch, EvalShard, EvaluationResult, SampleBitset
 
 from .conftest import TOKEN, count_rows, free_port
-from .test_commands import _alive, _descendants
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = 120.0, every: float = 0.1) -> Any:
@@ -42,7 +42,7 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 120.0, ev
 
 
 def alive(pids) -> list[int]:
-    return [pid for pid in pids if _alive(pid)]
+    return [pid for pid in pids if alive_pid(pid)]
 
 
 class FaultServe(ServeProcess):
@@ -56,7 +56,7 @@ class FaultServe(ServeProcess):
 
     def processes(self) -> set[int]:
         """serve and everything it started (the worker, its pool child)."""
-        return {self.proc.pid} | _descendants(self.proc.pid)
+        return {self.proc.pid} | descendants(self.proc.pid)
 
     def shard_pid(self, job_id: int) -> int | None:
         """The pid of the pool child running the job's (only) shard, as the worker recorded it."""

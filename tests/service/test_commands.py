@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from serve_process import ServeProcess
+from serve_process import ServeProcess, alive, descendants
 
 from robaudit.backend.app import crud
 from robaudit.backend.app.core.db import run_migrations, session_factory
@@ -26,32 +26,6 @@ def _env(data_dir: Path) -> dict[str, str]:
     return {**env, "ROBAUDIT_HEARTBEAT_INTERVAL": "1", "ROBAUDIT_TORCH_THREADS": "1"}
 
 
-def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.parametrize("stop", ["ctrl-c", "sigterm", "sigkill"])
 def test_serve_starts_api_and_worker_and_stopping_it_stops_everything(tmp_path, stop):
     with ServeProcess(tmp_path, data_dir=tmp_path / "var", token=None) as serve:
@@ -59,7 +33,7 @@ def test_serve_starts_api_and_worker_and_stopping_it_stops_everything(tmp_path, 
         assert health["status"] == "ok", health
         token_file = tmp_path / "var" / "api_token"
         assert token_file.exists() and oct(token_file.stat().st_mode & 0o777) == "0o600"
-        started = _descendants(serve.pid)
+        started = descendants(serve.pid)
         assert started, "serve started no worker process"
         assert any(health["workers"][0]["pid"] == pid for pid in started)
 
@@ -67,16 +41,16 @@ def test_serve_starts_api_and_worker_and_stopping_it_stops_everything(tmp_path, 
             serve.proc.kill()
             serve.proc.wait(timeout=10)
             deadline = time.monotonic() + 30
-            while [pid for pid in started if _alive(pid)] and time.monotonic() < deadline:
+            while [pid for pid in started if alive(pid)] and time.monotonic() < deadline:
                 time.sleep(0.5)
-            assert not [pid for pid in started if _alive(pid)], "the worker outlived a SIGKILLed serve"
+            assert not [pid for pid in started if alive(pid)], "the worker outlived a SIGKILLed serve"
             return
         serve.stop(signal.SIGINT if stop == "ctrl-c" else signal.SIGTERM, timeout=20)
         assert serve.proc.returncode == 0, serve.output[-3000:]
         deadline = time.monotonic() + 10
-        while [pid for pid in started if _alive(pid)] and time.monotonic() < deadline:
+        while [pid for pid in started if alive(pid)] and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not [pid for pid in started if _alive(pid)], serve.output[-3000:]
+        assert not [pid for pid in started if alive(pid)], serve.output[-3000:]
         assert token_file.read_text().strip() in serve.output   # the generated token was shown once
 
 

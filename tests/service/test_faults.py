@@ -24,6 +24,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from serve_process import descendants
 
 from robaudit.backend.app.models import Job
 
@@ -38,7 +39,6 @@ from .faults_helpers import (
     wait_for,
     wait_mid_job,
 )
-from .test_commands import _descendants
 
 pytestmark = pytest.mark.services
 ROOT = Path(__file__).resolve().parents[2]
@@ -217,7 +217,7 @@ def test_postgres_restart_mid_job(tmp_path, trained_checkpoint, reference):
 
 def _stop_worker(worker: WorkerProcess) -> None:
     """Stop the worker; neither it nor its pool child may be left behind."""
-    processes = ({worker.proc.pid} | _descendants(worker.proc.pid)) if worker.proc else set()
+    processes = ({worker.proc.pid} | descendants(worker.proc.pid)) if worker.proc else set()
     worker.stop()
     wait_for(lambda: not alive(processes), "the worker's processes to exit", timeout=30)
 

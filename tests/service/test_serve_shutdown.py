@@ -12,12 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 from helpers_eval import without_timings
-from serve_process import ServeProcess
+from serve_process import ServeProcess, descendants
+from serve_process import alive as alive_pid
 
 from robaudit.backend.app.crud import SHUTDOWN_STAGE
 
 from .conftest import TOKEN, free_port, upload, wait_job
-from .test_commands import _alive, _descendants
 
 pytestmark = pytest.mark.services
 
@@ -31,11 +31,11 @@ def _serve(tmp_path: Path, port: int) -> ServeProcess:
 
 def _stop(serve: ServeProcess, sig: int) -> tuple[float, str]:
     """Send ``sig``; how long serve took to exit, and what it printed. No process may outlive it."""
-    processes = _descendants(serve.pid)
+    processes = descendants(serve.pid)
     took = serve.stop(sig)
     assert serve.proc.returncode == 0, serve.output[-3000:]
     output = serve.output
-    assert not [pid for pid in processes if _alive(pid)], f"a worker process outlived serve:\n{output[-3000:]}"
+    assert not [pid for pid in processes if alive_pid(pid)], f"a worker process outlived serve:\n{output[-3000:]}"
     return took, output
 
 
