@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +91,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--threshold", action="append", default=[], metavar="NAME=VALUE",
                    help="override a diagnostic threshold (repeatable), e.g. c14_warn_gap_pp=5")
     p.add_argument("--data-dir", help="where torchvision datasets live (not needed for mnist10k)")
+    p.add_argument("--data", metavar="NPZ",
+                   help="your own test set: a .npz with x (uint8 HWC/CHW, or floats in [0, 1]) and y (labels); "
+                        "the checkpoint's dataset still sets the default eps")
     p.add_argument("--download", action="store_true", help="download the dataset if missing")
     p.add_argument("--out", required=True, help="results JSON path")
     p.add_argument("--csv", help="also write the summary as CSV")
@@ -277,10 +280,12 @@ def format_summary(results: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     import robaudit
+    from robaudit.data import dataset_info
     from robaudit.evaluation import DirectoryStore, build_spec, evaluate, results_to_csv
     from robaudit.evaluation.ci_report import junit_xml, summary_markdown
     from robaudit.evaluation.gate import GateSettings, check_gate
     from robaudit.evaluation.robustbench import model_info
+    from robaudit.own_data import load_npz
 
     model, meta, info = _load(args.checkpoint, args.device, args.arch, args.dataset, args.preprocessing,
                               args.mean, args.std, input_range=args.input_range)
@@ -296,9 +301,16 @@ def run(args: argparse.Namespace) -> int:
     if args.surrogate:
         surrogate, _, surrogate_info = _load(args.surrogate, args.device, args.arch, dataset, args.preprocessing,
                                              args.mean, args.std, surrogate=True)
-    # Only the points the spec evaluates: for imagenet the rest is never decoded.
-    x, y = robaudit.load_dataset(dataset, "test", data_dir=args.data_dir, download=args.download,
-                                 limit=spec.n_examples)
+    own = None
+    if args.data:
+        size = meta.input_size or dataset_info(dataset).size
+        own = load_npz(args.data, channels=meta.in_channels, size=size, num_classes=meta.num_classes)
+        x, y = own.x, own.y
+        spec = replace(spec, dataset=own.name)   # the results and their provenance name the file
+    else:
+        # Only the points the spec evaluates: for imagenet the rest is never decoded.
+        x, y = robaudit.load_dataset(dataset, "test", data_dir=args.data_dir, download=args.download,
+                                     limit=spec.n_examples)
     store = DirectoryStore(args.state_dir) if args.state_dir else None
     progress, close = _progress_bar(not args.no_progress)
     try:
@@ -307,6 +319,9 @@ def run(args: argparse.Namespace) -> int:
         close()
     results["checkpoint"] = info
     results["provenance"]["checkpoint_sha256"] = info["sha256"]
+    if own is not None:
+        results["test_points"] = f"the first {results['n']} of the {own.n} points in {own.name}"
+        results["provenance"]["dataset"]["file_sha256"] = own.sha256
     if surrogate_info is not None:
         results["surrogate"] = surrogate_info
     gate = check_gate(results, GateSettings(fail_under=args.fail_under, fail_on=args.fail_on))
