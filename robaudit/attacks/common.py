@@ -187,3 +187,12 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.
     """
     return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]) \
         if len(x) else torch.empty(0, dtype=torch.long, device=x.device)
+
+
+@torch.no_grad()
+def mean_logits(model: nn.Module, x: torch.Tensor, passes: int, batch_size: int = 1000) -> torch.Tensor:
+    """Logits averaged over ``passes`` forward passes: a randomized model's expected output, by which
+    its accuracy is reported (one pass of a randomized model is one noisy sample of it)."""
+    out = [torch.stack([model(x[i:i + batch_size]) for _ in range(passes)]).mean(0)
+           for i in range(0, len(x), batch_size)]
+    return torch.cat(out)

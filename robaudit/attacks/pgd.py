@@ -35,6 +35,7 @@ from robaudit.attacks.common import (
     eval_mode,
     input_gradient,
     l2_step_,
+    mean_logits,
     predict,
     project_,
     rows_of,
@@ -91,10 +92,16 @@ class PGDResult:
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int,
         alpha: float | None = None, loss: str = "ce", kappa: float = 50.0, random_start: bool = True,
         restarts: int = 1, generator: RandomSource = None, freeze: bool = True,
-        trace: bool = False, norm: str = "linf") -> PGDResult:
-    """Run PGD on (x, y); restart r > 0 only attacks points every earlier restart failed on."""
-    if steps < 1 or restarts < 1:
-        raise ValueError("steps and restarts must be at least 1")
+        trace: bool = False, norm: str = "linf", eot: int = 1) -> PGDResult:
+    """Run PGD on (x, y); restart r > 0 only attacks points every earlier restart failed on.
+
+    ``eot > 1`` (expectation over transformation, for a randomized forward pass): each step follows
+    the gradient of the loss averaged over ``eot`` forward passes, and an iterate counts as fooling
+    when the logits averaged over those passes misclassify it; the returned points are re-scored the
+    same way. ``eot = 1`` is plain PGD.
+    """
+    if steps < 1 or restarts < 1 or eot < 1:
+        raise ValueError("steps, restarts and eot must be at least 1")
     check_norm(norm)
     draw = uniform_in_l2_ball if norm == "l2" else uniform_in_ball
     alpha = default_alpha(eps, steps) if alpha is None else float(alpha)
@@ -113,19 +120,20 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps
             start = draw(xs, eps, rows_of(generator, todo)) if random_start else xs.clone()
             run_first, run_adv, run_trace = _single_run(
                 model, xs, ys, start, eps=eps, alpha=alpha, steps=steps, loss=loss, kappa=kappa,
-                freeze=freeze, trace=trace and r == 0, norm=norm)
+                freeze=freeze, trace=trace and r == 0, norm=norm, eot=eot)
             first[r, todo] = run_first
             x_out[todo] = run_adv
             fooled[todo[run_first <= steps]] = True
             if run_trace is not None:
                 loss_trace = run_trace
-        final_correct = predict(model, x_out) == y
+        final_correct = (predict(model, x_out) if eot == 1 else mean_logits(model, x_out, eot).argmax(1)) == y
     return PGDResult(x_out, first, final_correct, steps, alpha, loss_trace)
 
 
 def _single_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, *, eps: float,
                 alpha: float, steps: int, loss: str, kappa: float, freeze: bool,
-                trace: bool, norm: str = "linf") -> tuple[torch.Tensor, torch.Tensor, LossTrace | None]:
+                trace: bool, norm: str = "linf",
+                eot: int = 1) -> tuple[torch.Tensor, torch.Tensor, LossTrace | None]:
     """One run from ``x_adv``: (first fooling iterate per point, the returned points, the loss trace if asked)."""
     n = len(x)
     lower, upper = ball_bounds(x, eps)
@@ -140,8 +148,13 @@ def _single_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch
         # short run and the prefix of a long run compute bit-identical predictions.
         x_adv = x_adv.detach().requires_grad_(True)
         with torch.enable_grad():
-            logits = model(x_adv)
-            point_loss = attack_loss(loss, logits, ys, kappa)
+            if eot == 1:
+                logits = model(x_adv)
+                point_loss = attack_loss(loss, logits, ys, kappa)
+            else:
+                draws = [model(x_adv) for _ in range(eot)]
+                point_loss = torch.stack([attack_loss(loss, d, ys, kappa) for d in draws]).mean(0)
+                logits = torch.stack(draws).mean(0)
         wrong = logits.detach().argmax(1) != ys
         if losses is not None:
             losses[t, active] = point_loss.detach()
