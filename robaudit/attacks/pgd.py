@@ -126,7 +126,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps
             fooled[todo[run_first <= steps]] = True
             if run_trace is not None:
                 loss_trace = run_trace
-        final_correct = (predict(model, x_out) if eot == 1 else mean_logits(model, x_out, eot).argmax(1)) == y
+        one_pass = eot == 1 or len(x_out) == 0
+        final_correct = (predict(model, x_out) if one_pass else mean_logits(model, x_out, eot).argmax(1)) == y
     return PGDResult(x_out, first, final_correct, steps, alpha, loss_trace)
 
 
