@@ -7,13 +7,13 @@ that would fit. Nothing is unpickled (``allow_pickle=False``).
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from robaudit.digest import sha256_file
 from robaudit.errors import RobauditError
 
 MAX_POINTS = 1_000_000   # a test set larger than this is a mistake (or a memory bomb) for one evaluation
@@ -29,14 +29,6 @@ class OwnData:
     @property
     def n(self) -> int:
         return len(self.y)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _layout(x: np.ndarray, channels: int, size: int, name: str) -> np.ndarray:
@@ -91,4 +83,4 @@ def load_npz(path: str | Path, *, channels: int, size: int, num_classes: int,
     else:
         raise RobauditError(f"{name}: x must be uint8 pixels or floats in [0, 1], not {x.dtype}")
     return OwnData(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(y.astype(np.int64)),
-                   name, _sha256(path))
+                   name, sha256_file(path))

@@ -27,12 +27,13 @@ from typing import Any
 import torch
 
 from robaudit.backend.app import crud, crud_shards
-from robaudit.backend.app.checkpoint_store import place, sha256_file
+from robaudit.backend.app.checkpoint_store import place
 from robaudit.backend.app.core.config import Settings
 from robaudit.backend.app.core.db import session_factory
 from robaudit.backend.app.models import Checkpoint, Job
 from robaudit.backend.app.summaries import results_summary
 from robaudit.data import DATASETS
+from robaudit.digest import sha256_file
 from robaudit.errors import Cancelled, RobauditError
 from robaudit.evaluation import ShardOutcome, build_spec, merge, plan_shards
 from robaudit.models.checkpoint import CheckpointError

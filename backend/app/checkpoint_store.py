@@ -1,7 +1,6 @@
 """Checkpoint files on disk, addressed by content: data_dir/checkpoints/<sha256>.<ext>."""
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -14,14 +13,6 @@ def checkpoint_path(settings: Settings, sha256: str, ext: str) -> Path:
     if ext not in EXTENSIONS or len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
         raise ValueError(f"bad checkpoint address {sha256}.{ext}")
     return settings.checkpoints_dir / f"{sha256}.{ext}"
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def place(settings: Settings, tmp: Path, sha256: str, ext: str) -> Path:

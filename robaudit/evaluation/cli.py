@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -116,14 +115,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     return parser
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _floats(text: str | None, flag: str) -> list[float] | None:
     if text is None:
         return None
@@ -138,6 +129,7 @@ def _load(path: str, device: str, arch: str | None, dataset: str | None, preproc
           surrogate: bool = False) -> tuple[nn.Module, CheckpointMetadata, dict[str, Any]]:
     from robaudit import models
     from robaudit.data import dataset_info
+    from robaudit.digest import sha256_file
     from robaudit.models.checkpoint import ForeignFile, describe_foreign, onnx_metadata, read_shapes, sniff_format
 
     checkpoint = Path(path)
@@ -167,7 +159,7 @@ def _load(path: str, device: str, arch: str | None, dataset: str | None, preproc
         raise RobauditError(f"{checkpoint.name} states its own preprocessing in its robaudit metadata; "
                             "drop --preprocessing/--mean/--std/--input-range")
     model, meta = models.load_checkpoint(checkpoint, metadata=foreign_meta, device=device)
-    return model, meta, {"path": str(checkpoint), "sha256": _sha256(checkpoint), "metadata": asdict(meta),
+    return model, meta, {"path": str(checkpoint), "sha256": sha256_file(checkpoint), "metadata": asdict(meta),
                          "detected_arch": detected}
 
 
