@@ -7,6 +7,7 @@ that would fit. Nothing is unpickled (``allow_pickle=False``).
 """
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,8 @@ def load_npz(path: str | Path, *, channels: int, size: int, num_classes: int,
     name = path.name
     if not path.is_file():
         raise RobauditError(f"test set not found: {path}")
+    if not zipfile.is_zipfile(path):   # else numpy would try the bytes as a pickle (and refuse)
+        raise RobauditError(f"{name}: not an .npz file (numpy.savez writes one, with arrays x and y)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             if "x" not in npz.files or "y" not in npz.files:
@@ -58,8 +61,13 @@ def load_npz(path: str | Path, *, channels: int, size: int, num_classes: int,
             x, y = npz["x"], npz["y"]
     except RobauditError:
         raise
-    except (ValueError, OSError, EOFError) as exc:   # not an npz, or an object array that needs pickle
-        raise RobauditError(f"{name}: not a readable .npz of plain arrays ({str(exc).splitlines()[0][:120]})") from None
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise RobauditError(f"{name}: holds an object array, which would need unpickling; save x and y "
+                                "as numeric arrays") from None
+        raise RobauditError(f"{name}: not a readable .npz ({str(exc).splitlines()[0][:120]})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise RobauditError(f"{name}: not a readable .npz ({str(exc).splitlines()[0][:120]})") from None
     n = len(x) if x.ndim else 0
     if n == 0:
         raise RobauditError(f"{name}: x holds no images")

@@ -57,8 +57,14 @@ def test_mistakes_are_one_line_naming_the_fix(tmp_path, arrays, message):
 
 def test_a_pickled_array_is_never_loaded(tmp_path):
     np.savez(tmp_path / "pickled.npz", x=np.array([object()], dtype=object), y=np.zeros(1, np.int64))
-    with pytest.raises(RobauditError, match="not a readable .npz of plain arrays"):
+    with pytest.raises(RobauditError, match="holds an object array, which would need unpickling"):
         load_npz(tmp_path / "pickled.npz", **MNIST)
+
+
+def test_a_file_that_is_not_an_npz_says_so(tmp_path):
+    (tmp_path / "notes.npz").write_text("not a zip")
+    with pytest.raises(RobauditError, match=r"^notes.npz: not an .npz file \(numpy.savez writes one"):
+        load_npz(tmp_path / "notes.npz", **MNIST)
 
 
 def test_too_many_images_are_refused(tmp_path):
