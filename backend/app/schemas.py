@@ -217,6 +217,11 @@ class EvaluationCreate(BaseModel):
     aa_examples: int | None = Field(default=None, ge=0, le=1_000_000,
                                     description="AutoAttack on the first N test points; 0 = all points. "
                                                 "Default: the preset's (200 for audit).")
+    eot_draws: int | None = Field(default=None, ge=1, le=1000,
+                                  description="Forward passes averaged per EOT step and per accuracy of a randomized "
+                                              "model. Default 20.")
+    auto_eot: bool | None = Field(default=None, description="Add EOT-PGD and AutoAttack rand when check C11 finds "
+                                                            "the forward pass random. Default true.")
     shard_size: int | None = Field(default=None, ge=1, le=1_000_000,
                                    description="Test points per shard (rounded up to whole batches). Default: one "
                                                "shard per live worker, balanced by estimated work.")

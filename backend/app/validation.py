@@ -138,7 +138,7 @@ def validate_evaluation(body: EvaluationCreate, session: Session, settings: Sett
     science = _science_errors()
     spec_args: dict[str, Any] = {"dataset": dataset}
     for key in ("preset", "attacks", "eps", "steps", "n_examples", "batch_size", "precision", "channels_last",
-                "compile"):
+                "compile", "eot_draws", "auto_eot"):
         value = getattr(body, key)
         if value is not None:
             spec_args[key] = value

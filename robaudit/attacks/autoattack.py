@@ -16,16 +16,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
-from robaudit.attacks.common import eval_mode
+from robaudit.attacks.common import eval_mode, mean_logits
 
 STAGES = ("apgd-ce", "apgd-t", "fab-t", "square")
 STANDARD = STAGES
+# AutoAttack's version for randomized defenses: APGD-CE and APGD-DLR, each step's gradient averaged
+# over 20 forward passes (EOT), one restart. 20 is AutoAttack's own setting and robaudit's default.
+RAND = ("apgd-ce", "apgd-dlr")
+RAND_EOT_ITER = 20
 # robaudit's norm names and AutoAttack's. Under L1 the standard version runs its APGD-L1 (larger
 # effective radius, 5 restarts, 5 target classes): AutoAttack's own settings, kept as they are.
 AUTOATTACK_NORMS = {"linf": "Linf", "l2": "L2", "l1": "L1"}
@@ -90,6 +95,50 @@ def run_stage(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: str, *,
     return still_correct
 
 
+def run_autoattack_rand(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, seed: int = 0,
+                        batch_size: int = 250, passes: int = RAND_EOT_ITER,
+                        on_forward: Callable[[str, int], None] | None = None,
+                        norm: str = "linf") -> tuple[torch.Tensor, list[str]]:
+    """AutoAttack's ``rand`` version on (x, y), with ``passes`` draws per EOT step instead of its 20; returns
+    ((n,) bool still correct, AutoAttack's warnings).
+
+    AutoAttack itself judges each adversarial point by one forward pass, which for a randomized model
+    is one noisy draw. Its returned points are re-scored here by the logits averaged over ``passes``
+    passes, the accuracy a randomized model is reported by (robaudit.attacks.common.mean_logits).
+    """
+    from pyautoattack import AutoAttack
+
+    if norm not in AUTOATTACK_NORMS:
+        raise ValueError(f"unknown norm {norm!r}; choose one of: {', '.join(AUTOATTACK_NORMS)}")
+    if len(x) == 0:
+        return torch.zeros(0, dtype=torch.bool, device=y.device), []
+    with _collected_warnings() as messages, eval_mode(model):
+        wrapped = InputGradientOnly(model, on_forward)
+        wrapped.stage = "rand"
+        adversary = AutoAttack(wrapped, version="rand", norm=AUTOATTACK_NORMS[norm], eps=eps, seed=seed,
+                               device=x.device)
+        adversary.apgd.eot_iter = passes
+        devices = [x.device.index or 0] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
+        still_correct: torch.Tensor = mean_logits(model, x_adv.to(x.device), passes).argmax(1) == y
+    return still_correct, messages
+
+
+@contextmanager
+def _collected_warnings() -> Iterator[list[str]]:
+    """AutoAttack's warnings, collected instead of printed (they become diagnostics evidence)."""
+    logger = logging.getLogger(LOGGER_NAME)
+    collect, propagate = _Collect(), logger.propagate
+    logger.addHandler(collect)
+    logger.propagate = False
+    try:
+        yield collect.messages
+    finally:
+        logger.removeHandler(collect)
+        logger.propagate = propagate
+
+
 def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                    stages: tuple[str, ...] = STANDARD, seed: int = 0, batch_size: int = 250,
                    on_forward: Callable[[str, int], None] | None = None,
@@ -99,13 +148,9 @@ def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
     Flags are cumulative: robust after stage s means no stage up to s fooled the point. Each stage
     only sees the points every earlier stage left robust (AutoAttack's own rule).
     """
-    logger = logging.getLogger(LOGGER_NAME)
-    collect, propagate = _Collect(), logger.propagate
-    logger.addHandler(collect)
-    logger.propagate = False  # the warnings become diagnostics evidence instead of stderr noise
     robust = torch.ones(len(x), dtype=torch.bool, device=y.device)
     results: dict[str, torch.Tensor] = {}
-    try:
+    with _collected_warnings() as messages:
         with eval_mode(model):
             wrapped = InputGradientOnly(model, on_forward)
             for stage in stages:
@@ -116,10 +161,7 @@ def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
                 robust = robust.clone()
                 robust[todo[~still]] = False
                 results[stage] = robust
-    finally:
-        logger.removeHandler(collect)
-        logger.propagate = propagate
-    return results, collect.messages
+    return results, messages
 
 
 class Throttle:

@@ -63,6 +63,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--n-examples", type=int, default=1000, help="evaluate the first N test points (default 1000)")
     p.add_argument("--aa-examples", type=int,
                    help="run AutoAttack on the first N points only (audit default 200; 0 = all points)")
+    p.add_argument("--eot-draws", type=int, metavar="K",
+                   help="forward passes averaged per EOT step and per accuracy of a randomized model (default 20)")
+    p.add_argument("--no-auto-eot", dest="auto_eot", action="store_false",
+                   help="do not add EOT-PGD and AutoAttack rand when the forward pass is found random (check C11)")
     p.add_argument("--surrogate", help="checkpoint for the transfer attack (adds 'transfer' to the audit)")
     p.add_argument("--arch", help="architecture for checkpoints without robaudit metadata (default: recognised "
                                   "from the file's keys and shapes)")
@@ -288,7 +292,8 @@ def run(args: argparse.Namespace) -> int:
                       n_examples=args.n_examples, surrogate=args.surrogate is not None, alpha=args.alpha,
                       restarts=args.restarts, batch_size=args.batch_size, seed=args.seed,
                       thresholds=_thresholds(args.threshold) or None, autoattack_examples=args.aa_examples,
-                      precision=args.precision, channels_last=args.channels_last, compile=args.compile)
+                      precision=args.precision, channels_last=args.channels_last, compile=args.compile,
+                      eot_draws=args.eot_draws, auto_eot=args.auto_eot)
     surrogate = surrogate_info = None
     if args.surrogate:
         surrogate, _, surrogate_info = _load(args.surrogate, args.device, args.arch, dataset, args.preprocessing,

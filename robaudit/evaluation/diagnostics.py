@@ -21,7 +21,7 @@ import numpy as np
 from robaudit.errors import RobauditError
 from robaudit.evaluation.clean_check import VERDICT_INVALID, judge
 from robaudit.evaluation.intervals import paired_difference
-from robaudit.evaluation.registry import is_white_box
+from robaudit.evaluation.registry import ATTACKS, is_white_box
 from robaudit.evaluation.results import (
     LARGE_EPS,
     STEPS_CURVE,
@@ -549,17 +549,38 @@ def c10_gradients(v: _View, t: Thresholds) -> dict[str, Any]:
     return _check("C10", name, "pass", evidence, "Input gradients are finite and non-zero.")
 
 
+def forward_is_random(repeat: dict[str, Any], logit_tolerance: float) -> bool:
+    """Whether the repeated-forward probe's measurements show a random forward pass (check C11's rule)."""
+    return bool(repeat["prediction_changes"]) or repeat["max_logit_difference"] > logit_tolerance
+
+
 def c11_randomness(v: _View, t: Thresholds) -> dict[str, Any]:
     name = "Deterministic forward pass"
     repeat = (v.results.get("probes") or {}).get("repeat")
     if not repeat:
         return _skip("C11", name, "no repeated-forward probe (diagnostics off)")
     evidence = dict(repeat)
-    if repeat["prediction_changes"] or repeat["max_logit_difference"] > t.c11_logit_tolerance:
+    if not forward_is_random(repeat, t.c11_logit_tolerance):
+        return _check("C11", name, "pass", evidence, "Repeated forward passes give identical outputs.")
+    found = (f"The same images give different outputs on repeated passes (max difference "
+             f"{repeat['max_logit_difference']:.2g}): the model is randomized, so one forward pass is one noisy "
+             "draw of it and single-pass attacks follow noisy gradients.")
+    summary = v.results.get("randomized") or {}
+    attacked = summary.get("attacks") or []
+    if not attacked:
         return _check("C11", name, "fail", evidence,
-                      f"The same images give different outputs on repeated passes (max difference "
-                      f"{repeat['max_logit_difference']:.2g}): a randomised defense needs EOT attacks.")
-    return _check("C11", name, "pass", evidence, "Repeated forward passes give identical outputs.")
+                      f"{found} It needs EOT attacks: rerun with --attacks eot-pgd,autoattack-rand.")
+    evidence["randomized"] = summary
+    passes = summary["passes"]
+    labels = {name: info.label for name, info in ATTACKS.items()}
+    done = "; ".join(f"{labels.get(a['attack'], a['attack'])} {100 * a['robust_accuracy']:.1f}%" for a in attacked)
+    clean = summary.get("clean_accuracy")
+    clean_text = f"clean {100 * clean:.1f}%, " if clean is not None else ""
+    return _check("C11", name, "fail", evidence,
+                  f"{found} It was also attacked with EOT (the loss averaged over {passes} passes per step: "
+                  f"EOT-PGD-20, AutoAttack rand) and judged by the logits averaged over {passes} passes: "
+                  f"{clean_text}{done}. The other attacks judged each iterate by one noisy pass, so they "
+                  "count a point as broken as soon as one draw misclassifies it.")
 
 
 def c12_outputs(v: _View, t: Thresholds) -> dict[str, Any]:

@@ -36,13 +36,15 @@ from robaudit.evaluation.accel import prepare_model, unwrap  # accel:
 from robaudit.evaluation.aggregate import Aggregate
 from robaudit.evaluation.autobatch import default_cache_path, resolve_batch_size  # accel:
 from robaudit.evaluation.batches import Batches, data_fingerprint
-from robaudit.evaluation.diagnostics import clean_check_of, run_diagnostics
+from robaudit.evaluation.diagnostics import clean_check_of, forward_is_random, run_diagnostics
 from robaudit.evaluation.intervals import add_intervals
 from robaudit.evaluation.presets import EvalSpec
 from robaudit.evaluation.progress import EvalProgress, Progress
+from robaudit.evaluation.registry import RANDOMIZED_ATTACKS
 from robaudit.evaluation.results import decode_bits, encode_bits
 from robaudit.evaluation.run import Inputs, Run
-from robaudit.evaluation.schedule import CLEAN_UNITS, PROBE_UNITS, estimate_units, plan
+from robaudit.evaluation.runners.randomized import CLEAN_EOT
+from robaudit.evaluation.schedule import CLEAN_UNITS, PROBE_UNITS, estimate_units, plan, randomness_units
 from robaudit.evaluation.shards import Range, ShardOutcome, merged_timing
 from robaudit.evaluation.store import MemoryStore, Record, Store
 
@@ -96,21 +98,33 @@ def _probes(run: Run) -> None:
         # schedule's estimate does not know of.
         run.progress.replan(0.0, PROBE_UNITS * (run.batches.last - run.batches.first))
         fp32_totals = _gradient_counts(run, "probe-gradients-fp32", lambda: unwrap(run.model))
-    # The model probes run once, on the evaluation's first batch: by the shard that holds it.
+    repeat = _repeat_probe(run)
+    run.randomized = forward_is_random(repeat, run.spec.thresholds.c11_logit_tolerance)
+    # The other model probes run once, on the evaluation's first batch: by the shard that holds it.
     start, end = run.batches.bounds[0]
     if start != 0:
         return
 
     def model_probes() -> Record:
-        xb, yb = run.x[start:end], run.y[start:end]
-        return {"repeat": probes.repeated_forward(run.model, xb, yb),
-                "output_range": probes.output_range(run.model, xb),
+        xb = run.x[start:end]
+        return {"output_range": probes.output_range(run.model, xb),
                 "dynamic": probes.dynamic_forward(run.model, xb[:32])}
 
     found = run.batches.get_or_compute(run.batches.key("probe-model", start, end), model_probes)
-    run.out.probes = {"gradients": totals, **found}
+    run.out.probes = {"gradients": totals, "repeat": repeat, **found}
     if fp32_totals is not None:
         run.out.probes["gradients_fp32"] = fp32_totals
+
+
+def _repeat_probe(run: Run) -> Record:
+    """The repeated-forward probe on the evaluation's first batch (check C11). Every shard reads it, since
+    a random forward pass adds attacks to every shard; the first to need it computes it for all."""
+    end = min(run.spec.batch_size, run.n)
+
+    def repeat() -> Record:
+        return probes.repeated_forward(run.model, run.x[:end], run.y[:end])
+
+    return run.batches.get_or_compute(run.batches.key("probe-repeat", 0, end), repeat)
 
 
 @dataclass(frozen=True)
@@ -210,11 +224,32 @@ def merge(spec: EvalSpec, n: int, fingerprint: str, store: Store, shards: list[S
     check = clean_check_of(results)
     results["clean_check"] = check
     results["warnings"] = [check["message"]] if check is not None and check["suspect"] else []
+    randomized = _randomized_summary(run)
+    if randomized is not None:
+        results["randomized"] = randomized
+    if run.randomized:
+        # Each of these scored its iterates by one forward pass: one noisy draw of a randomized model.
+        for row in results["summary"]:
+            if row["attack"] not in RANDOMIZED_ATTACKS:
+                row["single_pass"] = True
     results["diagnostics"] = run_diagnostics(results, spec.thresholds)
     results["timing"] = merged_timing(shards, time.monotonic() - started)
     results["provenance"] = provenance.merge_provenance(dataset=spec.dataset, n=n, seed=spec.seed,
                                                         shards=[s.provenance or {} for s in shards])
     return results
+
+
+def _randomized_summary(run: Run) -> dict[str, Any] | None:
+    """How a randomized model was measured: its clean accuracy over passes and the EOT attacks' rows."""
+    clean = run.out.probes.get(CLEAN_EOT)
+    if not run.randomized and clean is None:
+        return None
+    rows = [r for r in run.out.rows if r["attack"] in RANDOMIZED_ATTACKS]
+    return {"detected": run.randomized, "passes": run.spec.eot_draws,
+            "clean_accuracy": clean["correct"] / clean["n"] if clean else None,
+            "attacks": [{"attack": r["attack"], "eps": r["eps"], "robust_accuracy": r["robust_accuracy"],
+                         "n": r["n"]} for r in rows],
+            "auto_eot": run.spec.auto_eot}
 
 
 def _passes(run: Run) -> None:
@@ -224,6 +259,8 @@ def _passes(run: Run) -> None:
     if run.spec.diagnostics:
         with run.progress.stage_of("probes"):
             _probes(run)
-    for eps, stage in plan(run.spec):
+    if run.randomized:
+        run.progress.replan(0.0, randomness_units(run.spec, run.batches.first, run.batches.last))
+    for eps, stage in plan(run.spec, randomized=run.randomized):
         with run.progress.stage_of(stage.name):
             stage.run(run, eps)

@@ -62,6 +62,10 @@ class EvalSpec:
     transfer_steps: int = 20
     autoattack_examples: int | None = None  # AutoAttack on the first N points only (None: all)
     diagnostics: bool = True
+    # A randomized forward pass (found by check C11's probe, so with diagnostics on): add EOT-PGD and
+    # AutoAttack rand (robaudit.evaluation.runners.randomized), judged over eot_draws passes.
+    auto_eot: bool = True
+    eot_draws: int = 20
     thresholds: Thresholds = field(default_factory=Thresholds)
     batch_size: int = 500               # with auto_batch_size: the size resolve_batch_size found
     seed: int = 0
@@ -141,7 +145,8 @@ def build_spec(preset: str | None = None, attacks: ListArg = None, eps: ListArg 
                restarts: int | None = None, batch_size: int | str | None = None, seed: int | None = None,
                thresholds: Thresholds | dict[str, Any] | None = None, noise_draws: int | None = None,
                kappa: float | None = None, autoattack_examples: int | None = None, precision: str = "fp32",
-               channels_last: bool = False, compile: bool = False) -> EvalSpec:
+               channels_last: bool = False, compile: bool = False, eot_draws: int | None = None,
+               auto_eot: bool = True) -> EvalSpec:
     """Validate the request and build the spec; every problem is a RobauditError with a plain reason.
 
     ``attacks`` replaces the preset's attack list (curves that need PGD are dropped when PGD is);
@@ -207,13 +212,15 @@ def build_spec(preset: str | None = None, attacks: ListArg = None, eps: ListArg 
         values["autoattack_examples"] = autoattack_examples or None
     if noise_draws is not None and noise_draws < 1:
         raise RobauditError("noise draws must be at least 1")
+    if eot_draws is not None and not 1 <= eot_draws <= 1000:
+        raise RobauditError(f"EOT draws must be 1 to 1000, got {eot_draws}")
     if isinstance(thresholds, dict):
         thresholds = Thresholds.from_overrides(thresholds)
     spec = EvalSpec(dataset=dataset, n_examples=int(n_examples), eps=eps_values, preset=preset, alpha=alpha,
                     thresholds=thresholds or Thresholds(), auto_batch_size=auto_batch, precision=precision,
-                    channels_last=bool(channels_last), compile=bool(compile), **values)
+                    channels_last=bool(channels_last), compile=bool(compile), auto_eot=bool(auto_eot), **values)
     overrides: dict[str, Any] = {k: v for k, v in dict(batch_size=batch_size, seed=seed, noise_draws=noise_draws,
-                                                       kappa=kappa).items() if v is not None}
+                                                       kappa=kappa, eot_draws=eot_draws).items() if v is not None}
     return replace(spec, **overrides)
 
 

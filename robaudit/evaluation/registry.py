@@ -24,6 +24,7 @@ from robaudit.evaluation.runners.autoattack import STAGE_COSTS, STANDARD_COST, r
 from robaudit.evaluation.runners.noise import run_noise
 from robaudit.evaluation.runners.onestep import run_one_step
 from robaudit.evaluation.runners.pgd import run_pgd
+from robaudit.evaluation.runners.randomized import EOT_PGD_STEPS, RAND_COST, run_autoattack_rand, run_eot_pgd
 from robaudit.evaluation.runners.transfer import run_transfer
 
 if TYPE_CHECKING:
@@ -73,10 +74,19 @@ ATTACKS: dict[str, AttackInfo] = {a.name: a for a in (
                cost=STANDARD_COST, runner=run_standard),
     AttackInfo("transfer", "transfer", "transfer", white_box=False, stepped=True, order=2, run_order=70,
                cost=Cost(1.0, lambda spec: spec.transfer_steps + 1), runner=run_transfer),
+    # For a randomized forward pass: each step averages eot_draws passes (added by the engine when C11's
+    # probe finds the forward pass random; robaudit.evaluation.runners.randomized).
+    AttackInfo("eot-pgd", "eot-pgd", "EOT-PGD", white_box=True, stepped=True, order=13, run_order=125,
+               cost=Cost(1.0, lambda spec: spec.eot_draws * (EOT_PGD_STEPS + 1)), runner=run_eot_pgd),
+    AttackInfo("autoattack-rand", "autoattack-rand", "AutoAttack rand", white_box=True, stepped=False, order=14,
+               run_order=130, cost=RAND_COST, runner=run_autoattack_rand),
     # A point stops being sampled once fooled: about half the draws are made (0.4: forward only).
     AttackInfo("noise", "noise", "random noise", white_box=False, stepped=False, order=1, run_order=60,
                cost=Cost(0.4, lambda spec: spec.noise_draws, share=0.5), runner=run_noise),
 )}
+
+# What the engine adds when the forward pass is random (EvalSpec.auto_eot).
+RANDOMIZED_ATTACKS = ("eot-pgd", "autoattack-rand")
 
 # Row families that are not attacks but share the charts' vocabulary.
 CLEAN, WORST, AA_STAGE = "clean", "worst", "aa-stage"

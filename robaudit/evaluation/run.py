@@ -56,6 +56,7 @@ class Run:
     out: Aggregate
     clean: Bits = field(default_factory=lambda: np.zeros(0, dtype=bool))   # set by the clean pass
     num_classes: int = 0
+    randomized: bool = False                                                # the forward pass is random (C11's probe)
     pgd_runs: dict[tuple[float, str], PGDRun] = field(default_factory=dict)
 
     def _inputs(self) -> Inputs:

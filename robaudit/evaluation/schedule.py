@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from robaudit.errors import RobauditError
-from robaudit.evaluation.registry import ATTACKS, AttackInfo
+from robaudit.evaluation.registry import ATTACKS, RANDOMIZED_ATTACKS, AttackInfo
 from robaudit.evaluation.runners.pgd_curves import FOLLOW_UPS, FollowUp
 
 if TYPE_CHECKING:
@@ -41,15 +41,23 @@ def _follow_up_stage(follow_up: FollowUp, eps: float) -> Stage:
     return Stage(follow_up.label(eps), follow_up.runner)
 
 
-def plan(spec: EvalSpec) -> list[tuple[float, Stage]]:
-    """(eps, stage) in the order they run."""
+def added_for_randomness(spec: EvalSpec) -> tuple[str, ...]:
+    """The attacks an evaluation adds at its primary eps once the forward pass is found random."""
+    return tuple(a for a in RANDOMIZED_ATTACKS if a not in spec.attacks) if spec.auto_eot else ()
+
+
+def plan(spec: EvalSpec, randomized: bool = False) -> list[tuple[float, Stage]]:
+    """(eps, stage) in the order they run; ``randomized``: with the attacks a random forward pass calls for."""
     unknown = [name for name in spec.attacks if name not in ATTACKS]
     if unknown:   # a spec saved before an attack was unregistered, say: do not skip it silently
         raise RobauditError(f"unknown attack {unknown[0]!r}; registered: {', '.join(ATTACKS)}")
     steps: list[tuple[float, Stage]] = []
     for eps in spec.eps:
+        wanted = set(spec.attacks)
+        if eps == spec.primary_eps and randomized:
+            wanted.update(added_for_randomness(spec))
         slots: list[tuple[float, Stage]] = [
-            (info.run_order, _attack_stage(info, eps)) for info in ATTACKS.values() if info.name in spec.attacks]
+            (info.run_order, _attack_stage(info, eps)) for info in ATTACKS.values() if info.name in wanted]
         if eps == spec.primary_eps:
             slots += [(f.run_order, _follow_up_stage(f, eps)) for f in FOLLOW_UPS if f.wanted(spec)]
         steps += [(eps, stage) for _, stage in sorted(slots, key=lambda slot: slot[0])]
@@ -64,3 +72,8 @@ def estimate_units(spec: EvalSpec, start: int, end: int) -> float:
     units += per_eps * len(spec.eps)
     units += sum(f.units(spec, start, end) for f in FOLLOW_UPS if f.wanted(spec))
     return max(units, 1.0)
+
+
+def randomness_units(spec: EvalSpec, start: int, end: int) -> float:
+    """The work a random forward pass adds to the points [start, end) (not in estimate_units until found)."""
+    return sum(ATTACKS[name].cost.units(spec, start, end) for name in added_for_randomness(spec))
