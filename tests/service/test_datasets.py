@@ -200,3 +200,21 @@ def test_an_evaluation_on_an_uploaded_test_set(client, digits, tmp_path):
     refused = client.delete(f"/datasets/{dataset['id']}")
     assert refused.status_code == 409 and f"used by evaluation(s) {job_id}" in refused.json()["detail"]
     assert (client.settings.test_sets_dir / f"{dataset['sha256']}.npz").exists()
+
+
+def test_a_worker_on_another_host_fetches_the_test_set_by_sha256(tmp_path, digits):
+    """Workers elsewhere share only the database and the broker: they download the stored form through
+    the API and check its sha256 (worker/transfer.py)."""
+    from robaudit.worker.transfer import ensure_local_test_set
+
+    from .conftest import LiveAPI
+
+    api_settings = make_settings(tmp_path / "api")
+    with LiveAPI(api_settings) as api:
+        pixels, labels = digits
+        resp = api.post("/datasets", files={"file": ("d.npz", npz_bytes(x=pixels, y=labels), "application/x-npz")})
+        assert resp.status_code == 201, resp.text
+        sha = resp.json()["sha256"]
+        worker = make_settings(tmp_path / "worker", api_url=str(api.base_url).rstrip("/").removesuffix("/api/v1"))
+        path = ensure_local_test_set(worker, sha)
+        assert path.parent == worker.test_sets_dir and hashlib.sha256(path.read_bytes()).hexdigest() == sha
