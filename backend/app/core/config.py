@@ -49,7 +49,7 @@ class Settings:
     # Own test sets (POST /datasets): the upload, what it may decompress to (zip members, npz arrays and
     # decoded pixels each), and its number of images.
     max_dataset_upload_mb: float = 1024.0
-    max_dataset_mb: float = 4096.0
+    max_dataset_mb: float = 2048.0
     max_dataset_images: int = 100_000
     # What one job may ask for (422 past a cap; validation.py): generous for real CIFAR-10 work
     # (WRN-34-10 has 46 M parameters), far below what would hold a worker for years or exhaust it.
@@ -110,7 +110,7 @@ class Settings:
             max_upload_mb=_env_float("ROBAUDIT_MAX_UPLOAD_MB", 1024.0),
             max_json_kb=_env_float("ROBAUDIT_MAX_JSON_KB", 256.0),
             max_dataset_upload_mb=_env_float("ROBAUDIT_MAX_DATASET_UPLOAD_MB", 1024.0),
-            max_dataset_mb=_env_float("ROBAUDIT_MAX_DATASET_MB", 4096.0),
+            max_dataset_mb=_env_float("ROBAUDIT_MAX_DATASET_MB", 2048.0),
             max_dataset_images=int(_env_float("ROBAUDIT_MAX_DATASET_IMAGES", 100_000)),
             max_import_mb=_env_float("ROBAUDIT_MAX_IMPORT_MB", 16.0),
             max_epochs=int(_env_float("ROBAUDIT_MAX_EPOCHS", 1_000)),
