@@ -173,7 +173,17 @@ def test_a_resize_and_crop_is_declared_at_upload(client):
     assert bad.status_code == 422 and "crop (32) must not exceed resize (20)" in bad.json()["detail"]
 
 
-def test_an_evaluation_on_an_uploaded_test_set(client, digits, tmp_path):
+@pytest.fixture
+def any_db_client(any_db_settings, auth):
+    """The app on SQLite, then on PostgreSQL (the datasets table, its foreign key and the 409)."""
+    settings = any_db_settings
+    with TestClient(create_app(settings, janitor=False), headers=auth, base_url="http://t/api/v1") as c:
+        c.settings = settings
+        yield c
+
+
+def test_an_evaluation_on_an_uploaded_test_set(any_db_client, digits, tmp_path):
+    client = any_db_client
     checkpoint_id = upload_checkpoint(client, tmp_path)
     dataset = post(client, "digits.zip", digit_zip(digits), name="ten digit folders").json()
     # A mismatch is found at evaluation creation too (an upload need not name a checkpoint).
