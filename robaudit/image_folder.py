@@ -207,28 +207,32 @@ def read_image_folder(path: str | Path, *, max_images: int, max_bytes: int, max_
         order = _class_order(zf, classes_file, {cls for _, cls, _ in images}, name, budget)
         label = {cls: i for i, cls in enumerate(order)}
         images.sort(key=lambda item: (label[item[1]], item[2]))
-        pixels: list[np.ndarray] = []
-        first: tuple[str, tuple[int, int]] | None = None
-        decoded_bytes = 0
-        for info, _, _ in images:
+        # Decoded straight into one (n, 3, H, W) array, greyscale repeated over the channels: one copy of
+        # the images in memory (plus a third of one when every image turns out greyscale).
+        x: np.ndarray | None = None
+        first = ("", (0, 0))
+        colour = False
+        for i, (info, _, _) in enumerate(images):
             array = _decode(_read(zf, info, name, budget), info.filename, name, max_pixels, resize, crop)
             size = array.shape[:2]
-            if first is None:
+            if x is None:
                 first = (info.filename, size)
+                if len(images) * 3 * size[0] * size[1] > max_bytes:
+                    raise RobauditError(f"{name}: {len(images)} images of {size[1]}x{size[0]} take more than the cap "
+                                        f"of {max_bytes} bytes decoded")
+                x = np.empty((len(images), 3, *size), np.uint8)
             elif size != first[1]:
                 hint = ("; declare a resize and centre crop" if resize is None and crop is None
                         else "; give a crop too, so every image ends up the same size")
                 raise RobauditError(f"{name}: mixed image sizes: {first[0]!r} is {first[1][1]}x{first[1][0]}, "
                                     f"{info.filename!r} is {size[1]}x{size[0]}{hint}")
-            decoded_bytes += array.size * (3 if array.ndim == 2 else 1)   # as if every image became RGB
-            if decoded_bytes > max_bytes:
-                raise RobauditError(f"{name}: the decoded images take more than the cap of {max_bytes} bytes")
-            pixels.append(array)
-    colour = any(a.ndim == 3 for a in pixels)
-    if colour:
-        pixels = [np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a for a in pixels]
-        x = np.stack(pixels).transpose(0, 3, 1, 2)
-    else:
-        x = np.stack(pixels)[:, None]
+            if array.ndim == 2:
+                x[i] = array
+            else:
+                x[i] = array.transpose(2, 0, 1)
+                colour = True
+    assert x is not None
+    if not colour:
+        x = x[:, :1]
     y = np.array([label[cls] for _, cls, _ in images], dtype=np.int64)
     return ImageFolder(np.ascontiguousarray(x), y, order)

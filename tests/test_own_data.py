@@ -266,3 +266,13 @@ def test_the_stored_form_is_the_same_bytes_for_the_same_points(tmp_path, digits)
     assert first == second
     back = load_test_set(tmp_path / "a.stored", "a")
     assert np.array_equal(back.x, pixels) and back.y.tolist() == labels.tolist()
+
+
+def test_images_that_decode_past_the_cap_are_refused(tmp_path):
+    """PNG compresses flat images ~1000:1, so the cap holds for the decoded pixels, not only the zip's bytes."""
+    from robaudit.own_data import read_test_set
+
+    _zip(tmp_path / "flat.zip", {"a/1.png": _png(np.zeros((100, 100), np.uint8)),
+                                 "a/2.png": _png(np.zeros((100, 100), np.uint8))})
+    with pytest.raises(RobauditError, match="2 images of 100x100 take more than the cap of 10000 bytes decoded"):
+        read_test_set(tmp_path / "flat.zip", max_bytes=10_000)
