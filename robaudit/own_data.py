@@ -50,6 +50,7 @@ class OwnData:
 @dataclass
 class TestSet:
     """A checked test set in its normal form."""
+    __test__ = False   # not a pytest test class, whatever its name
     x: np.ndarray                      # (n, C, H, W) uint8, or float32 in [0, 1]
     y: np.ndarray                      # (n,) int64, >= 0
     name: str
