@@ -35,7 +35,8 @@ PRIVATE_RESULT_KEYS = ("per_sample",)
 PRIVATE_CHECKPOINT_KEYS = ("path", "file_path", "storage_path", "stored_path", "sha256_path")
 
 CSV_COLUMNS = [
-    "report_id", "report_title", "evaluation_id", "model", "checkpoint_id", "arch", "dataset", "method",
+    "report_id", "report_title", "evaluation_id", "model", "checkpoint_id", "arch", "dataset", "dataset_sha256",
+    "dataset_points", "method",
     "label_smoothing", "status", "measure", "attack", "eps", "eps_x255", "steps", "restarts", "alpha",
     "accuracy", "accuracy_pct", "n", "verdict",
 ]
@@ -125,6 +126,8 @@ def _rows_for(report: Mapping[str, Any], ev: EvaluationView) -> list[dict[str, A
         "report_id": report.get("id", ""), "report_title": report.get("title", ""),
         "evaluation_id": ev.id, "model": ev.label, "checkpoint_id": ev.checkpoint.get("id", ""),
         "arch": ev.arch or "", "dataset": ev.dataset or "", "method": ev.method or "",
+        # An uploaded test set's sha256 and size; empty for a dataset's test split.
+        "dataset_sha256": (ev.test_set or {}).get("sha256", ""), "dataset_points": (ev.test_set or {}).get("n", ""),
         "label_smoothing": _num(ev.label_smoothing), "status": ev.status,
         "verdict": (diag.verdict or "") if diag else "",
     }

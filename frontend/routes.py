@@ -147,6 +147,20 @@ async def checkpoints_page(request: Request) -> HTMLResponse:
                   limits=limits)
 
 
+@router.get("/datasets", response_class=HTMLResponse)
+async def datasets_page(request: Request) -> HTMLResponse:
+    settings = getattr(request.app.state, "settings", None)
+    limits = {"max_upload_mb": getattr(settings, "max_dataset_upload_mb", None),
+              "max_images": getattr(settings, "max_dataset_images", None)}
+    return render("datasets.html", active="datasets", page_title="Datasets", limits=limits)
+
+
+async def _own_datasets(request: Request) -> list[dict[str, Any]]:
+    """Uploaded test sets for the new-evaluation form's picker (none when they cannot be read)."""
+    answer = await api_get(request, "/datasets", limit=1000)
+    return (answer.data.get("data") or []) if answer.ok and isinstance(answer.data, dict) else []
+
+
 @router.get("/trainings/new", response_class=HTMLResponse)
 async def new_training_page(request: Request) -> HTMLResponse:
     options = await run_in_threadpool(form_options)
@@ -154,10 +168,11 @@ async def new_training_page(request: Request) -> HTMLResponse:
 
 
 @router.get("/evaluations/new", response_class=HTMLResponse)
-async def new_evaluation_page(request: Request, checkpoint: int | None = Query(None, ge=1)) -> HTMLResponse:
+async def new_evaluation_page(request: Request, checkpoint: int | None = Query(None, ge=1),
+                              dataset: int | None = Query(None, ge=1)) -> HTMLResponse:
     options = await run_in_threadpool(form_options)
     return render("evaluate_new.html", active="evaluate", page_title="New evaluation", options=options,
-                  preselect=checkpoint)
+                  preselect=checkpoint, own_datasets=await _own_datasets(request), preselect_dataset=dataset)
 
 
 @router.get("/jobs", response_class=HTMLResponse)

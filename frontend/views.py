@@ -256,7 +256,21 @@ class EvaluationView:
 
     @property
     def dataset(self) -> str | None:
+        if self.test_set:   # an uploaded test set (or `--data FILE`): the evaluation ran on it, not on the split
+            return self.test_set["name"]
         return R.checkpoint_field(self.checkpoint, "dataset") or R.section(self.results, "config").get("dataset")
+
+    @property
+    def test_set(self) -> dict[str, Any] | None:
+        """The user's own test set the results were measured on: name, sha256 and number of points (None for
+        a dataset's test split). From the results' provenance, so imported `--data` results have it too."""
+        data = R.section(self.provenance, "dataset")
+        sha = data.get("file_sha256")
+        if not isinstance(sha, str):
+            return None
+        return {"name": str(data.get("name") or "?"), "sha256": sha, "short_sha256": sha[:12],
+                "n": data.get("file_points") if data.get("file_points") is not None else data.get("n"),
+                "dataset_id": data.get("dataset_id")}
 
     @property
     def method(self) -> str | None:
@@ -308,6 +322,9 @@ class EvaluationView:
         if dataset:
             items.append(("test points", f"{dataset.get('name')}, points {dataset.get('points')} "
                                          f"({dataset.get('n')}), sha256 {dataset.get('points_sha256') or '–'}"))
+        if self.test_set:
+            own = self.test_set
+            items.append(("test set", f"{own['name']}, {own['n']} points, sha256 {own['sha256']}"))
         items.append(("checkpoint sha256", str(prov.get("checkpoint_sha256") or "–")))
         items.append(("ran", f"{prov.get('started_at') or '–'} to {prov.get('finished_at') or '–'}"))
         return items

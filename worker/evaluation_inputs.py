@@ -21,8 +21,10 @@ from robaudit.backend.app.core.db import session_factory
 from robaudit.backend.app.models import Checkpoint, Job
 from robaudit.evaluation import build_spec, prepare
 from robaudit.evaluation.engine import Prepared
+from robaudit.evaluation.presets import EvalSpec
 from robaudit.models.checkpoint import CheckpointMetadata, load_checkpoint
-from robaudit.worker.transfer import ensure_local
+from robaudit.own_data import load_test_set
+from robaudit.worker.transfer import ensure_local, ensure_local_test_set
 
 log = logging.getLogger("robaudit.worker")
 
@@ -91,10 +93,32 @@ def load_evaluation(settings: Settings, job_id: int, config: dict[str, Any]) -> 
         surrogate = s.get(Checkpoint, job.surrogate_id) if job.surrogate_id else None
     model = _load_model(settings, target, device)
     surrogate_model = _load_model(settings, surrogate, device) if surrogate is not None else None
-    spec = build_spec(**config["spec_args"])
+    spec = spec_for(config)
     plan = config.get("plan")
     if plan:   # every shard uses the batch size the planner fixed: batches must be the same everywhere
         spec = replace(spec, batch_size=plan["batch_size"])
-    x, y = robaudit.load_dataset(config["spec_args"]["dataset"], "test", data_dir=settings.datasets_dir,
-                                 limit=spec.n_examples)   # only the evaluated points (imagenet decodes no more)
+    own = config.get("own_dataset")
+    if own:
+        data = load_test_set(ensure_local_test_set(settings, own["sha256"]), own["name"])
+        x, y = data.float_images(spec.n_examples), torch.from_numpy(data.y[:spec.n_examples])
+    else:
+        x, y = robaudit.load_dataset(config["spec_args"]["dataset"], "test", data_dir=settings.datasets_dir,
+                                     limit=spec.n_examples)   # only the evaluated points (imagenet decodes no more)
     return prepare(model, x, y, spec, surrogate_model, resolve_batch_size_here=not plan)
+
+
+def spec_for(config: dict[str, Any]) -> EvalSpec:
+    """The job's spec; on an uploaded test set it is named after it (results and provenance name the data),
+    while the registry dataset in spec_args still set its default eps."""
+    spec = build_spec(**config["spec_args"])
+    own = config.get("own_dataset")
+    return replace(spec, dataset=own["name"]) if own else spec
+
+
+def name_own_dataset(results: dict[str, Any], config: dict[str, Any]) -> None:
+    """What the results say about an uploaded test set: its name, sha256 and size (as `--data` writes them)."""
+    own = config.get("own_dataset")
+    if not own:
+        return
+    results["test_points"] = f"the first {results['n']} of the {own['n']} points in {own['name']}"
+    results["provenance"]["dataset"].update(file_sha256=own["sha256"], file_points=own["n"], dataset_id=own["id"])

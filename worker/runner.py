@@ -35,11 +35,11 @@ from robaudit.backend.app.summaries import results_summary
 from robaudit.data import DATASETS
 from robaudit.digest import sha256_file
 from robaudit.errors import Cancelled, RobauditError
-from robaudit.evaluation import ShardOutcome, build_spec, merge, plan_shards
+from robaudit.evaluation import ShardOutcome, merge, plan_shards
 from robaudit.models.checkpoint import CheckpointError
 from robaudit.models.validate import validate_file
 from robaudit.training import TrainConfig, train
-from robaudit.worker.evaluation_inputs import SqlStore, device_for, load_evaluation
+from robaudit.worker.evaluation_inputs import SqlStore, device_for, load_evaluation, name_own_dataset, spec_for
 from robaudit.worker.fanout import Dispatch
 from robaudit.worker.procs import pid_alive
 from robaudit.worker.transfer import TransferError, upload
@@ -239,7 +239,7 @@ def _run_evaluation(settings: Settings, ctx: JobContext, job_id: int, config: di
 def _merge(settings: Settings, ctx: JobContext, job_id: int, config: dict[str, Any], shards: list) -> str:
     ctx.progress(force=True, stage="merging the shards")
     plan = config["plan"]
-    spec = build_spec(**config["spec_args"])
+    spec = spec_for(config)
     outcomes = [ShardOutcome.from_dict({**(shard.outcome or {}), "worker": shard.worker_hostname})
                 for shard in shards]
     spec = replace(spec, batch_size=plan["batch_size"])
@@ -248,6 +248,7 @@ def _merge(settings: Settings, ctx: JobContext, job_id: int, config: dict[str, A
     with ctx.Session() as s:
         job = s.get_one(Job, job_id)
         results["provenance"]["checkpoint_sha256"] = job.checkpoint.sha256 if job.checkpoint else None
+    name_own_dataset(results, config)
     with ctx.Session() as s:
         crud.store_results(session=s, job_id=job_id, results=results)
         # Results and the status change commit together, or not at all (another delivery owns the job).

@@ -26,7 +26,9 @@ class BodyGuard:
         self.app, self.api_prefix, self.api_token = app, api_prefix, api_token
         self.max_json_bytes = max_json_bytes
         # The upload and the inspect endpoint stream multipart files under the upload cap.
-        self.upload_paths = (f"{api_prefix}/checkpoints", f"{api_prefix}/checkpoints/inspect")
+        # Own test sets likewise, under theirs (ROBAUDIT_MAX_DATASET_UPLOAD_MB).
+        self.upload_paths = (f"{api_prefix}/checkpoints", f"{api_prefix}/checkpoints/inspect",
+                             f"{api_prefix}/datasets")
         # Imported results carry per-point bitsets, so their route has its own, larger cap.
         self.import_path = f"{api_prefix}/evaluations/import"
         self.max_import_bytes = max_import_bytes or max_json_bytes

@@ -23,6 +23,7 @@ from robaudit.backend.app.core.security import share_token, short_id
 from robaudit.backend.app.models import (
     FINISHED,
     Checkpoint,
+    Dataset,
     EvalBatch,
     EvalShard,
     EvaluationResult,
@@ -108,6 +109,46 @@ def delete_checkpoint(*, session: Session, checkpoint: Checkpoint) -> None:
     session.commit()
 
 
+# Own test sets ------------------------------------------------------------------------
+def get_dataset(*, session: Session, dataset_id: int) -> Dataset | None:
+    return session.get(Dataset, dataset_id)
+
+
+def get_dataset_by_sha256(*, session: Session, sha256: str) -> Dataset | None:
+    return session.scalar(select(Dataset).where(Dataset.sha256 == sha256))
+
+
+def list_datasets(*, session: Session, skip: int = 0, limit: int = 100) -> tuple[list[Dataset], int]:
+    count = session.scalar(select(func.count()).select_from(Dataset)) or 0
+    rows = session.scalars(select(Dataset).order_by(Dataset.id.desc()).offset(skip).limit(limit)).all()
+    return list(rows), count
+
+
+def create_dataset(*, session: Session, values: dict[str, Any]) -> tuple[Dataset, bool]:
+    """Insert a dataset row; returns (row, created). A concurrent insert of the same sha256 wins."""
+    row = Dataset(**values)
+    session.add(row)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        existing = get_dataset_by_sha256(session=session, sha256=values["sha256"])
+        if existing is None:
+            raise
+        return existing, False
+    return row, True
+
+
+def dataset_users(*, session: Session, dataset_id: int) -> list[int]:
+    """Ids of the evaluations that use this test set (at most 20, for the message)."""
+    return list(session.scalars(select(Job.id).where(Job.dataset_id == dataset_id).order_by(Job.id).limit(20)))
+
+
+def delete_dataset(*, session: Session, dataset: Dataset) -> None:
+    session.delete(dataset)
+    session.commit()
+
+
 # Jobs ---------------------------------------------------------------------------------
 class QueueFull(Exception):
     """The queue already holds ``queued`` jobs, the cap: nothing was stored."""
@@ -145,13 +186,13 @@ def _lock_queue(session: Session, max_queued: int | None) -> None:
 
 
 def create_job(*, session: Session, kind: str, config: dict[str, Any], name: str | None = None,
-               checkpoint_id: int | None = None, surrogate_id: int | None = None,
+               checkpoint_id: int | None = None, surrogate_id: int | None = None, dataset_id: int | None = None,
                max_attempts: int = 3, queue: str | None = None, max_queued: int | None = None) -> Job:
     """A new queued job. With ``max_queued``: raises QueueFull, storing nothing, if the queue is full."""
     _lock_queue(session, max_queued)
     job = Job(kind=kind, status="queued", name=name, config=config, checkpoint_id=checkpoint_id,
-              surrogate_id=surrogate_id, max_attempts=max_attempts, queue=queue, task_id=new_task_id(),
-              metrics=[], summary={})
+              surrogate_id=surrogate_id, dataset_id=dataset_id, max_attempts=max_attempts, queue=queue,
+              task_id=new_task_id(), metrics=[], summary={})
     session.add(job)
     session.flush()
     _queue_in(session, max_queued)
@@ -215,6 +256,7 @@ def job_public(job: Job) -> dict[str, Any]:
         "cancel_requested": job.cancel_requested, "worker_hostname": job.worker_hostname,
         "checkpoint_id": job.checkpoint_id, "surrogate_id": job.surrogate_id,
         "output_checkpoint_id": job.output_checkpoint_id,
+        "dataset_id": job.dataset_id,
         "has_results": has_results,
         "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
         "heartbeat_at": job.heartbeat_at,

@@ -79,6 +79,29 @@ class Checkpoint(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Dataset(Base):
+    """A user's own test set, checked at upload and stored in one normal form (robaudit.own_data.save_test_set)
+    at data_dir/test_sets/<sha256>.npz: the sha256 is the stored form's, so it names the images and labels."""
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    filename: Mapped[str] = mapped_column(String(300))       # as uploaded
+    source_sha256: Mapped[str] = mapped_column(String(64))   # of the uploaded file's bytes
+    n: Mapped[int] = mapped_column(Integer)
+    channels: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    dtype: Mapped[str] = mapped_column(String(16))           # uint8 | float32
+    num_classes: Mapped[int] = mapped_column(Integer)
+    class_names: Mapped[list[Any] | None] = mapped_column(JSON)
+    # The declared resize / centre crop applied at upload ({"resize": 256, "crop": 224}), if any.
+    transform: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)      # of the stored form
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (Index("ix_jobs_kind_created", "kind", "created_at"),
@@ -107,6 +130,7 @@ class Job(Base):
     checkpoint_id: Mapped[int | None] = mapped_column(ForeignKey("checkpoints.id"))          # evaluated model
     surrogate_id: Mapped[int | None] = mapped_column(ForeignKey("checkpoints.id"))           # transfer source
     output_checkpoint_id: Mapped[int | None] = mapped_column(ForeignKey("checkpoints.id"))   # trained model
+    dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"), index=True)     # own test set
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()

@@ -76,6 +76,33 @@ class CheckpointsPublic(BaseModel):
     count: int
 
 
+# Own test sets ------------------------------------------------------------------------
+class DatasetPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    sha256: str = Field(description="sha256 of the stored normal form (x, y, classes): it names the images and "
+                                    "labels, whichever file they came in.")
+    filename: str
+    source_sha256: str = Field(description="sha256 of the uploaded file.")
+    n: int = Field(description="Number of images.")
+    channels: int
+    height: int
+    width: int
+    dtype: str = Field(description="uint8, or float32 for an .npz of floats in [0, 1].")
+    num_classes: int = Field(description="Classes named (classes.txt or folders), else the highest label + 1.")
+    class_names: list[str] | None
+    transform: dict[str, int] | None = Field(description="The resize and centre crop applied at upload, if any.")
+    size_bytes: int
+    created_at: datetime
+
+
+class DatasetsPublic(BaseModel):
+    data: list[DatasetPublic]
+    count: int
+
+
 # Jobs ---------------------------------------------------------------------------------
 class Progress(BaseModel):
     current: int
@@ -126,6 +153,7 @@ class JobPublic(BaseModel):
     checkpoint_id: int | None = Field(description="The evaluated model (evaluations).")
     surrogate_id: int | None = Field(description="Transfer-attack source model (evaluations).")
     output_checkpoint_id: int | None = Field(description="The trained model, registered as a checkpoint (trainings).")
+    dataset_id: int | None = Field(default=None, description="The own test set evaluated on (evaluations).")
     has_results: bool
     gate: GatePublic | None = Field(
         default=None, description="Evaluations: the CI gate's outcome on the results; null when no gate was "
@@ -203,6 +231,9 @@ class EvaluationCreate(BaseModel):
     n_examples: int | None = Field(default=None, ge=1, le=1_000_000, description="Test points to evaluate.")
     dataset: str | None = Field(default=None, min_length=1, max_length=64,
                                 description="Defaults to the checkpoint's dataset.")
+    dataset_id: int | None = Field(default=None, ge=1, le=2**31 - 1,
+                                   description="An uploaded test set (POST /datasets) to evaluate on instead of the "
+                                               "dataset's test split; `dataset` still sets the default eps.")
     batch_size: int | Literal["auto"] | None = Field(
         default=None, description="Test points per batch (GPU memory; resume granularity), 1 to 100000, or "
                                   "\"auto\": the largest that fits the planning worker's device, found once per "

@@ -45,34 +45,54 @@ def safe_filename(name: str | None) -> str:
     return base or "upload"
 
 
-def too_large(settings: Settings) -> HTTPException:
-    return HTTPException(413,
-                         detail=f"upload exceeds the {settings.max_upload_mb:g} MB limit (ROBAUDIT_MAX_UPLOAD_MB)")
+@dataclass(frozen=True)
+class UploadKind:
+    """What an upload route takes: its form fields, its byte cap and how to name both in messages."""
+    what: str                         # "the checkpoint", "the test set"
+    example: str                      # curl's file=@... in the messages
+    fields: tuple[str, ...]
+    limit_mb: float
+    limit_env: str
+
+    @property
+    def limit_bytes(self) -> int:
+        return int(self.limit_mb * 1024 * 1024)
+
+
+def checkpoint_upload(settings: Settings) -> UploadKind:
+    return UploadKind("the checkpoint", "file=@model.safetensors", ALLOWED_FIELDS, settings.max_upload_mb,
+                      "ROBAUDIT_MAX_UPLOAD_MB")
+
+
+def too_large(settings: Settings, kind: UploadKind | None = None) -> HTTPException:
+    kind = kind or checkpoint_upload(settings)
+    return HTTPException(413, detail=f"upload exceeds the {kind.limit_mb:g} MB limit ({kind.limit_env})")
 
 
 def bad_request(message: str, code: int = status.HTTP_422_UNPROCESSABLE_CONTENT) -> HTTPException:
     return HTTPException(code, detail=message)
 
 
-async def receive_upload(request: Request, settings: Settings) -> Upload:
+async def receive_upload(request: Request, settings: Settings, kind: UploadKind | None = None) -> Upload:
     """Parse a multipart/form-data body with one 'file' part and optional text fields."""
+    kind = kind or checkpoint_upload(settings)
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or not params.get(b"boundary"):
-        raise bad_request("send multipart/form-data with the checkpoint in a 'file' part "
-                          "(curl -F file=@model.safetensors)", status.HTTP_415_UNSUPPORTED_MEDIA_TYPE)
-    limit_file = settings.max_upload_bytes
+        raise bad_request(f"send multipart/form-data with {kind.what} in a 'file' part "
+                          f"(curl -F {kind.example})", status.HTTP_415_UNSUPPORTED_MEDIA_TYPE)
+    limit_file = kind.limit_bytes
     limit_body = limit_file + ENVELOPE_BYTES
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
             if int(declared) > limit_body:
-                raise too_large(settings)
+                raise too_large(settings, kind)
         except ValueError:
             raise bad_request("invalid Content-Length header", status.HTTP_400_BAD_REQUEST) from None
 
     workdir = settings.tmp_dir / uuid.uuid4().hex
     workdir.mkdir(parents=True)
-    state = _PartState()
+    state = _PartState(kind.fields)
     parser = MultipartParser(params[b"boundary"], state.callbacks())
     digest = hashlib.sha256()
     received = 0
@@ -81,7 +101,7 @@ async def receive_upload(request: Request, settings: Settings) -> Upload:
         async for chunk in request.stream():
             received += len(chunk)
             if received > limit_body:
-                raise too_large(settings)
+                raise too_large(settings, kind)
             parser.write(chunk)
             if state.error:
                 raise bad_request(state.error)
@@ -91,14 +111,14 @@ async def receive_upload(request: Request, settings: Settings) -> Upload:
                 data, state.pending = b"".join(state.pending), []
                 state.file_size += len(data)
                 if state.file_size > limit_file:
-                    raise too_large(settings)
+                    raise too_large(settings, kind)
                 digest.update(data)
                 await anyio.to_thread.run_sync(fh.write, data)
         parser.finalize()
         if state.error:
             raise bad_request(state.error)
         if not state.file_started:
-            raise bad_request("no 'file' part in the form: send the checkpoint as file=@PATH")
+            raise bad_request(f"no 'file' part in the form: send {kind.what} as file=@PATH")
         if not state.finished:
             raise bad_request("the multipart body ended early (truncated upload)", status.HTTP_400_BAD_REQUEST)
     except HTTPException:
@@ -119,7 +139,8 @@ async def receive_upload(request: Request, settings: Settings) -> Upload:
 class _PartState:
     """Callbacks for python-multipart's streaming parser; file bytes are queued in ``pending``."""
 
-    def __init__(self):
+    def __init__(self, allowed: tuple[str, ...] = ALLOWED_FIELDS):
+        self.allowed = allowed
         self.header_field = b""
         self.header_value = b""
         self.headers: dict[bytes, bytes] = {}
@@ -168,14 +189,14 @@ class _PartState:
                 return
             self.is_file = self.file_started = True
             self.filename = options.get(b"filename", b"upload").decode("utf-8", "replace")
-        elif name in ALLOWED_FIELDS:
+        elif name in self.allowed:
             if name in self.fields:
                 self.error = f"form field {name!r} given twice"
                 return
             self.fields[name] = b""
         else:
             self.error = (f"unknown form field {name!r}; expected 'file' and optionally "
-                          f"{', '.join(repr(f) for f in ALLOWED_FIELDS)}")
+                          f"{', '.join(repr(f) for f in self.allowed)}")
             return
         self.current = name
 

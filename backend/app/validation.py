@@ -121,6 +121,28 @@ def _check_compatible(checkpoint, dataset: str, role: str) -> None:
             f"{info.size}x{info.size})")
 
 
+def _check_own_fits(checkpoint, dataset_row, role: str) -> None:
+    """The uploaded test set's images and classes must fit the model (checked at upload only when a
+    checkpoint was named then; always here)."""
+    from robaudit.backend.app.dataset_store import model_shape
+
+    shape = model_shape({**(checkpoint.meta or {}), "dataset": checkpoint.dataset})
+    if shape is None:
+        raise JobRequestError(f"{role} checkpoint {checkpoint.id}'s metadata does not say its input channels, image "
+                              "size and classes, so no uploaded test set can be checked against it")
+    images = (dataset_row.channels, dataset_row.height, dataset_row.width)
+    if images != (shape["channels"], shape["size"], shape["size"]):
+        raise JobRequestError(
+            f"dataset {dataset_row.id} ({dataset_row.name}) holds {dataset_row.channels}-channel "
+            f"{dataset_row.width}x{dataset_row.height} images; {role} checkpoint {checkpoint.id} ({checkpoint.arch}) "
+            f"takes {shape['channels']}-channel {shape['size']}x{shape['size']} images")
+    if dataset_row.num_classes > shape["num_classes"]:
+        raise JobRequestError(
+            f"dataset {dataset_row.id} ({dataset_row.name}) has {dataset_row.num_classes} classes; {role} checkpoint "
+            f"{checkpoint.id} ({checkpoint.arch}) has {shape['num_classes']}: its labels would fall outside the "
+            "model's classes")
+
+
 def validate_evaluation(body: EvaluationCreate, session: Session, settings: Settings) -> dict[str, Any]:
     from robaudit.evaluation import build_spec
 
@@ -146,18 +168,30 @@ def validate_evaluation(body: EvaluationCreate, session: Session, settings: Sett
         spec_args["autoattack_examples"] = body.aa_examples
     if body.preset is None and body.attacks is None:
         spec_args["preset"] = "quick"
+    own = None
+    if body.dataset_id is not None:
+        own = crud.get_dataset(session=session, dataset_id=body.dataset_id)
+        if own is None:
+            raise JobRequestError(f"no dataset {body.dataset_id}: upload one first (POST /api/v1/datasets)")
     try:
         _check_compatible(checkpoint, dataset, "the")
+        if own is not None:
+            _check_own_fits(checkpoint, own, "the")
         if body.surrogate_id is not None:
             surrogate = crud.get_checkpoint(session=session, checkpoint_id=body.surrogate_id)
             if surrogate is None:
                 raise JobRequestError(f"no surrogate checkpoint {body.surrogate_id}")
             _check_compatible(surrogate, dataset, "the surrogate")
+            if own is not None:
+                _check_own_fits(surrogate, own, "the surrogate")
             spec_args["surrogate"] = True
         spec = build_spec(**spec_args)
     except science as exc:
         raise JobRequestError(str(exc)) from None
     config: dict[str, Any] = {"spec_args": spec_args, "name": body.name}
+    if own is not None:
+        # What the worker loads and the results name; the registry dataset above still sets the default eps.
+        config["own_dataset"] = {"id": own.id, "name": own.name, "sha256": own.sha256, "n": own.n}
     if body.shard_size is not None:
         config["shard_size"] = body.shard_size
     if body.gate is not None:  # only when asked, so a gate-less job's config is what it always was

@@ -94,9 +94,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--threshold", action="append", default=[], metavar="NAME=VALUE",
                    help="override a diagnostic threshold (repeatable), e.g. c14_warn_gap_pp=5")
     p.add_argument("--data-dir", help="where torchvision datasets live (not needed for mnist10k)")
-    p.add_argument("--data", metavar="NPZ",
-                   help="your own test set: a .npz with x (uint8 HWC/CHW, or floats in [0, 1]) and y (labels); "
+    p.add_argument("--data", metavar="NPZ|ZIP",
+                   help="your own test set: a .npz with x (uint8 HWC/CHW, or floats in [0, 1]) and y (labels), or "
+                        "a .zip of class folders of PNG/JPEG images (optional classes.txt: the label order); "
                         "the checkpoint's dataset still sets the default eps")
+    p.add_argument("--data-resize", type=int, metavar="PIXELS",
+                   help="with a --data zip: resize each image's shorter side to this first (e.g. 256)")
+    p.add_argument("--data-crop", type=int, metavar="PIXELS",
+                   help="with a --data zip: then centre-crop to this square (e.g. 224)")
     p.add_argument("--download", action="store_true", help="download the dataset if missing")
     p.add_argument("--out", required=True, help="results JSON path")
     p.add_argument("--csv", help="also write the summary as CSV")
@@ -301,7 +306,8 @@ def run(args: argparse.Namespace) -> int:
     own = None
     if args.data:
         size = meta.input_size or dataset_info(dataset).size
-        own = load_npz(args.data, channels=meta.in_channels, size=size, num_classes=meta.num_classes)
+        own = load_npz(args.data, channels=meta.in_channels, size=size, num_classes=meta.num_classes,
+                       resize=args.data_resize, crop=args.data_crop)
         x, y = own.x, own.y
         spec = replace(spec, dataset=own.name)   # the results and their provenance name the file
     else:
@@ -319,6 +325,7 @@ def run(args: argparse.Namespace) -> int:
     if own is not None:
         results["test_points"] = f"the first {results['n']} of the {own.n} points in {own.name}"
         results["provenance"]["dataset"]["file_sha256"] = own.sha256
+        results["provenance"]["dataset"]["file_points"] = own.n
     if surrogate_info is not None:
         results["surrogate"] = surrogate_info
     gate = check_gate(results, GateSettings(fail_under=args.fail_under, fail_on=args.fail_on))

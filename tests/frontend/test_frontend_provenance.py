@@ -98,3 +98,23 @@ def test_models_on_the_same_points_are_compared_paired_also_in_the_export():
     # Different points: no paired difference is claimed.
     results_b["provenance"]["dataset"]["points_sha256"] = "ef" * 32
     assert report_view(payload).differences == []
+
+
+def test_an_own_test_set_is_named_in_the_report_and_its_csv():
+    from robaudit.frontend.report import report_csv
+
+    payload = _payload("0.2.0")
+    results = payload["evaluations"][0]["results"]
+    results["dataset"] = "my digit folders"
+    results["provenance"]["dataset"].update(name="my digit folders", file_sha256="ef" * 32, file_points=480,
+                                            dataset_id=3)
+    html = render_report_html(payload)
+    assert "my digit folders · 480 points · sha256" in html and "efefefefefef" in html
+    rows = report_csv(payload).splitlines()
+    header = rows[0].split(",")
+    first = dict(zip(header, rows[1].split(","), strict=False))
+    named = (first["dataset"], first["dataset_sha256"], first["dataset_points"])
+    assert named == ("my digit folders", "ef" * 32, "480")
+    # A dataset's test split has no test set to name.
+    plain = dict(zip(header, report_csv(_payload("0.2.0")).splitlines()[1].split(","), strict=False))
+    assert (plain["dataset"], plain["dataset_sha256"], plain["dataset_points"]) == ("mnist10k", "", "")

@@ -46,6 +46,11 @@ class Settings:
     max_json_kb: float = 256.0
     # Results pushed from elsewhere (POST /evaluations/import) carry per-point bitsets: larger.
     max_import_mb: float = 16.0
+    # Own test sets (POST /datasets): the upload, what it may decompress to (zip members, npz arrays and
+    # decoded pixels each), and its number of images.
+    max_dataset_upload_mb: float = 1024.0
+    max_dataset_mb: float = 2048.0
+    max_dataset_images: int = 100_000
     # What one job may ask for (422 past a cap; validation.py): generous for real CIFAR-10 work
     # (WRN-34-10 has 46 M parameters), far below what would hold a worker for years or exhaust it.
     max_epochs: int = 1000
@@ -104,6 +109,9 @@ class Settings:
             reads_require_token=_env_bool("ROBAUDIT_READS_REQUIRE_TOKEN"),
             max_upload_mb=_env_float("ROBAUDIT_MAX_UPLOAD_MB", 1024.0),
             max_json_kb=_env_float("ROBAUDIT_MAX_JSON_KB", 256.0),
+            max_dataset_upload_mb=_env_float("ROBAUDIT_MAX_DATASET_UPLOAD_MB", 1024.0),
+            max_dataset_mb=_env_float("ROBAUDIT_MAX_DATASET_MB", 2048.0),
+            max_dataset_images=int(_env_float("ROBAUDIT_MAX_DATASET_IMAGES", 100_000)),
             max_import_mb=_env_float("ROBAUDIT_MAX_IMPORT_MB", 16.0),
             max_epochs=int(_env_float("ROBAUDIT_MAX_EPOCHS", 1_000)),
             max_batch_size=int(_env_float("ROBAUDIT_MAX_BATCH_SIZE", 4_096)),
@@ -147,6 +155,9 @@ class Settings:
             "ROBAUDIT_READS_REQUIRE_TOKEN": "1" if self.reads_require_token else "0",
             "ROBAUDIT_MAX_UPLOAD_MB": str(self.max_upload_mb),
             "ROBAUDIT_MAX_JSON_KB": str(self.max_json_kb),
+            "ROBAUDIT_MAX_DATASET_UPLOAD_MB": str(self.max_dataset_upload_mb),
+            "ROBAUDIT_MAX_DATASET_MB": str(self.max_dataset_mb),
+            "ROBAUDIT_MAX_DATASET_IMAGES": str(self.max_dataset_images),
             "ROBAUDIT_MAX_IMPORT_MB": str(self.max_import_mb),
             "ROBAUDIT_MAX_EPOCHS": str(self.max_epochs),
             "ROBAUDIT_MAX_BATCH_SIZE": str(self.max_batch_size),
@@ -229,6 +240,19 @@ class Settings:
         return int(self.max_import_mb * 1024 * 1024)
 
     @property
+    def max_dataset_upload_bytes(self) -> int:
+        return int(self.max_dataset_upload_mb * 1024 * 1024)
+
+    @property
+    def max_dataset_bytes(self) -> int:
+        return int(self.max_dataset_mb * 1024 * 1024)
+
+    @property
+    def test_sets_dir(self) -> Path:
+        """Own test sets, stored by sha256 (not ``datasets_dir``: that is where torchvision datasets live)."""
+        return self.data_dir / "test_sets"
+
+    @property
     def checkpoints_dir(self) -> Path:
         return self.data_dir / "checkpoints"
 
@@ -245,5 +269,5 @@ class Settings:
         return self.data_dir / "api_token"
 
     def ensure_dirs(self) -> None:
-        for path in (self.data_dir, self.checkpoints_dir, self.jobs_dir, self.tmp_dir):
+        for path in (self.data_dir, self.checkpoints_dir, self.test_sets_dir, self.jobs_dir, self.tmp_dir):
             path.mkdir(parents=True, exist_ok=True)

@@ -99,6 +99,8 @@
     if ($("ev-shard").value.trim()) out.shard_size = Number($("ev-shard").value);    // blank: one per live worker
     if (surrogate.value && Number(surrogate.value) !== checkpointId) out.surrogate_id = Number(surrogate.value);
     if (dataset.value) out.dataset = dataset.value;
+    var own = document.getElementById("ev-own-dataset");
+    if (own && own.value) out.dataset_id = Number(own.value);
     var chosen = attacks();
     if (chosen.length) out.attacks = chosen;
     var name = $("ev-name").value.trim();

@@ -21,7 +21,8 @@ MAX_IMPORTED_POINTS = 1_000_000
 
 router = job_routes(JobKindRoutes(
     kind="evaluation", schema=EvaluationCreate, validate=validate_evaluation,
-    references=lambda body: {"checkpoint_id": body.checkpoint_id, "surrogate_id": body.surrogate_id},
+    references=lambda body: {"checkpoint_id": body.checkpoint_id, "surrogate_id": body.surrogate_id,
+                             "dataset_id": body.dataset_id},
     create_doc="Queue an evaluation of a checkpoint (a preset, or attacks x eps x steps).",
     list_doc="List evaluation jobs, newest first.",
     read_doc="Get an evaluation job: status, progress, ETA, headline numbers."))
