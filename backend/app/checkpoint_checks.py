@@ -43,7 +43,7 @@ def _env() -> dict[str, str]:
     return env
 
 
-async def _run_json(args: list[str], timeout_s: float, what: str) -> tuple[dict[str, Any] | None, str]:
+async def run_json(args: list[str], timeout_s: float, what: str) -> tuple[dict[str, Any] | None, str]:
     """Run ``python -m ...`` and parse its last stdout line as a JSON object.
 
     Returns (object, "") or (None, why there is no answer) on a timeout or a crash."""
@@ -116,7 +116,7 @@ def input_range_args(fields: Mapping[str, str]) -> list[str]:
 
 # --------------------------------------------------------------------------- subprocesses
 
-def _memory_cap(settings: Settings) -> list[str]:
+def memory_cap_args(settings: Settings) -> list[str]:
     """Each subprocess caps its own memory before it reads the file (models/sandbox.py)."""
     return ["--memory-mb", f"{settings.validate_memory_mb:g}"]
 
@@ -129,8 +129,8 @@ async def validate(path: Path, fields: Mapping[str, str], settings: Settings) ->
             args += [f"--{key}", fields[key]]
     if fields.get("arch_kwargs"):
         args += ["--arch-kwargs", fields["arch_kwargs"]]
-    args += preprocessing_args(fields) + input_range_args(fields) + _memory_cap(settings)
-    verdict, why = await _run_json(args, settings.validate_timeout_s, "checking the checkpoint")
+    args += preprocessing_args(fields) + input_range_args(fields) + memory_cap_args(settings)
+    verdict, why = await run_json(args, settings.validate_timeout_s, "checking the checkpoint")
     if verdict is None or "ok" not in verdict:
         return {"ok": False, "error": why or "the file could not be checked (the validator gave no verdict)"}
     return verdict
@@ -139,8 +139,8 @@ async def validate(path: Path, fields: Mapping[str, str], settings: Settings) ->
 async def inspect_file(path: Path, settings: Settings) -> dict[str, Any]:
     """Recognition only (``validate --inspect``): what the file is, without loading it into a network."""
     args = ["robaudit.models.validate", str(path), "--datasets", datasets_json(DATASETS), "--inspect",
-            *_memory_cap(settings)]
-    verdict, why = await _run_json(args, settings.validate_timeout_s, "reading the checkpoint")
+            *memory_cap_args(settings)]
+    verdict, why = await run_json(args, settings.validate_timeout_s, "reading the checkpoint")
     if verdict is None or "ok" not in verdict:
         return {"ok": False, "error": why or "the file could not be read (the validator gave no verdict)"}
     return verdict
@@ -152,10 +152,10 @@ async def clean_check(path: Path, metadata: Mapping[str, Any], settings: Setting
     Never refuses the upload: a model that loads is stored, and this figure says whether its inputs,
     classes and dataset look right."""
     args = ["robaudit.evaluation.clean_check", str(path), "--metadata", json.dumps(dict(metadata)),
-            *_memory_cap(settings)]
+            *memory_cap_args(settings)]
     if settings.datasets_dir:
         args += ["--data-dir", str(settings.datasets_dir)]
-    answer, why = await _run_json(args, settings.clean_check_timeout_s, "the clean-accuracy check")
+    answer, why = await run_json(args, settings.clean_check_timeout_s, "the clean-accuracy check")
     if answer is None or "ran" not in answer:
         return {"ran": False, "reason": why or "the clean-accuracy check gave no answer"}
     return answer

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from robaudit.backend.app.checkpoint_checks import _memory_cap, _run_json
+from robaudit.backend.app.checkpoint_checks import memory_cap_args, run_json
 from robaudit.backend.app.core.config import Settings
 
 
@@ -38,14 +38,14 @@ async def check_upload(upload_path: Path, out: Path, *, filename: str, settings:
     """Check the uploaded file and write its normal form to ``out``; the subprocess's JSON verdict."""
     args = ["robaudit.own_data", str(upload_path), "--out", str(out), "--name", filename,
             "--max-points", str(settings.max_dataset_images), "--max-bytes", str(settings.max_dataset_bytes),
-            *_memory_cap(settings)]
+            *memory_cap_args(settings)]
     if resize is not None:
         args += ["--resize", str(resize)]
     if crop is not None:
         args += ["--crop", str(crop)]
     if model is not None:
         args += ["--model", json.dumps(model)]
-    verdict, why = await _run_json(args, settings.validate_timeout_s, f"reading {filename}")
+    verdict, why = await run_json(args, settings.validate_timeout_s, f"reading {filename}")
     if verdict is None or "ok" not in verdict:
         return {"ok": False, "error": why or f"{filename} could not be read (no verdict)"}
     return verdict
