@@ -66,13 +66,19 @@ def model_info(results: Mapping[str, Any], metadata: Mapping[str, Any] | None = 
     elif int(autoattack["n"]) < (full or n):
         notes.append(f"AutoAttack on the first {autoattack['n']} test points")
     randomized = _randomized(results)
-    if randomized:
+    rand_row = find_row(results, "autoattack-rand", eps)
+    if randomized and rand_row is not None:
+        notes.append(f"the forward pass is randomized (check C11): AutoAttack's rand version, judged by the "
+                     f"logits averaged over {rand_row.get('passes')} passes, leaves "
+                     f"{_pct(rand_row['robust_accuracy'])} % on {rand_row['n']} points")
+    elif randomized:
         notes.append("the forward pass is randomized (check C11): AutoAttack's rand version is the right test")
     arch = str(metadata.get("arch") or "")
     info: dict[str, Any] = {
         "link": None, "name": None, "authors": None,
         "additional_data": None,
-        "number_forward_passes": 1,
+        # A randomized model's decisions average eot_draws passes (results.randomized).
+        "number_forward_passes": (results.get("randomized") or {}).get("passes", 1) if randomized else 1,
         "dataset": dataset,
         "venue": None,
         "architecture": ARCHITECTURES.get(arch, arch or None),
