@@ -53,10 +53,12 @@ NEUTRAL = "#52606d"
 FAMILY_PATTERNS = {
     "clean": "", "fgsm": "/", "rs-fgsm": "/", "pgd": "", "cw": "x", "autoattack": ".", "worst": "",
     "transfer": "-", "noise": "+", "square": "|", "apgd-ce": "\\", "apgd-dlr": "\\", "fab": "-",
+    "eot-pgd": "", "autoattack-rand": ".",
 }
 FAMILY_SYMBOLS = {"clean": "circle-open", "fgsm": "triangle-up", "rs-fgsm": "triangle-down", "pgd": "circle",
                   "cw": "square", "autoattack": "diamond", "worst": "x", "noise": "cross", "transfer": "star",
-                  "square": "square-open", "apgd-ce": "hexagon", "apgd-dlr": "hexagon-open", "fab": "pentagon"}
+                  "square": "square-open", "apgd-ce": "hexagon", "apgd-dlr": "hexagon-open", "fab": "pentagon",
+                  "eot-pgd": "circle-cross", "autoattack-rand": "diamond-cross"}
 FAMILY_DASHES = {"worst": "solid", "pgd": "dash", "autoattack": "dot", "cw": "dashdot", "fgsm": "longdashdot",
                  "rs-fgsm": "longdashdot", "noise": "dot", "transfer": "longdash"}
 SANITY_SYMBOL = "star-diamond"
