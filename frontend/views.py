@@ -251,6 +251,11 @@ class EvaluationView:
         return G.pgd_gap(self.results)
 
     @property
+    def gallery(self) -> dict[str, Any] | None:
+        """What the gallery's filters offer, from the results' gallery index (the images load from the API)."""
+        return gallery_summary(self.results)
+
+    @property
     def arch(self) -> str | None:
         return R.checkpoint_field(self.checkpoint, "arch")
 
@@ -572,6 +577,23 @@ def _labels(evaluations: Sequence[Mapping[str, Any]]) -> list[str]:
     for name, ev in zip(base, evaluations):
         out.append(f"{name} (#{ev.get('id')})" if base.count(name) > 1 else name)
     return out
+
+
+def gallery_summary(results: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The results' gallery index (robaudit.evaluation.gallery.index_of) as the page's filters need it."""
+    from robaudit.evaluation.gallery import class_names
+
+    index = R.section(results, "gallery")
+    points = index.get("points") if isinstance(index.get("points"), Mapping) else None
+    if not index or points is None or not isinstance(index.get("limit"), int) or index["limit"] < 1:
+        return None
+    names = class_names(str(R.section(results, "config").get("dataset") or ""), int(results.get("num_classes") or 0)
+                        if results else 0)
+    true = [t for t in points.get("true") or [] if isinstance(t, int)]
+    return {"limit": index["limit"], "count": int(index.get("count") or 0), "eps": index.get("eps"),
+            "attacks": sorted({str(a) for a in points.get("attack") or []}),
+            "classes": [(k, names[k] if 0 <= k < len(names) else f"class {k}") for k in sorted(set(true))],
+            "missed": len(index.get("missed_by_pgd20") or [])}
 
 
 def evaluation_views(evaluations: Sequence[Mapping[str, Any]]) -> list[EvaluationView]:

@@ -217,6 +217,9 @@ class EvaluationCreate(BaseModel):
     aa_examples: int | None = Field(default=None, ge=0, le=1_000_000,
                                     description="AutoAttack on the first N test points; 0 = all points. "
                                                 "Default: the preset's (200 for audit).")
+    gallery: int | None = Field(default=None, ge=0, le=1_000_000,
+                                description="Keep the adversarial examples of the first N test points for the "
+                                            "gallery (GET .../gallery, .../adversarial.npz); 0 = none. Default 100.")
     shard_size: int | None = Field(default=None, ge=1, le=1_000_000,
                                    description="Test points per shard (rounded up to whole batches). Default: one "
                                                "shard per live worker, balanced by estimated work.")
