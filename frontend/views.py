@@ -236,6 +236,7 @@ class EvaluationView:
     error: str | None = None
     imported: str | None = None     # where results pushed from elsewhere were made (robaudit push)
     color_index: int = 0            # its colour in every chart of the report (figures.MODEL_COLORS)
+    examples: list[Mapping[str, Any]] = field(default_factory=list)   # a report's few adversarial examples
 
     @property
     def color(self) -> str:
@@ -605,7 +606,9 @@ def evaluation_views(evaluations: Sequence[Mapping[str, Any]]) -> list[Evaluatio
         views.append(EvaluationView(
             id=ev.get("id"), label=label, status=str(ev.get("status") or ("succeeded" if results else "unknown")),
             checkpoint=ck, results=results, error=ev.get("error"), imported=imported_source(ev),
-            model=R.Model(label=label, results=results, checkpoint=ck, key=str(ev.get("id"))), color_index=i))
+            model=R.Model(label=label, results=results, checkpoint=ck, key=str(ev.get("id"))), color_index=i,
+            examples=[g for g in ev.get("gallery") or [] if isinstance(g, Mapping)
+                      and isinstance(g.get("images"), Mapping)]))
     return views
 
 

@@ -87,24 +87,44 @@ def page(settings: Settings, job_id: int, *, offset: int = 0, limit: int = 24, a
     points = [p for p in index["points"]
               if (attack is None or p["attack"] == attack) and (true_class is None or p["true"] == true_class)
               and (not missed or p["missed"])]
-    chosen = points[offset:offset + min(limit, PAGE_MAX)]
     names = index["class_names"]
-    items = []
-    if chosen:
-        panels = np.load(folder(settings, job_id) / PANELS, mmap_mode="r")
-        scale = G.display_scale(index["size"])
-        for p in chosen:
-            pixels = np.asarray(panels[p["row"]])
-            items.append({**{k: v for k, v in p.items() if k != "row"},
-                          "true_name": _name(names, p["true"]), "predicted_name": _name(names, p["predicted"]),
-                          "images": {kind: G.data_uri(pixels[i], scale)
-                                     for i, kind in enumerate(("clean", "adversarial", "perturbation"))}})
     every = index["points"]
     return {"total": len(points), "count": len(every), "offset": offset, "limit": index["limit"],
-            "eps": index["eps"], "items": items,
+            "eps": index["eps"], "items": _items(settings, job_id, index, points[offset:offset + min(limit, PAGE_MAX)]),
             "attacks": sorted({p["attack"] for p in every}),
             "classes": [{"id": k, "name": _name(names, k)} for k in sorted({p["true"] for p in every})],
             "missed": sum(1 for p in every if p["missed"])}
+
+
+REPORT_EXAMPLES = 8
+
+
+def examples(settings: Settings, job_id: int, count: int = REPORT_EXAMPLES) -> list[dict[str, Any]]:
+    """A report's small gallery of one model: the points PGD-20 missed first, then the first broken ones."""
+    index = read_index(settings, job_id)
+    if index is None:
+        return []
+    points = index["points"]
+    chosen = ([p for p in points if p["missed"]] + [p for p in points if not p["missed"]])[:count]
+    return _items(settings, job_id, index, chosen)
+
+
+def _items(settings: Settings, job_id: int, index: dict[str, Any],
+           chosen: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The chosen index entries with class names and their three pictures (only their rows are read)."""
+    if not chosen:
+        return []
+    names = index["class_names"]
+    panels = np.load(folder(settings, job_id) / PANELS, mmap_mode="r")
+    scale = G.display_scale(index["size"])
+    items = []
+    for p in chosen:
+        pixels = np.asarray(panels[p["row"]])
+        items.append({**{k: v for k, v in p.items() if k != "row"},
+                      "true_name": _name(names, p["true"]), "predicted_name": _name(names, p["predicted"]),
+                      "images": {kind: G.data_uri(pixels[i], scale)
+                                 for i, kind in enumerate(("clean", "adversarial", "perturbation"))}})
+    return items
 
 
 def _name(names: list[str], k: int) -> str:

@@ -75,6 +75,20 @@ def test_the_gallery_pages_and_download(live, trained_checkpoint):
         assert (predicted == data["predictions"]).all() and (predicted != data["labels"]).all()
         assert list(data["attack"]) == index["points"]["attack"]
 
+    # A report brings up to 8 examples per model, missed-by-PGD-20 first, inside its HTML export too;
+    # the share link's payload has none.
+    report = live.post("/reports", json={"title": "gallery", "evaluation_ids": [job_id]}).json()
+    shown = live.get(f"/reports/{report['id']}").json()["evaluations"][0]["gallery"]
+    missed_first = [p for p in index["missed_by_pgd20"]] + [p for p in index["points"]["index"]
+                                                            if p not in index["missed_by_pgd20"]]
+    assert [g["index"] for g in shown] == missed_first[:8]
+    html = live.get(f"/reports/{report['id']}/export").text
+    assert html.count('<img src="data:image/png;base64,') == 3 * len(shown)
+    assert 'class="gallery-grid report-gallery"' in html
+    token = report["share_url"].rsplit("/", 1)[-1]
+    shared = live.get(f"http://t/share/{token}/export")
+    assert shared.status_code == 200 and "Summary" in shared.text and "report-gallery" not in shared.text
+
 
 def test_no_gallery_is_a_specific_404_and_bad_sizes_a_422(live, trained_checkpoint):
     ckpt = upload(live, trained_checkpoint).json()
