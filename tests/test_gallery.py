@@ -152,7 +152,7 @@ def test_npz_round_trip_and_pictures(audited, tmp_path):
     assert (pixels[:, 2].reshape(len(gallery), -1).max(1) == 255).any()
     assert (np.minimum(pixels[:, 2].reshape(len(gallery), -1).min(1),
                        255 - pixels[:, 2].reshape(len(gallery), -1).max(1)) == 0).all()
-    assert G.png(pixels[0, 0], scale=3).startswith(b"\x89PNG")
+    assert G.png(pixels[0, 0]).startswith(b"\x89PNG")
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +187,28 @@ def test_cli_refuses_to_save_without_a_gallery(checkpoint, tmp_path, capsys):
     assert main(["evaluate", str(checkpoint), "--attacks", "fgsm", "--n-examples", "8", "--gallery", "-1",
                  "--no-progress", "--out", str(tmp_path / "r.json")]) == 2
     assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("attack, eps", [("noise", 0.6), ("transfer", 0.1), ("rs-fgsm", 0.1), ("apgd-ce", 0.1)])
+def test_each_attack_alone_keeps_examples_that_fool_the_model(attack, eps):
+    """Every runner's capture on its own: AutoAttack's examples come from pyautoattack, noise keeps its
+    fooling draw, transfer the surrogate's last iterate."""
+    torch.set_num_threads(1)
+    model, surrogate = golden_models()
+    x, y = robaudit.load_dataset("mnist10k", "test")
+    spec = build_spec(attacks=attack, eps=(eps,), dataset="mnist10k", n_examples=16, batch_size=8,
+                      surrogate=attack == "transfer", noise_draws=20, gallery_examples=16)
+    found: list[G.Gallery] = []
+    results = evaluate(model, x, y, spec, surrogate=surrogate if attack == "transfer" else None,
+                       on_gallery=found.append)
+    gallery = found[0]
+    row = next(r for r in results["summary"] if r["attack"] == attack)
+    robust = decode_bits(results["per_sample"]["bits"][row["key"]], 16)
+    clean = decode_bits(results["per_sample"]["clean"], 16)
+    assert list(gallery.index) == list(np.flatnonzero(clean & ~robust)) and len(gallery) > 0
+    assert set(gallery.attack) == {attack}
+    with torch.no_grad():
+        predicted = model(torch.as_tensor(gallery.adversarial)).argmax(1).numpy()
+    assert (predicted == gallery.predictions).all() and (predicted != gallery.labels).all()
+    change = np.abs(gallery.adversarial - gallery.clean).reshape(len(gallery), -1).max(1)
+    assert (change <= eps + 1e-6).all()

@@ -116,13 +116,12 @@ def _items(settings: Settings, job_id: int, index: dict[str, Any],
         return []
     names = index["class_names"]
     panels = np.load(folder(settings, job_id) / PANELS, mmap_mode="r")
-    scale = G.display_scale(index["size"])
     items = []
     for p in chosen:
         pixels = np.asarray(panels[p["row"]])
         items.append({**{k: v for k, v in p.items() if k != "row"},
                       "true_name": _name(names, p["true"]), "predicted_name": _name(names, p["predicted"]),
-                      "images": {kind: G.data_uri(pixels[i], scale)
+                      "images": {kind: G.data_uri(pixels[i])
                                  for i, kind in enumerate(("clean", "adversarial", "perturbation"))}})
     return items
 

@@ -120,7 +120,8 @@ def _all_shown(pg) -> list[int]:
         if pg.is_visible("#gallery-more"):   # it may already be loading (the button scrolled into view)
             pg.click("#gallery-more")
         pg.wait_for_function("(n) => +document.getElementById('gallery').dataset.loaded > n", arg=loaded)
-    return [int(v) for v in pg.eval_on_selector_all("#gallery-grid .gallery-item", "els => els.map(e => e.dataset.index)")]
+    shown = pg.eval_on_selector_all("#gallery-grid .gallery-item", "els => els.map(e => e.dataset.index)")
+    return [int(v) for v in shown]
 
 
 def _decoded_images(pg) -> int:

@@ -79,8 +79,8 @@ def test_the_gallery_pages_and_download(live, trained_checkpoint):
     # the share link's payload has none.
     report = live.post("/reports", json={"title": "gallery", "evaluation_ids": [job_id]}).json()
     shown = live.get(f"/reports/{report['id']}").json()["evaluations"][0]["gallery"]
-    missed_first = [p for p in index["missed_by_pgd20"]] + [p for p in index["points"]["index"]
-                                                            if p not in index["missed_by_pgd20"]]
+    missed = index["missed_by_pgd20"]
+    missed_first = missed + [p for p in index["points"]["index"] if p not in missed]
     assert [g["index"] for g in shown] == missed_first[:8]
     html = live.get(f"/reports/{report['id']}/export").text
     assert html.count('<img src="data:image/png;base64,') == 3 * len(shown)
