@@ -236,6 +236,7 @@ class EvaluationView:
     error: str | None = None
     imported: str | None = None     # where results pushed from elsewhere were made (robaudit push)
     color_index: int = 0            # its colour in every chart of the report (figures.MODEL_COLORS)
+    examples: list[Mapping[str, Any]] = field(default_factory=list)   # a report's few adversarial examples
 
     @property
     def color(self) -> str:
@@ -249,6 +250,11 @@ class EvaluationView:
     @property
     def gap(self) -> G.Gap | None:
         return G.pgd_gap(self.results)
+
+    @property
+    def gallery(self) -> dict[str, Any] | None:
+        """What the gallery's filters offer, from the results' gallery index (the images load from the API)."""
+        return gallery_summary(self.results)
 
     @property
     def arch(self) -> str | None:
@@ -591,6 +597,23 @@ def _labels(evaluations: Sequence[Mapping[str, Any]]) -> list[str]:
     return out
 
 
+def gallery_summary(results: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The results' gallery index (robaudit.evaluation.gallery.index_of) as the page's filters need it."""
+    from robaudit.evaluation.gallery import class_names
+
+    index = R.section(results, "gallery")
+    points = index.get("points") if isinstance(index.get("points"), Mapping) else None
+    if not index or points is None or not isinstance(index.get("limit"), int) or index["limit"] < 1:
+        return None
+    names = class_names(str(R.section(results, "config").get("dataset") or ""), int(results.get("num_classes") or 0)
+                        if results else 0)
+    true = [t for t in points.get("true") or [] if isinstance(t, int)]
+    return {"limit": index["limit"], "count": int(index.get("count") or 0), "eps": index.get("eps"),
+            "attacks": sorted({str(a) for a in points.get("attack") or []}),
+            "classes": [(k, names[k] if 0 <= k < len(names) else f"class {k}") for k in sorted(set(true))],
+            "missed": len(index.get("missed_by_pgd20") or [])}
+
+
 def evaluation_views(evaluations: Sequence[Mapping[str, Any]]) -> list[EvaluationView]:
     evs = [e for e in evaluations if isinstance(e, Mapping)]
     views = []
@@ -600,7 +623,9 @@ def evaluation_views(evaluations: Sequence[Mapping[str, Any]]) -> list[Evaluatio
         views.append(EvaluationView(
             id=ev.get("id"), label=label, status=str(ev.get("status") or ("succeeded" if results else "unknown")),
             checkpoint=ck, results=results, error=ev.get("error"), imported=imported_source(ev),
-            model=R.Model(label=label, results=results, checkpoint=ck, key=str(ev.get("id"))), color_index=i))
+            model=R.Model(label=label, results=results, checkpoint=ck, key=str(ev.get("id"))), color_index=i,
+            examples=[g for g in ev.get("gallery") or [] if isinstance(g, Mapping)
+                      and isinstance(g.get("images"), Mapping)]))
     return views
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from robaudit.backend.app import crud, crud_shards
+from robaudit.backend.app import crud, crud_shards, galleries
 from robaudit.backend.app.checkpoint_store import place
 from robaudit.backend.app.core.config import Settings
 from robaudit.backend.app.core.db import session_factory
@@ -243,8 +243,9 @@ def _merge(settings: Settings, ctx: JobContext, job_id: int, config: dict[str, A
     outcomes = [ShardOutcome.from_dict({**(shard.outcome or {}), "worker": shard.worker_hostname})
                 for shard in shards]
     spec = replace(spec, batch_size=plan["batch_size"])
-    results = merge(spec, plan["n"], plan["fingerprint"],
-                    SqlStore(settings, job_id), outcomes)
+    # The gallery's files go next to the database before the results that index them are committed.
+    results = merge(spec, plan["n"], plan["fingerprint"], SqlStore(settings, job_id), outcomes,
+                    on_gallery=lambda found: galleries.save(settings, job_id, found))
     with ctx.Session() as s:
         job = s.get_one(Job, job_id)
         results["provenance"]["checkpoint_sha256"] = job.checkpoint.sha256 if job.checkpoint else None

@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from robaudit.backend.app import crud
+from robaudit.backend.app import crud, galleries
+from robaudit.backend.app.core.config import Settings
 from robaudit.backend.app.models import Checkpoint, Job, Report
 from robaudit.frontend.report import export_payload
 from robaudit.study import StudyModel, analyze
@@ -41,8 +42,12 @@ def checkpoint_summary(*, session: Session, checkpoint: Checkpoint | None) -> di
             "created_at": checkpoint.created_at.isoformat()}
 
 
-def get_report_payload(*, session: Session, report: Report) -> dict[str, Any]:
-    """{"report": {...}, "evaluations": [{id, status, checkpoint, results}]}; what pages and exports render."""
+def get_report_payload(*, session: Session, report: Report, settings: Settings | None = None) -> dict[str, Any]:
+    """{"report": {...}, "evaluations": [{id, status, checkpoint, results}]}; what pages and exports render.
+
+    With ``settings`` each evaluation also brings a few of its adversarial examples (``gallery``, pictures
+    as data URIs: the HTML export carries them inside). The share link's payload is made without.
+    """
     evaluations = []
     for item in report.items:
         job = session.get(Job, item.job_id)
@@ -53,6 +58,7 @@ def get_report_payload(*, session: Session, report: Report) -> dict[str, Any]:
             "summary": job.summary or {}, "error": job.error,
             "checkpoint": checkpoint_summary(session=session, checkpoint=job.checkpoint),
             "results": crud.get_results(session=session, job_id=job.id) if job.status == "succeeded" else None,
+            **({"gallery": galleries.examples(settings, job.id)} if settings is not None else {}),
         })
     payload: dict[str, Any] = {
         "report": {"id": report.id, "title": report.title, "created_at": report.created_at.isoformat(),

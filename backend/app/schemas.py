@@ -253,6 +253,9 @@ class EvaluationCreate(BaseModel):
                                               "model. Default 20.")
     auto_eot: bool | None = Field(default=None, description="Add EOT-PGD and AutoAttack rand when check C11 finds "
                                                             "the forward pass random. Default true.")
+    gallery: int | None = Field(default=None, ge=0, le=1_000_000,
+                                description="Keep the adversarial examples of the first N test points for the "
+                                            "gallery (GET .../gallery, .../adversarial.npz); 0 = none. Default 100.")
     shard_size: int | None = Field(default=None, ge=1, le=1_000_000,
                                    description="Test points per shard (rounded up to whole batches). Default: one "
                                                "shard per live worker, balanced by estimated work.")

@@ -166,6 +166,8 @@ def validate_evaluation(body: EvaluationCreate, session: Session, settings: Sett
             spec_args[key] = value
     if body.aa_examples is not None:
         spec_args["autoattack_examples"] = body.aa_examples
+    if body.gallery is not None:
+        spec_args["gallery_examples"] = body.gallery
     if body.preset is None and body.attacks is None:
         spec_args["preset"] = "quick"
     own = None

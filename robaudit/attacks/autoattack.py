@@ -75,8 +75,11 @@ class _Collect(logging.Handler):
 
 
 def run_stage(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: str, *, eps: float, seed: int,
-              batch_size: int, norm: str = "linf") -> torch.Tensor:
-    """One AutoAttack attack, standard settings, on (x, y). Returns (n,) bool: still correct."""
+              batch_size: int, norm: str = "linf", x_adv_out: torch.Tensor | None = None) -> torch.Tensor:
+    """One AutoAttack attack, standard settings, on (x, y). Returns (n,) bool: still correct.
+
+    ``x_adv_out`` (shaped like x) receives AutoAttack's adversarial images (the clean image where it failed).
+    """
     from pyautoattack import AutoAttack
 
     if stage not in STAGES:
@@ -90,7 +93,9 @@ def run_stage(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: str, *,
     adversary.attacks_to_run = [stage]  # keep the standard parameters, run one attack
     devices = [x.device.index or 0] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # AutoAttack reseeds the global generator
-        _, y_adv = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
+        x_adv, y_adv = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
+    if x_adv_out is not None:
+        x_adv_out.copy_(x_adv.to(x_adv_out.device))
     still_correct: torch.Tensor = y_adv.to(y.device) == y
     return still_correct
 
@@ -142,11 +147,13 @@ def _collected_warnings() -> Iterator[list[str]]:
 def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                    stages: tuple[str, ...] = STANDARD, seed: int = 0, batch_size: int = 250,
                    on_forward: Callable[[str, int], None] | None = None,
-                   norm: str = "linf") -> tuple[dict[str, torch.Tensor], list[str]]:
+                   norm: str = "linf",
+                   adversarial: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Run ``stages`` in order on (x, y); returns ({stage: (n,) bool robust after it}, AutoAttack's warnings).
 
     Flags are cumulative: robust after stage s means no stage up to s fooled the point. Each stage
-    only sees the points every earlier stage left robust (AutoAttack's own rule).
+    only sees the points every earlier stage left robust (AutoAttack's own rule). ``adversarial``
+    (shaped like x) receives, for each fooled point, the example of the stage that fooled it.
     """
     robust = torch.ones(len(x), dtype=torch.bool, device=y.device)
     results: dict[str, torch.Tensor] = {}
@@ -156,10 +163,13 @@ def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
             for stage in stages:
                 todo = robust.nonzero().squeeze(1)
                 wrapped.stage = stage
+                found = None if adversarial is None else torch.empty_like(x[todo])
                 still = run_stage(wrapped, x[todo], y[todo], stage, eps=eps, seed=seed, batch_size=batch_size,
-                                  norm=norm)
+                                  norm=norm, x_adv_out=found)
                 robust = robust.clone()
                 robust[todo[~still]] = False
+                if adversarial is not None and found is not None:
+                    adversarial[todo[~still]] = found[~still]
                 results[stage] = robust
     return results, messages
 

@@ -18,8 +18,10 @@ def _wrong(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def random_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, draws: int = 100,
-                 generator: RandomSource = None) -> torch.Tensor:
+                 generator: RandomSource = None, fooling: torch.Tensor | None = None) -> torch.Tensor:
     """(n,) int64: index of the first draw that fooled each point, or ``draws`` if none did.
+
+    ``fooling`` (shaped like x): receives each fooled point's fooling draw (other rows are left as they are).
 
     A point stops being sampled once fooled, so the cost falls as points fall. With per-point
     streams (robaudit.attacks.common.PointStreams) draw d of a point is the same whichever other
@@ -34,7 +36,10 @@ def random_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: flo
         for d in range(draws):
             if active.numel() == 0:
                 break
-            hit = _wrong(model, uniform_in_ball(x[active], eps, rows_of(generator, active)), y[active])
+            drawn = uniform_in_ball(x[active], eps, rows_of(generator, active))
+            hit = _wrong(model, drawn, y[active])
             first[active[hit]] = d
+            if fooling is not None:
+                fooling[active[hit]] = drawn[hit]
             active = active[~hit]
     return first

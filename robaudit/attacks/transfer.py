@@ -18,10 +18,19 @@ def transfer(target: nn.Module, surrogate: nn.Module, x: torch.Tensor, y: torch.
              steps: int = 20, alpha: float | None = None, loss: str = "ce", kappa: float = 50.0,
              random_start: bool = True, generator: RandomSource = None) -> torch.Tensor:
     """(n,) bool: the target misclassifies the example crafted on the surrogate."""
+    return transfer_examples(target, surrogate, x, y, eps=eps, steps=steps, alpha=alpha, loss=loss, kappa=kappa,
+                             random_start=random_start, generator=generator)[1]
+
+
+def transfer_examples(target: nn.Module, surrogate: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
+                      steps: int = 20, alpha: float | None = None, loss: str = "ce", kappa: float = 50.0,
+                      random_start: bool = True,
+                      generator: RandomSource = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the examples crafted on the surrogate, (n,) bool: the target misclassifies them)."""
     crafted = last_iterate(surrogate, x, y, eps=eps, steps=steps, alpha=alpha, loss=loss, kappa=kappa,
                            random_start=random_start, generator=generator)
     with eval_mode(target):
-        return predict(target, crafted) != y
+        return crafted, predict(target, crafted) != y
 
 
 def last_iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int,

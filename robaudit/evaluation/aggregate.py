@@ -24,6 +24,7 @@ from robaudit.evaluation.results import (
 )
 
 if TYPE_CHECKING:
+    from robaudit.evaluation.gallery import Source
     from robaudit.evaluation.presets import EvalSpec
 
 PerPoint = np.ndarray[Any, np.dtype[np.int64]]   # one integer per test point (e.g. the first fooling iterate)
@@ -43,6 +44,9 @@ class Aggregate:
     notes: list[str] = field(default_factory=list)
     attack_warnings: list[str] = field(default_factory=list)
     probes: dict[str, Any] = field(default_factory=dict)
+    # (where from, a record's ``adv``): the gallery's candidates, collected by Run.attack
+    captures: list[tuple[Source, dict[str, Any]]] = field(default_factory=list)
+    gallery_clean: list[dict[str, Any]] = field(default_factory=list)   # the clean pass's gallery records
 
     def add_row(self, attack: str, eps: float, robust: Bits, *, steps: int | None = None, restarts: int = 1,
                 alpha: float | None = None, bits_key: str | None = None, subset: int | None = None,

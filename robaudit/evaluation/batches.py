@@ -103,15 +103,21 @@ class Batches:
         return PointStreams.seeded(self.seed, stream, points=index.tolist())
 
     def run(self, job: str, compute: Callable[[int, int], Record], units_per_point: float,
-            limit: int | None = None) -> list[Batch]:
-        """``compute`` per batch unless the store already has that batch; polls should_stop between batches."""
+            limit: int | None = None, gallery: int = 0) -> list[Batch]:
+        """``compute`` per batch unless the store already has that batch; polls should_stop between batches.
+
+        ``gallery=N``: the records of batches holding any of the first N points carry that many points'
+        images (robaudit.evaluation.gallery), and their keys say so: ``<job>/gallery=<points covered>``.
+        """
         out = []
         for start, end in self.bounds:
             end = end if limit is None else min(end, limit)
             if start >= end:
                 break
             self.progress.poll()
-            out.append((start, end, self.get_or_compute(self.key(job, start, end), partial(compute, start, end))))
+            covered = min(end, gallery) - start
+            name = f"{job}/gallery={covered}" if covered > 0 else job
+            out.append((start, end, self.get_or_compute(self.key(name, start, end), partial(compute, start, end))))
             self.progress.advance(units_per_point * (end - start))
         return out
 

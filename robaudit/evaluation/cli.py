@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from torch import nn
 
+    from robaudit.evaluation.gallery import Gallery
     from robaudit.evaluation.progress import EvalProgress
     from robaudit.models import CheckpointMetadata
 
@@ -67,6 +68,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="forward passes averaged per EOT step and per accuracy of a randomized model (default 20)")
     p.add_argument("--no-auto-eot", dest="auto_eot", action="store_false",
                    help="do not add EOT-PGD and AutoAttack rand when the forward pass is found random (check C11)")
+    p.add_argument("--gallery", type=int, metavar="N",
+                   help="keep the adversarial examples of the first N points for the gallery (default 100; 0: none)")
+    p.add_argument("--save-adversarial", metavar="PATH",
+                   help="write the gallery's examples as .npz: index, clean, adversarial, labels, predictions, "
+                        "attack, eps, step (docs/results-schema.md)")
     p.add_argument("--surrogate", help="checkpoint for the transfer attack (adds 'transfer' to the audit)")
     p.add_argument("--arch", help="architecture for checkpoints without robaudit metadata (default: recognised "
                                   "from the file's keys and shapes)")
@@ -198,6 +204,23 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _save_gallery(found: Gallery | None, path: Path, n: int, limit: int) -> None:
+    """The gallery's .npz, written whole or not at all (with no rows when no point was broken)."""
+    from robaudit.evaluation import gallery
+
+    if found is None:
+        raise RobauditError(f"no gallery was built for the first {min(limit, n)} points: nothing to save")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    os.close(fd)
+    try:
+        gallery.save_npz(found, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _progress_bar(enabled: bool) -> tuple[Callable[[EvalProgress], None] | None, Callable[[], None]]:
     if not enabled:
         return None, lambda: None
@@ -298,7 +321,9 @@ def run(args: argparse.Namespace) -> int:
                       restarts=args.restarts, batch_size=args.batch_size, seed=args.seed,
                       thresholds=_thresholds(args.threshold) or None, autoattack_examples=args.aa_examples,
                       precision=args.precision, channels_last=args.channels_last, compile=args.compile,
-                      eot_draws=args.eot_draws, auto_eot=args.auto_eot)
+                      eot_draws=args.eot_draws, auto_eot=args.auto_eot, gallery_examples=args.gallery)
+    if args.save_adversarial and spec.gallery_examples == 0:
+        raise RobauditError("--save-adversarial needs a gallery: drop --gallery 0")
     surrogate = surrogate_info = None
     if args.surrogate:
         surrogate, _, surrogate_info = _load(args.surrogate, args.device, args.arch, dataset, args.preprocessing,
@@ -316,8 +341,10 @@ def run(args: argparse.Namespace) -> int:
                                      limit=spec.n_examples)
     store = DirectoryStore(args.state_dir) if args.state_dir else None
     progress, close = _progress_bar(not args.no_progress)
+    galleries: list[Gallery] = []
     try:
-        results = evaluate(model, x, y, spec, surrogate=surrogate, store=store, progress=progress)
+        results = evaluate(model, x, y, spec, surrogate=surrogate, store=store, progress=progress,
+                           on_gallery=galleries.append)
     finally:
         close()
     results["checkpoint"] = info
@@ -340,13 +367,17 @@ def run(args: argparse.Namespace) -> int:
             _write_atomic(Path(args.junit), junit_xml(results, gate))
         if args.summary_md:
             _write_atomic(Path(args.summary_md), summary_markdown(results, gate))
+        if args.save_adversarial:
+            _save_gallery(galleries[0] if galleries else None, Path(args.save_adversarial), results["n"],
+                          spec.gallery_examples)
     except OSError as exc:  # an unwritable output path is an input error (2), not a failed gate (1)
         raise RobauditError(f"cannot write {exc.filename or 'an output file'}: {exc.strerror or exc}") from None
     if args.json:
         print(json.dumps(results, indent=1))
     else:
         print(format_summary(results))
-        outputs = [p for p in (args.out, args.csv, args.robustbench, args.junit, args.summary_md) if p]
+        outputs = [p for p in (args.out, args.csv, args.robustbench, args.junit, args.summary_md,
+                               args.save_adversarial) if p]
         print(f"results: {', '.join(outputs)}")
     if gate.conditions:
         # stderr, so --json's stdout stays one JSON document

@@ -31,7 +31,7 @@ from torch import nn
 
 from robaudit.attacks.common import eval_mode
 from robaudit.errors import RobauditError
-from robaudit.evaluation import probes, provenance
+from robaudit.evaluation import gallery, probes, provenance
 from robaudit.evaluation.accel import prepare_model, unwrap  # accel:
 from robaudit.evaluation.aggregate import Aggregate
 from robaudit.evaluation.autobatch import default_cache_path, resolve_batch_size  # accel:
@@ -59,16 +59,24 @@ def _device(model: nn.Module) -> torch.device:
 
 
 def _clean(run: Run) -> None:
+    keep = run.spec.gallery_examples
+
     def compute(start: int, end: int) -> Record:
         with torch.no_grad():
             logits = run.model(run.x[start:end])
         correct = (logits.argmax(1) == run.y[start:end]).cpu().numpy()
-        return {"correct": encode_bits(correct), "num_classes": int(logits.shape[1])}
+        record = {"correct": encode_bits(correct), "num_classes": int(logits.shape[1])}
+        if start < keep:   # the gallery's clean images and labels
+            index = torch.arange(start, min(end, keep), device=run.device)
+            record["gallery"] = gallery.clean_record(index, run.x[index], run.y[index])
+        return record
 
-    records = run.batches.run("clean", compute, CLEAN_UNITS)
+    records = run.batches.run("clean", compute, CLEAN_UNITS, gallery=keep)
     run.clean = np.zeros(run.n, dtype=bool)   # points outside this shard stay out of every attack
     for start, end, record in records:
         run.clean[start:end] = decode_bits(record["correct"], end - start)
+        if "gallery" in record:
+            run.out.gallery_clean.append(record["gallery"])
     run.num_classes = records[0][2]["num_classes"]
 
 
@@ -159,17 +167,18 @@ def prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec,
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec, *, surrogate: nn.Module | None = None,
              store: Store | None = None, progress: Callable[[EvalProgress], None] | None = None,
-             should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+             should_stop: Callable[[], bool] | None = None,
+             on_gallery: Callable[[gallery.Gallery], None] | None = None) -> dict[str, Any]:
     """Run ``spec`` on the first ``spec.n_examples`` of (x, y); returns the results JSON (docs/results-schema.md).
 
     One shard over every point, then the merge. Raises robaudit.errors.Cancelled when
     ``should_stop()`` turns true (polled between batches and, inside AutoAttack, about once a
-    second); everything finished so far is in ``store``.
+    second); everything finished so far is in ``store``. ``on_gallery``: see ``merge``.
     """
     store = store if store is not None else MemoryStore()
     prepared = prepare(model, x, y, spec, surrogate)
     shard = evaluate_shard(prepared, store=store, progress=progress, should_stop=should_stop)
-    return merge(prepared.spec, prepared.n, prepared.fingerprint, store, [shard])
+    return merge(prepared.spec, prepared.n, prepared.fingerprint, store, [shard], on_gallery=on_gallery)
 
 
 def evaluate_shard(prepared: Prepared, *, shard: Range | None = None, store: Store,
@@ -200,8 +209,12 @@ def _shard(prepared: Prepared, spec: EvalSpec, shard: Range | None, store: Store
                         provenance=record)
 
 
-def merge(spec: EvalSpec, n: int, fingerprint: str, store: Store, shards: list[ShardOutcome]) -> dict[str, Any]:
+def merge(spec: EvalSpec, n: int, fingerprint: str, store: Store, shards: list[ShardOutcome], *,
+          on_gallery: Callable[[gallery.Gallery], None] | None = None) -> dict[str, Any]:
     """The results JSON of an evaluation whose shards have all stored their batches.
+
+    With ``spec.gallery_examples`` > 0 the results get the gallery's index (``gallery``), and
+    ``on_gallery`` (if given) receives the gallery itself, images and all (robaudit.evaluation.gallery).
 
     Runs every pass again over all batches with computing switched off (no model, no data): rows,
     bitsets, curves (loss traces become point-weighted means over all batches), the worst case and
@@ -236,6 +249,14 @@ def merge(spec: EvalSpec, n: int, fingerprint: str, store: Store, shards: list[S
     results["timing"] = merged_timing(shards, time.monotonic() - started)
     results["provenance"] = provenance.merge_provenance(dataset=spec.dataset, n=n, seed=spec.seed,
                                                         shards=[s.provenance or {} for s in shards])
+    if spec.gallery_examples > 0:
+        found = gallery.build(spec.dataset, min(spec.gallery_examples, n), spec.primary_eps, run.num_classes,
+                              run.out.gallery_clean, run.out.captures)
+        if found is not None:
+            gallery.mark_missed(found, results)
+            if on_gallery is not None:
+                on_gallery(found)
+        results["gallery"] = gallery.index_of(found, min(spec.gallery_examples, n))
     return results
 
 

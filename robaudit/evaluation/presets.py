@@ -39,6 +39,9 @@ LARGE_EPS = (0.5, 1.0)
 # FAB-T 1.2 s, Square 1.6 s; measured, see the README of benchmarks/), so the audit runs it on the
 # first 200 points to fit 1,000 digits in 15 minutes on 2 cores. --aa-examples changes it.
 AUDIT_AUTOATTACK_EXAMPLES = 200
+# The gallery keeps the adversarial examples of the first 100 points by default, in every preset: the
+# same N everywhere lets a quick run's stored batches serve a later audit (the N is part of their keys).
+DEFAULT_GALLERY_EXAMPLES = 100
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class EvalSpec:
     noise_draws: int = 100
     transfer_steps: int = 20
     autoattack_examples: int | None = None  # AutoAttack on the first N points only (None: all)
+    gallery_examples: int = 0           # keep adversarial examples of the first N points (robaudit.evaluation.gallery)
     diagnostics: bool = True
     # A randomized forward pass (found by check C11's probe, so with diagnostics on): add EOT-PGD and
     # AutoAttack rand (robaudit.evaluation.runners.randomized), judged over eot_draws passes.
@@ -146,7 +150,7 @@ def build_spec(preset: str | None = None, attacks: ListArg = None, eps: ListArg 
                thresholds: Thresholds | dict[str, Any] | None = None, noise_draws: int | None = None,
                kappa: float | None = None, autoattack_examples: int | None = None, precision: str = "fp32",
                channels_last: bool = False, compile: bool = False, eot_draws: int | None = None,
-               auto_eot: bool = True) -> EvalSpec:
+               auto_eot: bool = True, gallery_examples: int | None = None) -> EvalSpec:
     """Validate the request and build the spec; every problem is a RobauditError with a plain reason.
 
     ``attacks`` replaces the preset's attack list (curves that need PGD are dropped when PGD is);
@@ -210,6 +214,10 @@ def build_spec(preset: str | None = None, attacks: ListArg = None, eps: ListArg 
         if autoattack_examples < 0:
             raise RobauditError("the number of AutoAttack examples must be positive (0 = all points)")
         values["autoattack_examples"] = autoattack_examples or None
+    if gallery_examples is None:
+        gallery_examples = DEFAULT_GALLERY_EXAMPLES
+    if isinstance(gallery_examples, bool) or int(gallery_examples) < 0:
+        raise RobauditError(f"the gallery's number of points must be 0 (none) or more, got {gallery_examples!r}")
     if noise_draws is not None and noise_draws < 1:
         raise RobauditError("noise draws must be at least 1")
     if eot_draws is not None and not 1 <= eot_draws <= 1000:
@@ -218,7 +226,8 @@ def build_spec(preset: str | None = None, attacks: ListArg = None, eps: ListArg 
         thresholds = Thresholds.from_overrides(thresholds)
     spec = EvalSpec(dataset=dataset, n_examples=int(n_examples), eps=eps_values, preset=preset, alpha=alpha,
                     thresholds=thresholds or Thresholds(), auto_batch_size=auto_batch, precision=precision,
-                    channels_last=bool(channels_last), compile=bool(compile), auto_eot=bool(auto_eot), **values)
+                    channels_last=bool(channels_last), compile=bool(compile), auto_eot=bool(auto_eot),
+                    gallery_examples=int(gallery_examples), **values)
     overrides: dict[str, Any] = {k: v for k, v in dict(batch_size=batch_size, seed=seed, noise_draws=noise_draws,
                                                        kappa=kappa, eot_draws=eot_draws).items() if v is not None}
     return replace(spec, **overrides)

@@ -16,11 +16,12 @@ from torch import nn
 
 from robaudit.attacks.common import PointStreams
 from robaudit.errors import RobauditError
+from robaudit.evaluation import gallery
 from robaudit.evaluation.aggregate import Aggregate, PerPoint
 from robaudit.evaluation.batches import Batch, Batches
 from robaudit.evaluation.presets import EvalSpec
 from robaudit.evaluation.progress import Progress
-from robaudit.evaluation.results import Bits
+from robaudit.evaluation.results import Bits, within_eps
 from robaudit.evaluation.runners.pgd import PGDRun
 from robaudit.evaluation.store import Record
 
@@ -95,8 +96,13 @@ class Run:
         return start + np.nonzero(keep)[0]
 
     def attack(self, job: str, units_per_point: float, attack: PointAttack, empty: Record, *,
-               mask: Bits | None = None, limit: int | None = None) -> list[Batch]:
-        """``attack`` on the clean-correct points (in ``mask``) of each batch; a batch without any stores ``empty``."""
+               mask: Bits | None = None, limit: int | None = None,
+               source: gallery.Source | None = None) -> list[Batch]:
+        """``attack`` on the clean-correct points (in ``mask``) of each batch; a batch without any stores ``empty``.
+
+        ``source``: the attack keeps adversarial examples for the gallery (its records' ``adv``, made
+        with ``adversarial``); the merge collects them into ``out.captures``.
+        """
 
         def compute(start: int, end: int) -> Record:
             index = self.points(start, end, mask)
@@ -104,7 +110,23 @@ class Run:
                 return {"index": [], **empty}
             return {"index": index.tolist(), **attack(torch.as_tensor(index, device=self.device), start, end)}
 
-        return self.batches.run(job, compute, units_per_point, limit=limit)
+        keep = self.gallery_limit(source.eps) if source is not None else 0
+        records = self.batches.run(job, compute, units_per_point, limit=limit, gallery=keep)
+        if source is not None:
+            self.out.captures += [(source, record["adv"]) for _, _, record in records if record.get("adv")]
+        return records
+
+    def gallery_limit(self, eps: float) -> int:
+        """How many of the first points keep adversarial examples from an attack at ``eps``: the gallery's N
+        for attacks inside the primary eps's ball (they count towards its worst case), else none."""
+        return self.spec.gallery_examples if within_eps(eps, self.spec.primary_eps) else 0
+
+    def adversarial(self, index: torch.Tensor, eps: float, x_adv: torch.Tensor, broken: torch.Tensor,
+                    step: torch.Tensor | None = None, restart: torch.Tensor | None = None) -> Record:
+        """The record field ``adv`` for the broken points of ``index`` that the gallery keeps (or nothing)."""
+        record = gallery.adversarial_record(self.model, index, x_adv, broken, step, self.gallery_limit(eps),
+                                            restart)
+        return {} if record is None else {"adv": record}
 
     def per_point(self, records: list[Batch], name: str, fill: int) -> PerPoint:
         """One value per point from the records' ``name`` field; ``fill`` for points not attacked."""

@@ -19,6 +19,7 @@ import torch
 
 from robaudit.attacks import autoattack as aa
 from robaudit.evaluation.cost import Cost, fixed
+from robaudit.evaluation.gallery import Source
 from robaudit.evaluation.store import Record
 
 if TYPE_CHECKING:
@@ -63,6 +64,8 @@ STANDARD_COST = Cost(1.0, fixed(sum(per_step * steps for per_step, steps in STAG
 
 
 def _run(run: Run, eps: float, stages: tuple[str, ...], single: bool) -> None:
+    from robaudit.evaluation.registry import ATTACKS  # the registry imports this module
+
     spec, progress = run.spec, run.progress
     m = autoattack_limit(spec, run.n)
     units = {stage: STAGE_STEPS[stage][0] * STAGE_STEPS[stage][1] for stage in stages}
@@ -76,16 +79,23 @@ def _run(run: Run, eps: float, stages: tuple[str, ...], single: bool) -> None:
     robust[:m] = run.clean[:m]
     for i, stage in enumerate(stages):
         def attack(index: torch.Tensor, start: int, end: int, stage: str = stage) -> Record:
+            keep = index < run.gallery_limit(eps)
+            examples = torch.empty_like(run.x[index]) if bool(keep.any()) else None
             flags, warnings = aa.run_autoattack(run.model, run.x[index], run.y[index], eps=eps, stages=(stage,),
-                                                seed=spec.seed, batch_size=spec.batch_size, on_forward=on_forward)
-            return {"robust": flags[stage].int().tolist(), "warnings": warnings}
+                                                seed=spec.seed, batch_size=spec.batch_size, on_forward=on_forward,
+                                                adversarial=examples)
+            found = {} if examples is None else run.adversarial(index, eps, examples, ~flags[stage])
+            return {"robust": flags[stage].int().tolist(), "warnings": warnings, **found}
 
         # The estimate planned ROBUST_GUESS of the points for each stage; re-plan from those that enter it.
         entering = int(robust[first:last].sum())
         progress.replan(ROBUST_GUESS * units[stage] * in_shard, units[stage] * entering)
         per_point = units[stage] * entering / in_shard if in_shard else 0.0
         job = f"autoattack/eps={eps:.6g}/seed={spec.seed}/{'+'.join(stages[:i + 1])}"
-        records = run.attack(job, per_point, attack, {"robust": [], "warnings": []}, mask=robust, limit=m)
+        name = stage if single else f"autoattack:{stage}"
+        source = Source(name, eps, ATTACKS[stage].order, detail="" if single else "AutoAttack standard")
+        records = run.attack(job, per_point, attack, {"robust": [], "warnings": []}, mask=robust, limit=m,
+                             source=source)
         robust = robust & (run.per_point(records, "robust", 0) == 1)
         for _, _, record in records:
             run.out.warn(record["warnings"])

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from robaudit.attacks.noise import random_noise
+from robaudit.evaluation.gallery import Source
 from robaudit.evaluation.results import bit_key
 from robaudit.evaluation.store import Record
 
@@ -18,11 +19,13 @@ def run_noise(run: Run, attack: AttackInfo, eps: float) -> None:
     draws = run.spec.noise_draws
 
     def draw(index: torch.Tensor, start: int, end: int) -> Record:
+        fooling = torch.empty_like(run.x[index])
         first = random_noise(run.model, run.x[index], run.y[index], eps=eps, draws=draws,
-                             generator=run.streams(f"noise/eps={eps:.6g}", index))
-        return {"first": first.tolist()}
+                             generator=run.streams(f"noise/eps={eps:.6g}", index), fooling=fooling)
+        return {"first": first.tolist(), **run.adversarial(index, eps, fooling, first < draws, first)}
 
-    records = run.attack(f"noise/eps={eps:.6g}/draws={draws}", attack.cost.per_point(run.spec), draw, {"first": []})
+    records = run.attack(f"noise/eps={eps:.6g}/draws={draws}", attack.cost.per_point(run.spec), draw, {"first": []},
+                         source=Source(attack.name, eps, attack.order))
     first = run.per_point(records, "first", draws)
     run.out.add_row(attack.name, eps, run.clean & (first >= draws), draws=draws,
                     bits_key=bit_key(attack.name, eps, None), note=f"{draws} uniform draws in the eps-ball")

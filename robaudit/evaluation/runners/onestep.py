@@ -7,6 +7,7 @@ import torch
 
 from robaudit.attacks.pgd import pgd
 from robaudit.evaluation.aggregate import fooled_by
+from robaudit.evaluation.gallery import Source
 from robaudit.evaluation.store import Record
 
 if TYPE_CHECKING:
@@ -20,9 +21,11 @@ def run_one_step(run: Run, attack: AttackInfo, eps: float, *, random_start: bool
     def one_step(index: torch.Tensor, start: int, end: int) -> Record:
         result = pgd(run.model, run.x[index], run.y[index], eps=eps, steps=1, alpha=eps, random_start=random_start,
                      generator=run.streams(f"fgsm-start/eps={eps:.6g}", index))
-        return {"first": result.first_fooled[0].tolist()}
+        first = result.first_fooled[0]
+        return {"first": first.tolist(), **run.adversarial(index, eps, result.x_adv, first <= 1, first)}
 
-    records = run.attack(job, attack.cost.per_point(run.spec), one_step, {"first": []})
+    records = run.attack(job, attack.cost.per_point(run.spec), one_step, {"first": []},
+                         source=Source(attack.name, eps, attack.order))
     first = run.per_point(records, "first", -1)
     run.out.add_row(attack.name, eps, run.clean & ~fooled_by(first, 1), steps=1, alpha=eps, loss="ce",
                     random_start=random_start)

@@ -16,6 +16,7 @@ import torch
 from robaudit.attacks.common import default_alpha
 from robaudit.attacks.pgd import LossTrace, pgd
 from robaudit.evaluation.aggregate import PerPoint, fooled_by
+from robaudit.evaluation.gallery import Source
 from robaudit.evaluation.results import STEPS_CURVE, decode_bits, encode_bits
 from robaudit.evaluation.store import Record
 
@@ -59,10 +60,13 @@ def run_pgd(run: Run, attack: AttackInfo, eps: float, *, loss: str) -> None:
                      kappa=spec.kappa, random_start=True,
                      generator=run.streams(f"pgd-start/eps={eps:.6g}", index), trace=True)
         assert result.trace is not None  # asked for with trace=True
-        return {"first": result.first_fooled[0].tolist(),
-                "rescored": encode_bits(result.final_correct.cpu().numpy()), "trace": _trace_record(result.trace)}
+        first = result.first_fooled[0]
+        return {"first": first.tolist(),
+                "rescored": encode_bits(result.final_correct.cpu().numpy()), "trace": _trace_record(result.trace),
+                **run.adversarial(index, eps, result.x_adv, first <= steps, first)}
 
-    records = run.attack(job, attack.cost.per_point(spec), long_run, {"first": [], "rescored": "", "trace": None})
+    records = run.attack(job, attack.cost.per_point(spec), long_run, {"first": [], "rescored": "", "trace": None},
+                         source=Source(attack.name, eps, attack.order))
     first = run.per_point(records, "first", -1)
     run.pgd_runs[(eps, loss)] = PGDRun(first=first, steps=steps, alpha=alpha)
 

@@ -16,6 +16,7 @@ import torch
 
 from robaudit.attacks.common import default_alpha
 from robaudit.attacks.pgd import pgd
+from robaudit.evaluation import gallery
 from robaudit.evaluation.aggregate import fooled_by
 from robaudit.evaluation.cost import every_point
 from robaudit.evaluation.results import EPS_CURVE, LARGE_EPS, Bits, bit_key, same_eps
@@ -43,6 +44,12 @@ class FollowUp:
         return f"{self.name} eps={eps:g}"
 
 
+def _pgd_order() -> int:
+    from robaudit.evaluation.registry import ATTACKS  # the registry imports the runners
+
+    return ATTACKS["pgd"].order
+
+
 def nested_pgd(run: Run, job: str, eps: float, steps: int, alpha: float, robust_before: Bits,
                limit: int | None = None, share: float = EPS_CURVE_SHARE) -> Bits:
     """PGD on the points robust before (and clean-correct); returns the points robust after it too."""
@@ -50,9 +57,13 @@ def nested_pgd(run: Run, job: str, eps: float, steps: int, alpha: float, robust_
     def attack(index: torch.Tensor, start: int, end: int) -> Record:
         result = pgd(run.model, run.x[index], run.y[index], eps=eps, steps=steps, alpha=alpha, random_start=True,
                      generator=run.streams(f"pgd-start/eps={eps:.6g}", index))
-        return {"first": result.first_fooled[0].tolist()}
+        first = result.first_fooled[0]
+        return {"first": first.tolist(), **run.adversarial(index, eps, result.x_adv, first <= steps, first)}
 
-    records = run.attack(job, (steps + 1.0) * share, attack, {"first": []}, mask=robust_before, limit=limit)
+    # Inside the primary eps's ball (the eps curve below it) these examples count towards its worst case.
+    source = gallery.Source("pgd", eps, _pgd_order(), sub=2, detail=f"eps curve, PGD-{steps}")
+    records = run.attack(job, (steps + 1.0) * share, attack, {"first": []}, mask=robust_before, limit=limit,
+                         source=source)
     first = run.per_point(records, "first", -1)
     robust: Bits = robust_before & run.clean & ~fooled_by(first, steps)
     return robust
@@ -68,9 +79,15 @@ def run_restarts(run: Run, eps: float) -> None:
     def restart(index: torch.Tensor, start: int, end: int) -> Record:
         result = pgd(run.model, run.x[index], run.y[index], eps=eps, steps=k, alpha=alpha, restarts=extra,
                      random_start=True, generator=run.streams(f"pgd-restarts/eps={eps:.6g}", index))
-        return {"first": result.first_fooled.T.tolist()}
+        rows = result.first_fooled
+        broken = ((rows >= 0) & (rows <= k)).any(0)
+        which = ((rows >= 0) & (rows <= k)).int().argmax(0)          # the restart that broke it
+        step = rows.gather(0, which[None]).squeeze(0)
+        return {"first": rows.T.tolist(),
+                **run.adversarial(index, eps, result.x_adv, broken, step, restart=which + 2)}
 
-    records = run.attack(job, (k + 1.0) * extra * RESTART_SHARE, restart, {"first": []}, mask=~base_fooled)
+    records = run.attack(job, (k + 1.0) * extra * RESTART_SHARE, restart, {"first": []}, mask=~base_fooled,
+                         source=gallery.Source("pgd", eps, _pgd_order(), sub=1))
     first = np.full((run.n, extra), -1, dtype=np.int64)
     for _, _, record in records:
         if record["index"]:

@@ -3,10 +3,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import HTTPException, Path, Query
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 
-from robaudit.backend.app import crud
-from robaudit.backend.app.api.deps import ReadAccess, SessionDep, WriteAccess
+from robaudit.backend.app import crud, galleries
+from robaudit.backend.app.api.deps import ReadAccess, SessionDep, SettingsDep, WriteAccess
 from robaudit.backend.app.api.job_routes import MAX_ID, JobKindRoutes, find_job, job_routes
 from robaudit.backend.app.schemas import EvaluationCreate, EvaluationImport, JobPublic, Message
 from robaudit.backend.app.summaries import results_summary
@@ -52,6 +52,47 @@ def read_evaluation_results(session: SessionDep, evaluation_id: int = Path(ge=1,
                     else (results.get("checkpoint") or {}).get("metadata") or {})
         return JSONResponse(model_info(results, metadata), headers={"Content-Disposition": disposition})
     return JSONResponse(results)
+
+
+def _no_gallery(job: Any, evaluation_id: int) -> HTTPException:
+    if job.status != "succeeded":
+        return HTTPException(409, detail=f"evaluation {evaluation_id} has no results yet (status: {job.status})")
+    return HTTPException(404, detail=f"evaluation {evaluation_id} kept no adversarial examples (run with a "
+                                     "gallery of at least 1 point, the default; imported results have none)")
+
+
+@router.get("/{evaluation_id}/adversarial.npz", dependencies=[ReadAccess],
+            responses={200: {"content": {"application/octet-stream": {}},
+                             "description": "The gallery's adversarial examples as .npz: index, clean, "
+                                            "adversarial, labels, predictions, attack, eps, step"},
+                       404: {"model": Message}, 409: {"model": Message}})
+def read_adversarial_examples(session: SessionDep, settings: SettingsDep,
+                              evaluation_id: int = Path(ge=1, le=MAX_ID)) -> Any:
+    """Download the adversarial examples the evaluation kept (docs/results-schema.md, "Adversarial gallery")."""
+    job = find_job(session, evaluation_id, "evaluation")
+    path = galleries.npz_path(settings, evaluation_id)
+    if path is None:
+        raise _no_gallery(job, evaluation_id)
+    return FileResponse(path, media_type="application/octet-stream",
+                        filename=f"evaluation-{evaluation_id}-adversarial.npz")
+
+
+@router.get("/{evaluation_id}/gallery", dependencies=[ReadAccess],
+            responses={404: {"model": Message}, 409: {"model": Message}})
+def read_gallery_page(session: SessionDep, settings: SettingsDep, evaluation_id: int = Path(ge=1, le=MAX_ID),
+                      offset: int = Query(0, ge=0, le=10_000_000),
+                      limit: int = Query(24, ge=1, le=galleries.PAGE_MAX),
+                      attack: str | None = Query(None, max_length=100),
+                      true_class: int | None = Query(None, alias="class", ge=0, le=1_000_000),
+                      missed: bool = Query(False, description="only points PGD-20 missed but an attack broke")) -> Any:
+    """One page of the adversarial-example gallery: per point its index, attack, eps, step, true and
+    predicted class (with names), and clean | adversarial | magnified perturbation as PNG data URIs."""
+    job = find_job(session, evaluation_id, "evaluation")
+    found = galleries.page(settings, evaluation_id, offset=offset, limit=limit, attack=attack,
+                           true_class=true_class, missed=missed)
+    if found is None:
+        raise _no_gallery(job, evaluation_id)
+    return found
 
 
 @router.post("/import", dependencies=[WriteAccess], response_model=JobPublic, status_code=201,

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from robaudit.backend.app import crud, reports
 from robaudit.backend.app.api.deps import HasToken, ReadAccess, SessionDep, SettingsDep, WriteAccess
+from robaudit.backend.app.core.config import Settings
 from robaudit.backend.app.core.security import share_token
 from robaudit.backend.app.models import Report
 from robaudit.backend.app.schemas import Message, ReportCreate, ReportPublic, ReportsPublic, ShareLink
@@ -50,23 +51,24 @@ def _report(session: Session, report_id: str) -> Report:
     return report
 
 
-def _payload(session: Session, report_id: str) -> dict[str, Any]:
-    return reports.get_report_payload(session=session, report=_report(session, report_id))
+def _payload(session: Session, report_id: str, settings: Settings) -> dict[str, Any]:
+    return reports.get_report_payload(session=session, report=_report(session, report_id), settings=settings)
 
 
 @router.get("/{report_id}", dependencies=[ReadAccess], responses={404: {"model": Message}})
-def read_report(session: SessionDep, report_id: str = ReportId) -> Any:
-    """Get a report's payload: the report, and per evaluation its status, checkpoint metadata and results."""
-    return JSONResponse(jsonable_encoder(_payload(session, report_id)))
+def read_report(session: SessionDep, settings: SettingsDep, report_id: str = ReportId) -> Any:
+    """Get a report's payload: the report, and per evaluation its status, checkpoint metadata, results and a
+    few adversarial examples (``gallery``, PNG data URIs)."""
+    return JSONResponse(jsonable_encoder(_payload(session, report_id, settings)))
 
 
 @router.get("/{report_id}/export", dependencies=[ReadAccess],
             responses={200: {"content": {"text/html": {}, "text/csv": {}, "application/json": {}}},
                        404: {"model": Message}})
-def export_report(session: SessionDep, report_id: str = ReportId,
+def export_report(session: SessionDep, settings: SettingsDep, report_id: str = ReportId,
                   format: Literal["html", "csv", "json"] = Query("html")) -> Any:
     """Download a report as self-contained HTML, CSV or JSON."""
-    payload = jsonable_encoder(_payload(session, report_id))
+    payload = jsonable_encoder(_payload(session, report_id, settings))
     disposition = {"Content-Disposition": f'attachment; filename="report-{report_id}.{format}"'}
     if format == "json":
         # Exports carry aggregated numbers only: the per-sample bitsets stay on the server.
