@@ -90,6 +90,14 @@ def fmt_bytes(v: Any) -> str:
 
 
 @lru_cache(maxsize=1)
+def attack_label(name: Any) -> str:
+    """How pages name a results row's attack (the registry's label, else the name itself)."""
+    from robaudit.evaluation.registry import ATTACKS
+
+    info = ATTACKS.get(str(name))
+    return info.label if info is not None else str(name)
+
+
 def environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(str(TEMPLATES_DIR)),
@@ -107,5 +115,6 @@ def environment() -> Environment:
         "dt": fmt_dt,
         "num": fmt_num,
         "bytes": fmt_bytes,
+        "attack_label": attack_label,
     })
     return env

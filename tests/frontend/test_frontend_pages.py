@@ -208,3 +208,25 @@ def test_training_job_page_draws_the_history_and_serves_it_live(client, app):
 def test_an_evaluation_job_page_is_its_evaluation_page(client, ids):
     r = client.get(f"/jobs/{ids['evaluations'][0]}", follow_redirects=False)
     assert r.status_code == 307 and r.headers["location"] == f"/evaluations/{ids['evaluations'][0]}"
+
+
+def test_a_randomized_model_is_named_with_its_averaged_accuracies(app, client):
+    payload = make_payload()
+    results = payload["evaluations"][0]["results"]
+    results["randomized"] = {"detected": True, "passes": 20, "clean_accuracy": 0.915, "auto_eot": True, "attacks": [
+        {"attack": "eot-pgd", "eps": 0.3, "robust_accuracy": 0.425, "n": results["n"]},
+        {"attack": "autoattack-rand", "eps": 0.3, "robust_accuracy": 0.375, "n": 8}]}
+    with app.state.Session() as s:
+        row, _ = crud.create_checkpoint(session=s, sha256="ab" * 32, name="noisy", filename="m.safetensors",
+                                        ext="safetensors", size_bytes=1000, meta={"dataset": "mnist10k"},
+                                        embedded_metadata=True)
+        job = crud.create_job(session=s, kind="evaluation", name="noisy", checkpoint_id=row.id, config={})
+        crud.store_results(session=s, job_id=job.id, results=results)
+        assert crud.finish_job(session=s, job_id=job.id, task_id=job.task_id, status="succeeded")
+    page = client.get(f"/evaluations/{job.id}").text
+    note = re.search(r'<div class="alert warn" id="randomized".*?</div>', page, re.S).group(0)
+    note = " ".join(note.split())
+    assert "Randomized model." in note and "averaged over 20 passes" in note
+    assert "clean 91.5 %" in note and "EOT-PGD 42.5 %" in note and "AutoAttack rand 37.5 % (first 8 points)" in note
+    # A deterministic model's page has no such note.
+    assert 'id="randomized"' not in client.get(f"/evaluations/{seed(app)['evaluations'][0]}").text
