@@ -137,8 +137,8 @@ def validate_evaluation(body: EvaluationCreate, session: Session, settings: Sett
                               "give 'dataset'")
     science = _science_errors()
     spec_args: dict[str, Any] = {"dataset": dataset}
-    for key in ("preset", "attacks", "eps", "steps", "n_examples", "batch_size", "precision", "channels_last",
-                "compile"):
+    for key in ("preset", "attacks", "norm", "eps", "steps", "n_examples", "batch_size", "precision",
+                "channels_last", "compile"):
         value = getattr(body, key)
         if value is not None:
             spec_args[key] = value

@@ -49,10 +49,10 @@ def nested_pgd(run: Run, job: str, eps: float, steps: int, alpha: float, robust_
 
     def attack(index: torch.Tensor, start: int, end: int) -> Record:
         result = pgd(run.model, run.x[index], run.y[index], eps=eps, steps=steps, alpha=alpha, random_start=True,
-                     generator=run.streams(f"pgd-start/eps={eps:.6g}", index))
+                     norm=run.norm, generator=run.streams(f"pgd-start/eps={eps:.6g}", index))
         return {"first": result.first_fooled[0].tolist()}
 
-    records = run.attack(job, (steps + 1.0) * share, attack, {"first": []}, mask=robust_before, limit=limit)
+    records = run.attack(run.job(job), (steps + 1.0) * share, attack, {"first": []}, mask=robust_before, limit=limit)
     first = run.per_point(records, "first", -1)
     robust: Bits = robust_before & run.clean & ~fooled_by(first, steps)
     return robust
@@ -67,10 +67,10 @@ def run_restarts(run: Run, eps: float) -> None:
 
     def restart(index: torch.Tensor, start: int, end: int) -> Record:
         result = pgd(run.model, run.x[index], run.y[index], eps=eps, steps=k, alpha=alpha, restarts=extra,
-                     random_start=True, generator=run.streams(f"pgd-restarts/eps={eps:.6g}", index))
+                     random_start=True, norm=run.norm, generator=run.streams(f"pgd-restarts/eps={eps:.6g}", index))
         return {"first": result.first_fooled.T.tolist()}
 
-    records = run.attack(job, (k + 1.0) * extra * RESTART_SHARE, restart, {"first": []}, mask=~base_fooled)
+    records = run.attack(run.job(job), (k + 1.0) * extra * RESTART_SHARE, restart, {"first": []}, mask=~base_fooled)
     first = np.full((run.n, extra), -1, dtype=np.int64)
     for _, _, record in records:
         if record["index"]:

@@ -20,10 +20,10 @@ def run_transfer(run: Run, attack: AttackInfo, eps: float) -> None:
 
     def craft(index: torch.Tensor, start: int, end: int) -> Record:
         fooled = transfer(run.model, run.surrogate, run.x[index], run.y[index], eps=eps, steps=k, alpha=alpha,
-                          generator=run.streams(f"transfer-start/eps={eps:.6g}", index))
+                          norm=run.norm, generator=run.streams(f"transfer-start/eps={eps:.6g}", index))
         return {"fooled": fooled.int().tolist()}
 
-    job = f"transfer/eps={eps:.6g}/steps={k}/alpha={alpha:.6g}"
+    job = run.job(f"transfer/eps={eps:.6g}/steps={k}/alpha={alpha:.6g}")
     records = run.attack(job, attack.cost.per_point(run.spec), craft, {"fooled": []})
     fooled = run.per_point(records, "fooled", 0).astype(bool)
     run.out.add_row(attack.name, eps, run.clean & ~fooled, steps=k, alpha=alpha, loss="ce", random_start=True,
