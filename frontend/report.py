@@ -37,7 +37,7 @@ PRIVATE_CHECKPOINT_KEYS = ("path", "file_path", "storage_path", "stored_path", "
 CSV_COLUMNS = [
     "report_id", "report_title", "evaluation_id", "model", "checkpoint_id", "arch", "dataset", "method",
     "label_smoothing", "status", "measure", "attack", "eps", "eps_x255", "steps", "restarts", "alpha",
-    "accuracy", "accuracy_pct", "n", "verdict",
+    "accuracy", "accuracy_pct", "n", "verdict", "norm",
 ]
 
 
@@ -126,8 +126,10 @@ def _rows_for(report: Mapping[str, Any], ev: EvaluationView) -> list[dict[str, A
         "evaluation_id": ev.id, "model": ev.label, "checkpoint_id": ev.checkpoint.get("id", ""),
         "arch": ev.arch or "", "dataset": ev.dataset or "", "method": ev.method or "",
         "label_smoothing": _num(ev.label_smoothing), "status": ev.status,
-        "verdict": (diag.verdict or "") if diag else "",
+        "verdict": (diag.verdict or "") if diag else "", "norm": ev.norm,
     }
+    # eps_x255 is the L-inf budget in pixel steps; an L2 or L1 budget is a distance and has none.
+    x255 = ev.norm == "linf"
     blank = {"attack": "", "eps": "", "eps_x255": "", "steps": "", "restarts": "", "alpha": "", "n": ""}
     rows = []
     clean = ev.clean_accuracy
@@ -137,13 +139,13 @@ def _rows_for(report: Mapping[str, Any], ev: EvaluationView) -> list[dict[str, A
     for r in ev.summary_rows:
         eps = R.to_float(r.get("eps"))
         rows.append({**common, "measure": "attack", "attack": r.get("attack", ""), "eps": _num(eps),
-                     "eps_x255": round(eps * 255, 4) if eps is not None else "",
+                     "eps_x255": round(eps * 255, 4) if eps is not None and x255 else "",
                      "steps": _num(r.get("steps")), "restarts": _num(r.get("restarts")), "alpha": _num(r.get("alpha")),
                      **_accuracy(r.get("robust_accuracy")), "n": _num(r.get("n"))})
     for r in ev.worst_case:
         eps = R.to_float(r.get("eps"))
         rows.append({**common, **blank, "measure": "worst_case", "attack": "worst case (all attacks, per point)",
-                     "eps": _num(eps), "eps_x255": round(eps * 255, 4) if eps is not None else "",
+                     "eps": _num(eps), "eps_x255": round(eps * 255, 4) if eps is not None and x255 else "",
                      **_accuracy(r.get("robust_accuracy")), "n": _num(r.get("n"))})
     if not rows:
         rows.append({**common, **blank, "measure": "none", "accuracy": "", "accuracy_pct": ""})
