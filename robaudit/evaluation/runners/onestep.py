@@ -4,7 +4,7 @@ Under L2 the step is along the normalised gradient, of L2 length eps (FGM), from
 from a uniform start in the L2 ball."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -27,7 +27,8 @@ def run_one_step(run: Run, attack: AttackInfo, eps: float, *, random_start: bool
 
     records = run.attack(job, attack.cost.per_point(run.spec), one_step, {"first": []})
     first = run.per_point(records, "first", -1)
-    fgm = "FGM: one normalised-gradient step of L2 length eps" + (
-        ", from a random start in the L2 ball" if random_start else "")
+    fgm: dict[str, Any] = {} if run.norm == "linf" else {
+        "note": "FGM: one normalised-gradient step of L2 length eps"
+                + (", from a random start in the L2 ball" if random_start else "")}
     run.out.add_row(attack.name, eps, run.clean & ~fooled_by(first, 1), steps=1, alpha=eps, loss="ce",
-                    random_start=random_start, **({} if run.norm == "linf" else {"note": fgm}))
+                    random_start=random_start, **fgm)
