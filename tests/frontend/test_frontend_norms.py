@@ -123,3 +123,19 @@ def test_eps_is_written_in_pixel_steps_only_under_linf():
     assert eps_short(8 / 255) == "8/255" and eps_short(8 / 255, "linf") == "8/255"
     assert eps_short(8 / 255, "l2") == "0.03137"
     assert eps_text(0.5, "l2") == "0.5" and eps_text(12.0, "l1") == "12"
+
+
+def test_the_evaluate_form_offers_the_three_norms(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from robaudit.backend.app.core.config import Settings
+    from robaudit.backend.app.main import create_app
+
+    with TestClient(create_app(Settings(data_dir=tmp_path, api_token="norm-token"), janitor=False)) as client:
+        html = client.get("/evaluations/new").text
+    select = re.search(r'<select id="ev-norm" name="norm".*?</select>', html, re.S)
+    assert select is not None
+    options = re.findall(r'<option value="([^"]+)">([^<]+)</option>', select.group(0))
+    assert options == [("linf", "L∞"), ("l2", "L2"), ("l1", "L1")]
+    # The ε field no longer claims L-inf only.
+    assert "ε grid (in the chosen norm)" in html

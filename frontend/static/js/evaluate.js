@@ -97,7 +97,8 @@
 
   function body(checkpointId) {
     var out = { checkpoint_id: checkpointId, preset: $("ev-preset").value };
-    if ($("ev-norm") && $("ev-norm").value) out.norm = $("ev-norm").value;
+    // Only a norm other than the default is sent, so an L-inf request is what it always was.
+    if ($("ev-norm") && $("ev-norm").value && $("ev-norm").value !== "linf") out.norm = $("ev-norm").value;
     var eps = V.parseEpsList($("ev-eps").value, epsOptions()).values;
     if (eps && eps.length) out.eps = eps;
     var steps = V.parseIntList($("ev-steps").value, 1, 1000).values;
