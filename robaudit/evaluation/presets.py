@@ -156,8 +156,8 @@ def _parse_eps(value: Any) -> float:
 
 
 def build_spec(preset: str | None = None, attacks: ListArg = None, eps: ListArg = None, steps: ListArg = None,
-               dataset: str = "mnist10k", norm: str = DEFAULT_NORM,
-               n_examples: int = 1000, surrogate: bool = False, *, alpha: float | None = None,
+               dataset: str = "mnist10k",
+               n_examples: int = 1000, surrogate: bool = False, *, norm: str = DEFAULT_NORM, alpha: float | None = None,
                restarts: int | None = None, batch_size: int | str | None = None, seed: int | None = None,
                thresholds: Thresholds | dict[str, Any] | None = None, noise_draws: int | None = None,
                kappa: float | None = None, autoattack_examples: int | None = None, precision: str = "fp32",
