@@ -48,10 +48,13 @@ def _worst_bits(results: Mapping[str, Any], eps: float) -> Any:
 
 
 def model_differences(evaluations: Sequence[tuple[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
-    """For each pair of (label, results) on the same points and headline eps: A minus B in worst-case
+    """For each pair of (label, results) on the same points, norm and headline eps: A minus B in worst-case
     robust accuracy with its paired 95% interval, in percentage points."""
     out: list[dict[str, Any]] = []
     for (label_a, a), (label_b, b) in combinations(evaluations, 2):
+        norm = R.norm_of(a)
+        if R.norm_of(b) != norm:   # budgets in different norms measure different things: never paired
+            continue
         eps = R.headline_eps(a)
         if eps is None or not R.eps_equal(R.headline_eps(b), eps):
             continue
@@ -62,7 +65,7 @@ def model_differences(evaluations: Sequence[tuple[str, Mapping[str, Any]]]) -> l
         if bits_a is None or bits_b is None or len(bits_a) != len(bits_b):
             continue
         gap = paired_difference(bits_a, bits_b)
-        out.append({"first": label_a, "second": label_b, "eps": eps, "n": gap["n"],
+        out.append({"first": label_a, "second": label_b, "norm": norm, "eps": eps, "n": gap["n"],
                     "difference_pp": 100 * gap["difference"],
                     "low_pp": 100 * gap["ci95"][0], "high_pp": 100 * gap["ci95"][1],
                     "method": gap["method"]})

@@ -38,6 +38,8 @@ OKABE_ITO = {
 
 
 EPS_AXIS = "ε (L∞, pixel scale [0, 1])"
+# L2 and L1 budgets are distances between images whose pixels are in [0, 1].
+NORM_EPS_AXIS = {"l2": "ε (L2 distance, pixels in [0, 1])", "l1": "ε (L1 distance, pixels in [0, 1])"}
 ACC_AXIS = "robust accuracy (%)"
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
 
@@ -158,10 +160,23 @@ def _acc_axis_range(values: Iterable[float | None]) -> list[float]:
     return [-2.0, 102.0 if top >= 95 else max(25.0, top + 5.0)]
 
 
-def _eps_ticks(grid: Sequence[float]) -> dict[str, Any]:
+def _eps_ticks(grid: Sequence[float], norm: str = "linf") -> dict[str, Any]:
     if not grid or len(grid) > 12:
         return {}
-    return {"tickvals": list(grid), "ticktext": [R.eps_short(e) for e in grid]}
+    return {"tickvals": list(grid), "ticktext": [R.eps_short(e, norm) for e in grid]}
+
+
+def norm_of_models(models: Sequence[Model]) -> str:
+    """The one norm of the models a chart draws; a chart never mixes norms (views groups them apart)."""
+    norms = {R.norm_of(m.results) for m in models}
+    if len(norms) > 1:
+        raise ValueError(f"one chart cannot mix norms ({', '.join(sorted(norms))}): draw one chart per norm")
+    return norms.pop() if norms else "linf"
+
+
+def _norm_tag(norm: str) -> str:
+    """What titles and legend names add outside L-inf (L-inf charts read as they always did)."""
+    return "" if norm == "linf" else f" ({R.norm_label(norm)})"
 
 
 # --------------------------------------------------------------------------- figures
@@ -188,6 +203,7 @@ def accuracy_vs_eps(models: Sequence[Model], colors: Mapping[str, str] | None = 
     (ε = 0); a configuration run at a single ε is a lone marker. The large-ε check is lone markers too.
     """
     colors = colors or model_colors(models)
+    norm = norm_of_models(models)
     traces: list[dict[str, Any]] = []
     grid: list[float] = []
     all_y: list[float | None] = []
@@ -209,17 +225,18 @@ def accuracy_vs_eps(models: Sequence[Model], colors: Mapping[str, str] | None = 
                     continue
                 extra = f"<br>n = {row['n']}" if row.get("n") not in (None, "") else ""
                 if row.get("alpha") not in (None, ""):
-                    extra += f"<br>step α = {R.eps_text(row.get('alpha'))}"
+                    extra += f"<br>step α = {R.eps_text(row.get('alpha'), norm)}"
                 if row.get("note"):
                     extra += f"<br><i>{_esc(row['note'])}</i>"
                 extra += _ci_hover(row)
-                hover.append(f"<b>{_esc(m.label)}</b><br>{_esc(label)}, ε = {R.eps_text(x)}{extra}")
+                hover.append(f"<b>{_esc(m.label)}</b><br>{_esc(label)}, {R.norm_label(norm)} ε = "
+                             f"{R.eps_text(x, norm)}{extra}")
             style = attack_style(rung)
             worst = rung.family == "worst"
             bars = _error_bars([row for _, row in s.points], ys, color)
             traces.append({
                 "type": "scatter", "mode": "lines+markers" if s.curve else "markers",
-                "name": label, **_group(m),
+                "name": label + _norm_tag(norm), **_group(m),
                 "visible": True if label in shown else "legendonly",
                 "x": xs, "y": ys, "text": hover,
                 "hovertemplate": "%{text}<br>robust accuracy = %{y:.2f}%<extra></extra>",
@@ -232,8 +249,9 @@ def accuracy_vs_eps(models: Sequence[Model], colors: Mapping[str, str] | None = 
     if not traces:
         return None
     grid.sort()
-    layout = _base_layout("Robust accuracy vs ε", EPS_AXIS, ACC_AXIS, height=440)
-    layout["xaxis"].update(_eps_ticks(grid))
+    layout = _base_layout("Robust accuracy vs ε" + _norm_tag(norm), NORM_EPS_AXIS.get(norm, EPS_AXIS), ACC_AXIS,
+                          height=440)
+    layout["xaxis"].update(_eps_ticks(grid, norm))
     layout["xaxis"]["rangemode"] = "tozero"
     # No fixed x range: hidden (legend-only) traces do not stretch the axis, so it opens on the
     # evaluated grid and widens to ε = 1 when the large-ε check is clicked on.
@@ -266,6 +284,7 @@ def accuracy_vs_steps(models: Sequence[Model], colors: Mapping[str, str] | None 
     """Robust accuracy vs attack steps (log axis) at each model's ladder ε. A curve still falling at
     its largest step count is annotated: the attack had not converged (the PGD-overfitting probe)."""
     colors = colors or model_colors(models)
+    norm = norm_of_models(models)
     traces: list[dict[str, Any]] = []
     falling: list[tuple[float, Model, dict[str, Any], list[float | None]]] = []
     all_y: list[float | None] = []
@@ -274,7 +293,8 @@ def accuracy_vs_steps(models: Sequence[Model], colors: Mapping[str, str] | None 
         color = _color(colors, m)
         for c in R.curves_at_one_eps(m):
             rung = Rung(c["family"], None, c["restarts"] if c["restarts"] > 1 else None, c["attack"])
-            name = f"{rung.label} @ ε = {R.eps_short(c['eps'])}"
+            name = (f"{rung.label} @ ε = {R.eps_short(c['eps'])}" if norm == "linf" else
+                    f"{rung.label} ({R.norm_label(norm)}, ε = {R.eps_short(c['eps'], norm)})")
             ys = [R.percent(a) for a in c["acc"]]
             all_y.extend(ys)
             all_steps.update(c["steps"])
@@ -282,7 +302,8 @@ def accuracy_vs_steps(models: Sequence[Model], colors: Mapping[str, str] | None 
             traces.append({
                 "type": "scatter", "mode": "lines+markers", "name": name, **_group(m),
                 "x": c["steps"], "y": ys,
-                "text": [f"<b>{_esc(m.label)}</b><br>{rung.label}, ε = {R.eps_text(c['eps'])}"
+                "text": [f"<b>{_esc(m.label)}</b><br>{rung.label}, {R.norm_label(norm)} ε = "
+                         f"{R.eps_text(c['eps'], norm)}"
                          + (f", {c['restarts']} restarts" if c["restarts"] > 1 else "")
                          + (f"<br>n = {c['n']}" if c.get("n") else "") for _ in ys],
                 "hovertemplate": "%{text}<br>steps = %{x}<br>robust accuracy = %{y:.2f}%<extra></extra>",
@@ -303,8 +324,8 @@ def accuracy_vs_steps(models: Sequence[Model], colors: Mapping[str, str] | None 
             continue
         seen.add(m.label)
         annotations.append(_falling_annotation(drop, m, c, ys, multi=len(models) > 1, stacked=len(annotations)))
-    layout = _base_layout("Robust accuracy vs attack steps (at the ladder ε)", "attack steps (log scale)", ACC_AXIS,
-                          height=400)
+    layout = _base_layout("Robust accuracy vs attack steps (at the ladder ε)" + _norm_tag(norm),
+                          "attack steps (log scale)", ACC_AXIS, height=400)
     ticks = sorted(all_steps)
     layout["xaxis"].update({"type": "log"})
     if len(ticks) <= 12:
@@ -320,6 +341,7 @@ def attack_ladder(models: Sequence[Model], colors: Mapping[str, str] | None = No
     """Grouped bars, weakest attack to strongest along x (clean, FGSM, PGD-k, CW-k, AutoAttack, worst
     case), one bar per model (its colour) at its headline ε; the hatch pattern names the attack."""
     colors = colors or model_colors(models)
+    norm = norm_of_models(models)
     per_model: list[tuple[Model, float | None, list[tuple[Rung, dict[str, Any]]]]] = []
     rungs: dict[Rung, None] = {}
     for m in models:
@@ -350,11 +372,13 @@ def attack_ladder(models: Sequence[Model], colors: Mapping[str, str] | None = No
                 hover.append(f"<b>{_esc(m.label)}</b><br>{rung.label}: not run")
             else:
                 n = row.get("n")
-                where = "clean, no attack" if rung.family == "clean" else f"ε = {R.eps_text(eps)}"
+                where = "clean, no attack" if rung.family == "clean" else \
+                    f"{R.norm_label(norm)} ε = {R.eps_text(eps, norm)}"
                 hover.append(f"<b>{_esc(m.label)}</b><br>{rung.label}, {where}"
                              + (f"<br>n = {n}" if n not in (None, "") else "")
                              + f"<br>accuracy = {y:.2f}%" + _ci_hover(row))
-        name = f"{_esc(m.label)} (ε = {R.eps_short(eps)})" if eps is not None else _esc(m.label)
+        tag = "" if norm == "linf" else f"{R.norm_label(norm)}, "
+        name = f"{_esc(m.label)} ({tag}ε = {R.eps_short(eps, norm)})" if eps is not None else _esc(m.label)
         bars = _error_bars(rows, ys, "#1f2933")
         traces.append({
             "type": "bar", "name": name, "legendgroup": _esc(m.label), "x": categories, "y": ys,
@@ -365,7 +389,7 @@ def attack_ladder(models: Sequence[Model], colors: Mapping[str, str] | None = No
                                    "fgopacity": 0.7, "size": 7}},
             **({"error_y": bars} if bars else {}),
         })
-    layout = _base_layout("Attack ladder (weakest to strongest; worst case per test point last)",
+    layout = _base_layout("Attack ladder (weakest to strongest; worst case per test point last)" + _norm_tag(norm),
                           "attack (at each model's ladder ε)", "accuracy under attack (%)",
                           barmode="group", bargap=0.2, bargroupgap=0.04, height=400)
     layout["yaxis"]["range"] = [0, 108]
@@ -490,6 +514,7 @@ def pgd_overstatement(models: Sequence[Model], gaps: Mapping[str, Gap | None],
     and the per-point worst case (✕) at its headline ε; the bar between PGD-20 and the worst case is
     the overstatement, labelled in percentage points with its 95 % interval (frontend.gaps)."""
     colors = colors or model_colors(models)
+    norm = norm_of_models(models)
     rows = [(m, g) for m in models if (g := gaps.get(m.label)) is not None]
     if not rows or all(g.worst is None and g.autoattack is None for _, g in rows):
         return None
@@ -498,7 +523,7 @@ def pgd_overstatement(models: Sequence[Model], gaps: Mapping[str, Gap | None],
     labels = [_esc(m.label) for m, _ in rows]
     for (m, g), y in zip(rows, labels):
         color = _color(colors, m)
-        eps = R.eps_short(g.eps)
+        eps = ("" if norm == "linf" else f"{R.norm_label(norm)} ") + R.eps_short(g.eps, norm)
         pgd = R.percent(g.pgd)
         points = [(pgd, "circle", f"{g.pgd_label}", g.pgd_n)]
         if g.autoattack is not None:
@@ -511,7 +536,7 @@ def pgd_overstatement(models: Sequence[Model], gaps: Mapping[str, Gap | None],
                 "legendgroup": _esc(m.label), "showlegend": False, "hoverinfo": "skip",
                 "line": {"color": color, "width": 10}, "opacity": 0.3,
             })
-        hover = [f"<b>{_esc(m.label)}</b><br>{what} at ε = {R.eps_text(g.eps)}: {v:.1f}%"
+        hover = [f"<b>{_esc(m.label)}</b><br>{what} at {R.norm_label(norm)} ε = {R.eps_text(g.eps, norm)}: {v:.1f}%"
                  + (f" (n = {n})" if n else "") for v, _, what, n in points]
         traces.append({
             "type": "scatter", "mode": "markers", "name": _esc(m.label), "legendgroup": _esc(m.label),
@@ -533,7 +558,7 @@ def pgd_overstatement(models: Sequence[Model], gaps: Mapping[str, Gap | None],
                 "showarrow": False, "font": {"size": 12, "color": "#1f2933"}, "align": "left",
                 "hovertext": _esc(g.method) + (f", n = {g.n}" if g.n else ""),
             })
-    layout = _base_layout(f"How much {rows[0][1].pgd_label} overstates robustness",
+    layout = _base_layout(f"How much {rows[0][1].pgd_label} overstates robustness" + _norm_tag(norm),
                           "robust accuracy (%): ● PGD-20   ◆ AutoAttack   ✕ worst case per point", "")
     layout["yaxis"].update({"type": "category", "autorange": "reversed", "showgrid": False, "ticks": "",
                             "automargin": True})

@@ -38,7 +38,7 @@ CSV_COLUMNS = [
     "report_id", "report_title", "evaluation_id", "model", "checkpoint_id", "arch", "dataset", "dataset_sha256",
     "dataset_points", "method",
     "label_smoothing", "status", "measure", "attack", "eps", "eps_x255", "steps", "restarts", "alpha",
-    "accuracy", "accuracy_pct", "n", "verdict",
+    "accuracy", "accuracy_pct", "n", "verdict", "norm",
 ]
 
 
@@ -129,8 +129,10 @@ def _rows_for(report: Mapping[str, Any], ev: EvaluationView) -> list[dict[str, A
         # An uploaded test set's sha256 and size; empty for a dataset's test split.
         "dataset_sha256": (ev.test_set or {}).get("sha256", ""), "dataset_points": (ev.test_set or {}).get("n", ""),
         "label_smoothing": _num(ev.label_smoothing), "status": ev.status,
-        "verdict": (diag.verdict or "") if diag else "",
+        "verdict": (diag.verdict or "") if diag else "", "norm": ev.norm,
     }
+    # eps_x255 is the L-inf budget in pixel steps; an L2 or L1 budget is a distance and has none.
+    x255 = ev.norm == "linf"
     blank = {"attack": "", "eps": "", "eps_x255": "", "steps": "", "restarts": "", "alpha": "", "n": ""}
     rows = []
     clean = ev.clean_accuracy
@@ -140,13 +142,13 @@ def _rows_for(report: Mapping[str, Any], ev: EvaluationView) -> list[dict[str, A
     for r in ev.summary_rows:
         eps = R.to_float(r.get("eps"))
         rows.append({**common, "measure": "attack", "attack": r.get("attack", ""), "eps": _num(eps),
-                     "eps_x255": round(eps * 255, 4) if eps is not None else "",
+                     "eps_x255": round(eps * 255, 4) if eps is not None and x255 else "",
                      "steps": _num(r.get("steps")), "restarts": _num(r.get("restarts")), "alpha": _num(r.get("alpha")),
                      **_accuracy(r.get("robust_accuracy")), "n": _num(r.get("n"))})
     for r in ev.worst_case:
         eps = R.to_float(r.get("eps"))
         rows.append({**common, **blank, "measure": "worst_case", "attack": "worst case (all attacks, per point)",
-                     "eps": _num(eps), "eps_x255": round(eps * 255, 4) if eps is not None else "",
+                     "eps": _num(eps), "eps_x255": round(eps * 255, 4) if eps is not None and x255 else "",
                      **_accuracy(r.get("robust_accuracy")), "n": _num(r.get("n"))})
     if not rows:
         rows.append({**common, **blank, "measure": "none", "accuracy": "", "accuracy_pct": ""})

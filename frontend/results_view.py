@@ -15,6 +15,8 @@ from typing import Any
 
 from robaudit.evaluation.registry import AA_STAGE, ATTACKS, CLEAN, PSEUDO_FAMILIES, WORST, AttackInfo, family_of
 from robaudit.evaluation.results import LARGE_EPS, same_eps
+from robaudit.norms import DEFAULT_NORM, NORMS
+from robaudit.norms import label as _norm_label
 
 # A steps curve whose last segment still drops by more than this many
 # percentage points (and by more than one test point) is flagged as not converged.
@@ -148,21 +150,34 @@ def _as_255(e: float) -> int | None:
     return round(k) if abs(k - round(k)) < 1e-3 and round(k) < 255 else None
 
 
-def eps_text(eps: Any) -> str:
-    """0.0313725 -> '8/255 (0.03137)'; 0.3 -> '0.3'."""
+def norm_of(results: Mapping[str, Any] | None) -> str:
+    """The evaluation's norm (robaudit.norms); results stored before norms existed are L-inf."""
+    results = results or {}
+    norm = results.get("norm") or section(results, "config").get("norm")
+    return norm if norm in NORMS else DEFAULT_NORM
+
+
+def eps_text(eps: Any, norm: str | None = None) -> str:
+    """0.0313725 -> '8/255 (0.03137)'; 0.3 -> '0.3'. Only L-inf budgets are pixel steps (k/255):
+    L2 and L1 budgets are distances, written as decimals."""
     e = to_float(eps)
     if e is None:
         return "–"
-    k = _as_255(e)
+    k = _as_255(e) if (norm or DEFAULT_NORM) == "linf" else None
     return f"{k}/255 ({e:.4g})" if k else f"{e:.4g}"
 
 
-def eps_short(eps: Any) -> str:
+def eps_short(eps: Any, norm: str | None = None) -> str:
     e = to_float(eps)
     if e is None:
         return "–"
-    k = _as_255(e)
+    k = _as_255(e) if (norm or DEFAULT_NORM) == "linf" else None
     return f"{k}/255" if k else f"{e:.4g}"
+
+
+def norm_label(norm: str | None) -> str:
+    """L∞, L2, L1."""
+    return _norm_label(norm)
 
 
 def eps_equal(a: float | None, b: float | None) -> bool:

@@ -33,6 +33,7 @@ from robaudit.frontend.templating import STATIC_DIR, environment, plotly_js_path
 from robaudit.frontend.views import Chart, evaluation_view, report_view, shard_rows, shard_summary
 from robaudit.models.preprocessing import PREPROCESSING
 from robaudit.models.registry import architecture_names
+from robaudit.norms import NORM_LABELS, NORMS
 from robaudit.sinkhorn import SINKHORN_MODES
 from robaudit.training import METHODS
 
@@ -119,7 +120,8 @@ def form_options() -> dict[str, Any]:
                      for name, (mean, std) in PREPROCESSING.items()]
     return {"architectures": architecture_names(), "datasets": datasets, "preprocessing": preprocessing,
             "methods": list(METHODS),
-            "presets": list(PRESETS), "attacks": list(ATTACKS), "sinkhorn_modes": list(SINKHORN_MODES),
+            "presets": list(PRESETS), "attacks": list(ATTACKS),
+            "norms": [{"name": n, "label": NORM_LABELS[n]} for n in NORMS], "sinkhorn_modes": list(SINKHORN_MODES),
             "audit_autoattack_examples": AUDIT_AUTOATTACK_EXAMPLES}
 
 

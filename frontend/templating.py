@@ -110,8 +110,9 @@ def environment() -> Environment:
         "script_json": script_json,
         "pct": pct,
         "ci": ci,
-        "eps": R.eps_text,
+        "eps": R.eps_text,              # {{ eps | eps(norm) }}: k/255 only under L-inf
         "eps_short": R.eps_short,
+        "norm": R.norm_label,
         "dt": fmt_dt,
         "num": fmt_num,
         "bytes": fmt_bytes,

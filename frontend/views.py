@@ -17,6 +17,7 @@ from robaudit.frontend import figures as F
 from robaudit.frontend import gaps as G
 from robaudit.frontend import results_view as R
 from robaudit.frontend.differences import differences_of
+from robaudit.norms import NORMS
 
 STATUS_ORDER = {"fail": 0, "warn": 1, "pass": 2, "skipped": 3}
 STATUS_ICON = {"pass": "✔", "warn": "⚠", "fail": "✖", "skipped": "–"}
@@ -348,6 +349,10 @@ class EvaluationView:
         return R.headline_eps(self.results)
 
     @property
+    def norm(self) -> str:
+        return R.norm_of(self.results)
+
+    @property
     def ladder(self) -> list[tuple[R.Rung, dict[str, Any]]]:
         return R.ladder(self.results)
 
@@ -641,16 +646,32 @@ def is_delta_study(models: Sequence[R.Model]) -> bool:
 
 def comparison_charts(views: Sequence[EvaluationView], prefix: str = "chart",
                       reference: Mapping[str, Any] | None = None) -> list[Chart]:
+    """The comparison charts. Evaluations under different norms are never drawn together: each norm gets
+    its own set of charts (ids ``<prefix>-<chart>-<norm>``, titles naming the norm), in the order L∞, L2, L1."""
     with_results = [v for v in views if v.results]
-    models = [v.model for v in with_results]
     colors = {v.label: v.color for v in views}
+    norms = sorted({v.norm for v in with_results}, key=NORMS.index)
+    if len(norms) <= 1:
+        return _norm_charts(with_results, colors, prefix, reference)
+    charts: list[Chart] = []
+    for norm in norms:
+        group = [v for v in with_results if v.norm == norm]
+        charts += _norm_charts(group, colors, prefix, reference, id_suffix=f"-{norm}",
+                               title_suffix=f" ({R.norm_label(norm)})")
+    return charts
+
+
+def _norm_charts(with_results: Sequence[EvaluationView], colors: Mapping[str, str], prefix: str,
+                 reference: Mapping[str, Any] | None, id_suffix: str = "", title_suffix: str = "") -> list[Chart]:
+    """The comparison charts of evaluations that share one norm."""
+    models = [v.model for v in with_results]
     charts = []
 
     def add(key: str, title: str, fig: dict | None, caption: str, empty: str) -> None:
         warnings = fig.pop("warnings", 0) if fig else 0
         if warnings:
             caption = caption + f" {warnings} curve(s) still falling at the largest step count: see the annotation."
-        charts.append(Chart(id=f"{prefix}-{key}", title=title, figure=fig, caption=caption,
+        charts.append(Chart(id=f"{prefix}-{key}{id_suffix}", title=title + title_suffix, figure=fig, caption=caption,
                             empty=empty if fig is None else "", traces=len(fig["data"]) if fig else 0))
 
     gaps = {v.label: v.gap for v in with_results}

@@ -65,12 +65,13 @@ def audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, preset: str = "qui
           eps: float | str | Sequence[float | str] | None = None, *, dataset: str | None = None,
           attacks: str | Sequence[str] | None = None, n_examples: int | None = None,
           batch_size: int | str = 500, seed: int = 0, surrogate: nn.Module | None = None,
-          progress: Callable[[Any], None] | None = None) -> dict[str, Any]:
+          progress: Callable[[Any], None] | None = None, norm: str = "linf") -> dict[str, Any]:
     """Audit any ``nn.Module`` that takes images in [0, 1] (N, C, H, W) and returns logits.
 
     Runs the ``preset`` (quick, paper, audit) on the first ``n_examples`` of (x, y) (default: all) and
     returns the results JSON (docs/results-schema.md), marked ``"source": "python-api"``. ``eps`` is
-    in [0, 1] pixel units; without it the ``dataset``'s default is used, so one of them is required.
+    in [0, 1] pixel units under ``norm="linf"`` and a distance under ``"l2"`` or ``"l1"``; without it the
+    ``dataset``'s default for the norm is used, so one of them is required.
     The model is evaluated where its parameters are; put it (and nothing else) on the GPU first.
     """
     from robaudit.evaluation import build_spec, evaluate
@@ -86,7 +87,7 @@ def audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, preset: str = "qui
     attacks_arg = None if attacks is None else attacks if isinstance(attacks, str) else list(attacks)
     spec = build_spec(preset, attacks=attacks_arg, eps=eps_arg, dataset=dataset or _SHAPE_ONLY_DATASET,
                       n_examples=n_examples or len(x), surrogate=surrogate is not None, batch_size=batch_size,
-                      seed=seed)
+                      seed=seed, norm=norm, input_dims=int(x[0].numel()))
     if dataset is None:
         spec = replace(spec, dataset="custom")
     results = evaluate(model, x, y, spec, surrogate=surrogate, progress=progress)

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from robaudit.errors import DatasetUnavailable, RobauditError
+from robaudit.norms import DEFAULT_NORM, check_norm, label
 
 
 @dataclass(frozen=True)
@@ -26,26 +27,49 @@ class DatasetInfo:
     size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    default_eps: float          # in [0, 1] pixel units
+    default_eps: float          # the L-inf default, in [0, 1] pixel units
     augment: bool               # random crop (pad 4) + horizontal flip during training
     expected_files: str         # what --data-dir must contain, for the error message
+    # The L2 and L1 defaults (distances between [0, 1] images); sources in docs/references.md, section 6.
+    norm_eps: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def input_dims(self) -> int:
+        """Pixels per image, channels included: what the L2 and L1 budgets are measured over."""
+        return self.in_channels * self.size * self.size
+
+    def default_eps_for(self, norm: str = DEFAULT_NORM) -> float:
+        """The default budget under ``norm``; a norm without a published default asks for --eps."""
+        norm = check_norm(norm)
+        if norm == "linf":
+            return self.default_eps
+        found = dict(self.norm_eps)
+        if norm not in found:
+            raise RobauditError(f"no default {label(norm)} eps for {self.name}: pass --eps")
+        return found[norm]
 
 
+# MNIST: L-inf 0.3 (Madry et al. 2018), L2 2.0 and L1 10 (Tramer & Boneh 2019). 32x32 colour images:
+# L-inf 8/255 and L2 0.5 (RobustBench's CIFAR-10 threat models), L1 12 (Croce & Hein 2021, CIFAR-10).
+MNIST_NORM_EPS = (("l2", 2.0), ("l1", 10.0))
+CIFAR_NORM_EPS = (("l2", 0.5), ("l1", 12.0))
 DATASETS: dict[str, DatasetInfo] = {
-    "mnist10k": DatasetInfo("mnist10k", 10, 1, 28, (0.0,), (1.0,), 0.3, False, "bundled"),
+    "mnist10k": DatasetInfo("mnist10k", 10, 1, 28, (0.0,), (1.0,), 0.3, False, "bundled", MNIST_NORM_EPS),
     "mnist": DatasetInfo("mnist", 10, 1, 28, (0.0,), (1.0,), 0.3, False,
-                         "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte"),
+                         "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte", MNIST_NORM_EPS),
     # The paper normalises CIFAR/SVHN to [-1, 1]: mean = std = 0.5 inside the model.
     "cifar10": DatasetInfo("cifar10", 10, 3, 32, (0.5,) * 3, (0.5,) * 3, 8 / 255, True,
-                           "cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}"),
+                           "cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}", CIFAR_NORM_EPS),
     "cifar100": DatasetInfo("cifar100", 100, 3, 32, (0.5,) * 3, (0.5,) * 3, 8 / 255, True,
-                            "cifar-100-python/{train,test,meta}"),
+                            "cifar-100-python/{train,test,meta}", CIFAR_NORM_EPS),
     "svhn": DatasetInfo("svhn", 10, 3, 32, (0.5,) * 3, (0.5,) * 3, 8 / 255, False,
-                        "{train,test}_32x32.mat"),
+                        "{train,test}_32x32.mat", CIFAR_NORM_EPS),
     # Test split only: the 50,000 validation images, resized to 256 and centre-cropped to 224.
-    # eps 4/255 is RobustBench's ImageNet L-inf threat model.
+    # eps 4/255 is RobustBench's ImageNet L-inf threat model; L2 3.0 is the largest budget of the
+    # robustness library's ImageNet L2 models (Engstrom et al. 2019). No L1 default.
     "imagenet": DatasetInfo("imagenet", 1000, 3, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 4 / 255,
-                            False, "imagenet/val/<wnid>/*.JPEG (1000 class folders; sorted names = class index)"),
+                            False, "imagenet/val/<wnid>/*.JPEG (1000 class folders; sorted names = class index)",
+                            (("l2", 3.0),)),
 }
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 

@@ -57,3 +57,13 @@ def test_a_randomized_model_is_footnoted():
     results["diagnostics"]["checks"] = [{"id": "C11", "status": "fail"}]
     info = model_info(results, {"arch": "wrn-28-10"})
     assert info["robaudit"]["randomized"] is True and "randomized" in info["footnote"]
+
+
+def test_an_l2_audit_is_filed_under_robustbenchs_l2_threat_model():
+    results = _feature_scattering_audit()
+    for row in [*results["summary"], *results["worst_case"]]:
+        row["eps"] = 0.5
+    results.update(norm="l2", config={"eps": [0.5], "norm": "l2"})
+    info = model_info(results, {"arch": "wrn-28-10", "dataset": "cifar10"})
+    assert info["threat_model"] == "L2" and info["eps"] == "0.5" and info["autoattack_acc"] == "36.64"
+    assert eps_text(2 / 255, "l2") == "0.00784314"   # an L2 budget is a distance, never k/255

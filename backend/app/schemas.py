@@ -225,8 +225,13 @@ class EvaluationCreate(BaseModel):
     preset: str | None = Field(default=None, min_length=1, max_length=32, description="quick, paper or audit.")
     attacks: list[str] | None = Field(default=None, min_length=1, max_length=32,
                                       description="Attack names (instead of, or on top of, a preset).")
+    norm: Literal["linf", "l2", "l1"] | None = Field(
+        default=None, description="Threat model: linf (default), l2 or l1. Under l1 only AutoAttack's attacks "
+                                  "and random noise exist; an attack without a version for the norm is refused.")
     eps: list[float] | None = Field(default=None, min_length=1, max_length=64,
-                                    description="Perturbation budgets in [0, 1] pixel units.")
+                                    description="Perturbation budgets: L-inf in [0, 1] pixel units, L2 and L1 as "
+                                                "distances between [0, 1] images. Default: the dataset's for the "
+                                                "norm.")
     steps: list[int] | None = Field(default=None, min_length=1, max_length=32, description="Attack step counts.")
     n_examples: int | None = Field(default=None, ge=1, le=1_000_000, description="Test points to evaluate.")
     dataset: str | None = Field(default=None, min_length=1, max_length=64,

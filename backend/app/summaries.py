@@ -12,7 +12,9 @@ def results_summary(results: dict[str, Any], gate: dict[str, Any] | None = None)
     With the job's gate settings, also the gate's outcome under "gate" (the API shows it as the job's
     `gate`), judged once here so job lists need not load every results JSON.
     """
-    summary: dict[str, Any] = {"clean_accuracy": results.get("clean_accuracy")}
+    summary: dict[str, Any] = {"clean_accuracy": results.get("clean_accuracy"),
+                               # the eps below are in this norm (results without one are L-inf)
+                               "norm": results.get("norm") or (results.get("config") or {}).get("norm") or "linf"}
     rows = results.get("summary") or []
     pgd20 = [r for r in rows if str(r.get("attack", "")).startswith("pgd") and r.get("steps") == 20]
     if pgd20:

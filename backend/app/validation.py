@@ -159,8 +159,8 @@ def validate_evaluation(body: EvaluationCreate, session: Session, settings: Sett
                               "give 'dataset'")
     science = _science_errors()
     spec_args: dict[str, Any] = {"dataset": dataset}
-    for key in ("preset", "attacks", "eps", "steps", "n_examples", "batch_size", "precision", "channels_last",
-                "compile", "eot_draws", "auto_eot"):
+    for key in ("preset", "attacks", "norm", "eps", "steps", "n_examples", "batch_size", "precision",
+                "channels_last", "compile", "eot_draws", "auto_eot"):
         value = getattr(body, key)
         if value is not None:
             spec_args[key] = value

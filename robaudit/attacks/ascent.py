@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from robaudit.attacks.common import ball_bounds, input_gradient, project_
+from robaudit.attacks.common import ball_bounds, input_gradient, l2_step_, project_
 
 
 def signed_ascent(model: nn.Module, x: torch.Tensor, start: torch.Tensor,
@@ -34,4 +34,20 @@ def signed_ascent(model: nn.Module, x: torch.Tensor, start: torch.Tensor,
             loss = objective(model(x_adv))
         grad = input_gradient(loss, x_adv)
         x_adv = project_(x_adv.detach().add_(grad.sign_(), alpha=alpha), lower, upper)
+    return x_adv.detach()
+
+
+def l2_ascent(model: nn.Module, x: torch.Tensor, start: torch.Tensor,
+              objective: Callable[[torch.Tensor], torch.Tensor], *, eps: float, alpha: float,
+              steps: int) -> torch.Tensor:
+    """``signed_ascent`` under L2: steps of L2 length alpha along the normalised gradient, projected
+    back into the L2 eps-ball around x and into [0, 1] (robaudit.attacks.common.l2_step_)."""
+    x = x.detach()
+    x_adv = start.detach().clone()
+    for _ in range(steps):
+        x_adv = x_adv.detach().requires_grad_(True)
+        with torch.enable_grad():
+            loss = objective(model(x_adv))
+        grad = input_gradient(loss, x_adv)
+        x_adv = l2_step_(x_adv.detach(), grad, alpha, x, eps)
     return x_adv.detach()

@@ -114,7 +114,7 @@ def uniform_in_ball(x: torch.Tensor, eps: float, source: RandomSource) -> torch.
     return (x + noise.mul_(2.0).sub_(1.0).mul_(eps)).clamp_(0.0, 1.0)
 
 
-NORMS = ("linf", "l2")
+NORMS = ("linf", "l2")   # PGD's norms; AutoAttack and the noise baseline also have L1
 
 
 def check_norm(norm: str) -> str:
@@ -141,6 +141,60 @@ def uniform_in_l2_ball(x: torch.Tensor, eps: float, source: RandomSource) -> tor
     dims = x[0].numel()
     radius = (eps * u.pow(1.0 / dims)).view(-1, *([1] * (x.dim() - 1)))
     return (x + direction / _rows_norm(direction).clamp_min(1e-12) * radius).clamp_(0.0, 1.0)
+
+
+def _uniform(shape: torch.Size, like: torch.Tensor, source: RandomSource) -> torch.Tensor:
+    if isinstance(source, PointStreams):
+        return source.rand(shape, device=like.device, dtype=like.dtype)
+    return torch.rand(shape, generator=source, device=like.device, dtype=like.dtype)
+
+
+def _gaussian(shape: torch.Size, like: torch.Tensor, source: RandomSource) -> torch.Tensor:
+    if isinstance(source, PointStreams):
+        return source.randn(shape, device=like.device, dtype=like.dtype)
+    return torch.randn(shape, generator=source, device=like.device, dtype=like.dtype)
+
+
+def sphere_direction(x: torch.Tensor, norm: str, source: RandomSource) -> torch.Tensor:
+    """Per row, a direction drawn uniformly from the unit sphere of ``norm`` (L2 or L1).
+
+    L2: a normalised Gaussian. L1: independent exponential magnitudes with random signs, divided by
+    their sum, which is uniform on the L1 sphere (the normalised exponentials are uniform on the simplex).
+    """
+    if norm == "l2":
+        direction = _gaussian(x.shape, x, source)
+        return direction / _rows_norm(direction).clamp_min(1e-12)
+    if norm == "l1":
+        u = _uniform(torch.Size([len(x), 2, *x.shape[1:]]), x, source).transpose(0, 1)   # row i: point i's draws
+        magnitude = -torch.log1p(-u[0])                 # Exp(1) from U in [0, 1)
+        direction = torch.where(u[1] < 0.5, -magnitude, magnitude)
+        total = direction.abs().flatten(1).sum(1).clamp_min(1e-12)
+        return direction / total.view(-1, *([1] * (x.dim() - 1)))
+    raise ValueError(f"no sphere draws for norm {norm!r} (l2 or l1)")
+
+
+def on_sphere(x: torch.Tensor, eps: float, norm: str, source: RandomSource) -> torch.Tensor:
+    """x plus a perturbation drawn uniformly from the ``norm`` sphere of radius eps (L2 or L1), clamped to
+    [0, 1]: clamping moves pixels towards x, so the point stays inside the ball (possibly off its shell)."""
+    return (x + sphere_direction(x, norm, source).mul_(eps)).clamp_(0.0, 1.0)
+
+
+def uniform_in_l1_ball(x: torch.Tensor, eps: float, source: RandomSource) -> torch.Tensor:
+    """A point drawn uniformly from the L1 ball of radius eps around x (a direction uniform on the L1
+    sphere, radius eps * u^(1/d)), clamped to [0, 1]."""
+    direction = sphere_direction(x, "l1", source)
+    u = _uniform(torch.Size([len(x)]), x, source)
+    radius = (eps * u.pow(1.0 / x[0].numel())).view(-1, *([1] * (x.dim() - 1)))
+    return (x + direction * radius).clamp_(0.0, 1.0)
+
+
+def random_start(x: torch.Tensor, eps: float, norm: str, source: RandomSource) -> torch.Tensor:
+    """A point drawn uniformly from the ``norm`` ball of radius eps around x, clamped to [0, 1]."""
+    if norm == "l2":
+        return uniform_in_l2_ball(x, eps, source)
+    if norm == "l1":
+        return uniform_in_l1_ball(x, eps, source)
+    return uniform_in_ball(x, eps, source)
 
 
 def l2_step_(x_adv: torch.Tensor, grad: torch.Tensor, alpha: float, centre: torch.Tensor,

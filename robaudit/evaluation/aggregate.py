@@ -47,13 +47,14 @@ class Aggregate:
     # (where from, a record's ``adv``): the gallery's candidates, collected by Run.attack
     captures: list[tuple[Source, dict[str, Any]]] = field(default_factory=list)
     gallery_clean: list[dict[str, Any]] = field(default_factory=list)   # the clean pass's gallery records
+    norm: str = "linf"   # the evaluation's threat model: every row, curve and worst case states it
 
     def add_row(self, attack: str, eps: float, robust: Bits, *, steps: int | None = None, restarts: int = 1,
                 alpha: float | None = None, bits_key: str | None = None, subset: int | None = None,
                 **extra: Any) -> dict[str, Any]:
         """A summary row and its bitset; ``subset=m``: the attack ran on the first m points only."""
         key = bits_key or bit_key(attack, eps, steps, restarts)
-        row = {"attack": attack, "eps": eps, "steps": steps, "restarts": restarts, "alpha": alpha,
+        row = {"attack": attack, "norm": self.norm, "eps": eps, "steps": steps, "restarts": restarts, "alpha": alpha,
                "robust_accuracy": accuracy(robust), "n": int(len(robust)), "key": key, **extra}
         if subset is not None:
             row["subset"] = f"first {subset} test points"
@@ -85,7 +86,7 @@ class Aggregate:
             # A steps curve's bitsets are its long run read off at fewer steps: never stronger than the run.
             used = sorted(k for k, (e, _) in full if within_eps(e, eps) and not _is_steps_curve(k))
             key = worst_case_key(eps)
-            worst.append({"eps": eps, "robust_accuracy": accuracy(robust), "n": n, "attacks": used,
+            worst.append({"norm": self.norm, "eps": eps, "robust_accuracy": accuracy(robust), "n": n, "attacks": used,
                           "key": key, "scope": "all points"})
             self.bits[key] = (eps, robust)
             # Where some attacks (AutoAttack in the audit) ran on the first m points only, also report
@@ -94,7 +95,7 @@ class Aggregate:
                 rows = [r for r in subset_rows if r["n"] == m and within_eps(r["eps"], eps)]
                 sub = worst_case([(r["eps"], self.subset_bits[r["key"]]) for r in rows], robust[:m], eps)
                 key = worst_case_key(eps, first=m)
-                worst.append({"eps": eps, "robust_accuracy": accuracy(sub), "n": m,
+                worst.append({"norm": self.norm, "eps": eps, "robust_accuracy": accuracy(sub), "n": m,
                               "attacks": used + sorted(r["key"] for r in rows), "key": key,
                               "scope": f"first {m} points"})
                 self.subset_bits[key] = sub
@@ -111,13 +112,15 @@ class Aggregate:
         return {
             "schema_version": RESULTS_SCHEMA_VERSION,
             "dataset": spec.dataset,
+            "norm": spec.norm,
             "n": n,
             "num_classes": num_classes,
             "test_points": f"the first {n} points of the {spec.dataset} test split",
             "clean_accuracy": accuracy(clean),
             "summary": self.rows,
             "worst_case": worst,
-            "curves": self.curves,
+            "curves": {kind: [{"norm": self.norm, **entry} for entry in entries]
+                       for kind, entries in self.curves.items()},
             "per_sample": per_sample,
             "probes": {**self.probes, "autoattack_warnings": self.attack_warnings},
             "notes": self.notes,

@@ -13,6 +13,7 @@ from typing import Any
 
 from robaudit.evaluation.gate import GateResult, failing_checks, primary_eps, primary_worst_case
 from robaudit.evaluation.results import find_row, same_eps
+from robaudit.norms import label as norm_label
 
 
 def _run_name(results: Mapping[str, Any]) -> str:
@@ -84,7 +85,9 @@ def summary_markdown(results: Mapping[str, Any], gate: GateResult) -> str:
     if results.get("warnings"):
         lines.append("")
     eps_text = f"{eps:.6g}" if eps is not None else "?"
-    lines += [f"| {n} points, eps = {eps_text} | accuracy |", "|---|---|",
+    norm = results.get("norm") or (results.get("config") or {}).get("norm") or "linf"
+    where = "eps" if norm == "linf" else f"{norm_label(norm)} eps"   # L-inf tables read as before
+    lines += [f"| {n} points, {where} = {eps_text} | accuracy |", "|---|---|",
               f"| clean | {100 * float(results.get('clean_accuracy') or 0.0):.2f} % |"]
     if eps is not None:
         lines.append(f"| PGD-20 | {_pct(find_row(results, 'pgd', eps, steps=20), n)} |")

@@ -43,6 +43,7 @@ def _batch_size(text: str) -> int | str:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     from robaudit.evaluation.gate import FAIL_ON
     from robaudit.evaluation.presets import ATTACKS, PRECISION_CHOICES, PRESETS
+    from robaudit.norms import NORMS
 
     p = subparsers.add_parser(
         "evaluate", help="attack a checkpoint and audit it for gradient masking",
@@ -55,8 +56,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         "audit: paper + curves, restarts, AutoAttack, noise, transfer, every diagnostic "
                         "(default: quick unless --attacks is given)")
     p.add_argument("--attacks", help=f"comma-separated, replaces the preset's list: {', '.join(ATTACKS)}")
-    p.add_argument("--eps", help="comma-separated, pixel units in [0, 1]; '8/255' works "
-                                 "(default: the dataset's, 0.3 MNIST, 8/255 CIFAR)")
+    p.add_argument("--norm", choices=NORMS, default="linf",
+                   help="threat model: linf (default), l2 or l1. Under l2, FGSM is FGM and PGD/CW/transfer are "
+                        "PGD-L2; under l1 only AutoAttack (APGD-L1 standard version, also stage by stage) and "
+                        "random noise exist")
+    p.add_argument("--eps", help="comma-separated budgets: L-inf in pixel units in [0, 1] ('8/255' works), L2 and "
+                                 "L1 as distances between [0, 1] images (default: the dataset's for the norm: "
+                                 "MNIST 0.3 / 2.0 / 10, CIFAR-10 8/255 / 0.5 / 12)")
     p.add_argument("--steps", help="comma-separated PGD/CW step counts to report (one run of the largest)")
     p.add_argument("--alpha", type=float, help="PGD/CW step size (default max(eps/4, 2.5*eps/steps))")
     p.add_argument("--restarts", type=int, help="PGD restarts for the restarts curve")
@@ -255,10 +261,14 @@ def _levers(config: dict[str, Any]) -> str:
 
 
 def format_summary(results: dict[str, Any]) -> str:
+    from robaudit.norms import label as norm_label
+
     lines = []
     ck = results.get("checkpoint")
     head = f"{Path(ck['path']).name} on " if ck else ""
-    lines.append(f"{head}{results['dataset']}, {results['test_points']}; preset {results['config']['preset'] or '-'}")
+    norm = results.get("norm") or results["config"].get("norm") or "linf"
+    lines.append(f"{head}{results['dataset']}, {results['test_points']}; preset {results['config']['preset'] or '-'}"
+                 f"; norm {norm_label(norm)}")
     clean_ci = _ci_text(results.get("clean_accuracy_ci95"))
     lines.append(f"clean accuracy {100 * results['clean_accuracy']:.2f} %{clean_ci}")
     for warning in results.get("warnings", []):
@@ -316,8 +326,10 @@ def run(args: argparse.Namespace) -> int:
     dataset = args.dataset or meta.dataset
     if dataset is None:
         raise RobauditError("the checkpoint's metadata names no dataset: pass --dataset")
+    size = meta.input_size or dataset_info(dataset).size
     spec = build_spec(args.preset, attacks=args.attacks, eps=args.eps, steps=args.steps, dataset=dataset,
-                      n_examples=args.n_examples, surrogate=args.surrogate is not None, alpha=args.alpha,
+                      norm=args.norm, input_dims=meta.in_channels * size * size, n_examples=args.n_examples,
+                      surrogate=args.surrogate is not None, alpha=args.alpha,
                       restarts=args.restarts, batch_size=args.batch_size, seed=args.seed,
                       thresholds=_thresholds(args.threshold) or None, autoattack_examples=args.aa_examples,
                       precision=args.precision, channels_last=args.channels_last, compile=args.compile,
@@ -330,7 +342,6 @@ def run(args: argparse.Namespace) -> int:
                                              args.mean, args.std, surrogate=True)
     own = None
     if args.data:
-        size = meta.input_size or dataset_info(dataset).size
         own = load_npz(args.data, channels=meta.in_channels, size=size, num_classes=meta.num_classes,
                        resize=args.data_resize, crop=args.data_crop)
         x, y = own.x, own.y

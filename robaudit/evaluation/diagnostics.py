@@ -31,6 +31,7 @@ from robaudit.evaluation.results import (
     same_eps,
     within_eps,
 )
+from robaudit.norms import diameter, label
 
 VERDICT_MASKING = "gradient masking suspected"
 VERDICT_CLEAN = "no sign of gradient masking"
@@ -137,6 +138,9 @@ class _View:
         self.chance = 1.0 / self.num_classes
         self.primary = results["config"]["eps"][0]
         self.main_eps = results["config"]["eps"]
+        # Results stored before norms existed are L-inf; dims only matter for L2 and L1 (check C2).
+        self.norm = results.get("norm") or results["config"].get("norm") or "linf"
+        self.input_dims = results["config"].get("input_dims")
 
     def rows_at(self, eps: float, *attacks: str, n: int | None = None) -> list[dict[str, Any]]:
         """Rows at eps for these attacks that cover ``n`` points (default: all points)."""
@@ -254,15 +258,17 @@ def c2_large_eps(v: _View, t: Thresholds) -> dict[str, Any]:
     rows = sorted((r for r in v.rows if _key_attack(r["key"]) == f"pgd{LARGE_EPS}"), key=lambda r: r["eps"])
     if not rows:
         return _skip("C2", name, "no large-eps run in this evaluation (audit preset)")
+    # The budget that reaches every image of the box: L-inf 1, L2 sqrt(d), L1 d (robaudit.norms.diameter).
+    unbounded = 1.0 if v.norm == "linf" or not v.input_dims else diameter(v.norm, int(v.input_dims))
     evidence = {"eps": [r["eps"] for r in rows], "robust_accuracy": [r["robust_accuracy"] for r in rows],
-                "n": rows[0]["n"], "chance": round(v.chance, 4)}
+                "n": rows[0]["n"], "chance": round(v.chance, 4), "unbounded_eps": round(unbounded, 6)}
     status, reasons = "pass", []
     for row in rows:
         acc = row["robust_accuracy"]
         if acc > v.chance:
             status = "fail"
             reasons.append(f"{100 * acc:.1f} % still correct at eps {row['eps']:g}")
-        elif within_eps(1.0, row["eps"]) and acc > t.c2_max_unbounded_accuracy:   # eps 1: unbounded
+        elif within_eps(unbounded, row["eps"]) and acc > t.c2_max_unbounded_accuracy:   # reaches every image
             status = _worst(status, "warn")
             reasons.append(f"{100 * acc:.1f} % still correct with an unbounded budget")
     if status == "pass":
@@ -695,10 +701,18 @@ def clean_check_of(results: dict[str, Any]) -> dict[str, Any] | None:
     return judge(float(accuracy), int(n), int(num_classes))
 
 
+def _under_norm(check: dict[str, Any], norm: str) -> dict[str, Any]:
+    """Every check's evidence names the threat model its budgets are in; outside L-inf the message says it too."""
+    check["evidence"] = {"norm": norm, **check["evidence"]}
+    if norm != "linf":
+        check["message"] = f"Under {label(norm)}: {check['message']}"
+    return check
+
+
 def run_diagnostics(results: dict[str, Any], thresholds: Thresholds | None = None) -> dict[str, Any]:
     thresholds = thresholds or Thresholds()
     view = _View(results)
-    checks = [check(view, thresholds) for check in CHECKS]
+    checks = [_under_norm(check(view, thresholds), view.norm) for check in CHECKS]
     failed = [c for c in checks if c["status"] == "fail"]
     warned = [c for c in checks if c["status"] == "warn"]
     ran = [c for c in checks if c["status"] != "skipped"]

@@ -87,11 +87,11 @@ def _gradient_counts(run: Run, job: str, model: Callable[[], nn.Module]) -> dict
 
     def gradients(start: int, end: int) -> Record:
         index = torch.as_tensor(run.points(start, end), device=run.device)
-        return probes.gradient_stats(model(), run.x[index], run.y[index], eps=eps,
+        return probes.gradient_stats(model(), run.x[index], run.y[index], eps=eps, norm=run.norm,
                                      generator=run.streams(f"pgd-start/eps={eps:.6g}", index))
 
     totals: dict[str, int] = {}
-    for _, _, record in run.batches.run(f"{job}/eps={eps:.6g}", gradients, PROBE_UNITS):
+    for _, _, record in run.batches.run(run.job(f"{job}/eps={eps:.6g}"), gradients, PROBE_UNITS):
         for key, value in record.items():
             totals[key] = totals.get(key, 0) + int(value)
     return totals
@@ -198,7 +198,7 @@ def _shard(prepared: Prepared, spec: EvalSpec, shard: Range | None, store: Store
     started_at = provenance.now()
     progress = Progress(report, should_stop)
     batches = Batches(store, prepared.fingerprint, prepared.n, spec.batch_size, spec.seed, progress, shard=shard)
-    run = Run(prepared.inputs, spec, prepared.n, prepared.device, batches, progress, Aggregate())
+    run = Run(prepared.inputs, spec, prepared.n, prepared.device, batches, progress, Aggregate(norm=spec.norm))
     progress.total = estimate_units(spec, batches.first, batches.last)
     _passes(run)
     progress.finish()
@@ -230,7 +230,7 @@ def merge(spec: EvalSpec, n: int, fingerprint: str, store: Store, shards: list[S
     started = time.monotonic()
     progress = Progress()
     batches = Batches(store, fingerprint, n, spec.batch_size, spec.seed, progress, compute=False)
-    run = Run(None, spec, n, torch.device("cpu"), batches, progress, Aggregate())
+    run = Run(None, spec, n, torch.device("cpu"), batches, progress, Aggregate(norm=spec.norm))
     _passes(run)
     results = run.out.results(spec, run.clean, run.num_classes, {})
     add_intervals(results)

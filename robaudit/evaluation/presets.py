@@ -15,7 +15,15 @@ Presets (eps in [0, 1] pixel units; default = the dataset's ``default_eps``, 0.3
 Step size: ``alpha = max(eps/4, 2.5*eps/steps)`` for the longest run unless given; rows read off a
 long run at fewer steps state that run's alpha. 20 * alpha >= eps always holds for the default, so
 the steps curve measures the defense rather than the step size; a user alpha that breaks this is
-reported in ``notes``.
+reported in ``notes``. Under L2 the same rule gives the L2 length of each normalised-gradient step.
+
+Norm (``norm``: linf, l2 or l1; robaudit.norms): one per evaluation. The default eps is the
+dataset's for that norm (robaudit.data); the eps curve takes the same fractions of it; the large-eps
+check C2 runs at half and all of the norm's diameter of the image box (L-inf 0.5 and 1; L2
+0.5*sqrt(d) and sqrt(d); d = pixels per image). An attack without a version for the norm is refused
+when asked for by name and left out of a preset (registry: ``AttackInfo.norms``); under L1 only
+AutoAttack (its APGD-L1 standard version, stage by stage) and random noise exist, so the L1 audit
+has no PGD rows and no PGD curves.
 """
 from __future__ import annotations
 
@@ -28,6 +36,7 @@ from robaudit.errors import RobauditError
 from robaudit.evaluation.diagnostics import Thresholds
 from robaudit.evaluation.registry import ATTACKS
 from robaudit.evaluation.runners.pgd import STEPS_CURVE_GRID
+from robaudit.norms import DEFAULT_NORM, check_norm, diameter, label, large_eps
 
 T = TypeVar("T")
 # ATTACKS (the registry, name -> entry) is what --attacks accepts, including attacks registered later.
@@ -78,6 +87,9 @@ class EvalSpec:
     precision: str = "fp32"             # "bf16": autocast the attack passes; C10 compares gradients with fp32
     channels_last: bool = False
     compile: bool = False               # torch.compile the forward (needs a C++ compiler on CPU)
+    # The threat model (robaudit.norms); results stored before it existed are L-inf.
+    norm: str = DEFAULT_NORM
+    input_dims: int | None = None       # pixels per image: the L2/L1 diameter of the image box (check C2)
 
     @property
     def primary_eps(self) -> float:
@@ -102,16 +114,18 @@ class EvalSpec:
         return cls(**values)
 
 
-def _preset(name: str, eps: float, surrogate: bool) -> dict[str, Any]:
+def _preset(name: str, eps: float, surrogate: bool, norm: str = DEFAULT_NORM, dims: int = 1) -> dict[str, Any]:
     if name == "quick":
-        return dict(attacks=("fgsm", "pgd", "cw"), steps=(20,))
+        # Under L1 robaudit has no PGD of its own: AutoAttack's APGD-CE (L1 version) stands in.
+        return dict(attacks=("fgsm", "pgd", "cw") if norm != "l1" else ("apgd-ce",), steps=(20,))
     if name == "paper":
         return dict(attacks=("rs-fgsm", "pgd", "cw"), steps=(20, 100))
     if name == "audit":
         attacks = ("fgsm", "rs-fgsm", "pgd", "cw", "autoattack", "noise") + (("transfer",) if surrogate else ())
         return dict(attacks=attacks, steps=(20, 100), restarts=5, restart_steps=20,
                     eps_curve=tuple(round(f * eps, 6) for f in EPS_CURVE_FRACTIONS), eps_curve_steps=20,
-                    large_eps=LARGE_EPS, large_eps_examples=200, large_eps_steps=50,
+                    large_eps=LARGE_EPS if norm == "linf" else large_eps(norm, dims), large_eps_examples=200,
+                    large_eps_steps=50,
                     autoattack_examples=AUDIT_AUTOATTACK_EXAMPLES)
     raise RobauditError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
 
@@ -135,6 +149,12 @@ def _as_tuple(value: ListArg, kind: Callable[[Any], T], what: str) -> tuple[T, .
         raise RobauditError(f"bad {what}: {items!r}") from None
 
 
+def attacks_for(norm: str) -> tuple[str, ...]:
+    """The registered attacks that have a version under ``norm``, in registry order."""
+    norm = check_norm(norm)
+    return tuple(name for name, info in ATTACKS.items() if norm in info.norms)
+
+
 def _parse_eps(value: Any) -> float:
     """A float, or a fraction such as '8/255'."""
     if isinstance(value, str) and "/" in value:
@@ -145,12 +165,13 @@ def _parse_eps(value: Any) -> float:
 
 def build_spec(preset: str | None = None, attacks: ListArg = None, eps: ListArg = None, steps: ListArg = None,
                dataset: str = "mnist10k",
-               n_examples: int = 1000, surrogate: bool = False, *, alpha: float | None = None,
+               n_examples: int = 1000, surrogate: bool = False, *, norm: str = DEFAULT_NORM, alpha: float | None = None,
                restarts: int | None = None, batch_size: int | str | None = None, seed: int | None = None,
                thresholds: Thresholds | dict[str, Any] | None = None, noise_draws: int | None = None,
                kappa: float | None = None, autoattack_examples: int | None = None, precision: str = "fp32",
                channels_last: bool = False, compile: bool = False, eot_draws: int | None = None,
-               auto_eot: bool = True, gallery_examples: int | None = None) -> EvalSpec:
+               auto_eot: bool = True, gallery_examples: int | None = None,
+               input_dims: int | None = None) -> EvalSpec:
     """Validate the request and build the spec; every problem is a RobauditError with a plain reason.
 
     ``attacks`` replaces the preset's attack list (curves that need PGD are dropped when PGD is);
@@ -158,16 +179,23 @@ def build_spec(preset: str | None = None, attacks: ListArg = None, eps: ListArg 
     leaves the size to ``robaudit.evaluation.autobatch.resolve_batch_size`` at evaluation time.
     """
     info = dataset_info(dataset)
-    eps_values = _as_tuple(eps, _parse_eps, "eps") or (info.default_eps,)
+    norm = check_norm(norm)
+    dims = int(input_dims) if input_dims is not None else info.input_dims
+    eps_values = _as_tuple(eps, _parse_eps, "eps") or (info.default_eps_for(norm),)
+    largest = diameter(norm, dims)
     for value in eps_values:
-        if not 0.0 < value <= 1.0:
+        if norm == "linf" and not 0.0 < value <= 1.0:
             raise RobauditError(f"eps must be in (0, 1] in pixel units (e.g. 0.3 or 8/255), got {value:g}")
+        if not 0.0 < value <= largest * (1 + 1e-9):
+            raise RobauditError(f"{label(norm)} eps must be in (0, {largest:g}] for {dims} pixels in [0, 1] "
+                                f"(a larger budget reaches nothing new), got {value:g}")
     if len(set(eps_values)) != len(eps_values):
         raise RobauditError("eps values must be distinct")
     if preset is None and attacks is None:
         preset = "quick"
-    values: dict[str, Any] = _preset(preset, eps_values[0], surrogate) if preset is not None else \
+    values: dict[str, Any] = _preset(preset, eps_values[0], surrogate, norm, dims) if preset is not None else \
         dict(attacks=(), steps=(20,))
+    available = attacks_for(norm)
     if attacks is not None:
         chosen = _as_tuple(attacks, str, "attacks")
         unknown = [a for a in chosen if a not in ATTACKS]
@@ -175,9 +203,18 @@ def build_spec(preset: str | None = None, attacks: ListArg = None, eps: ListArg 
             raise RobauditError(f"unknown attack {unknown[0]!r}; choose from: {', '.join(ATTACKS)}")
         if not chosen:
             raise RobauditError("no attacks given")
+        missing = [a for a in chosen if a not in available]
+        if missing:
+            raise RobauditError(f"{', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no {label(norm)} "
+                                f"version; under {norm} choose from: {', '.join(available)}")
         values["attacks"] = tuple(dict.fromkeys(chosen))
-        if "pgd" not in chosen:
-            values.update(eps_curve=(), restarts=1, large_eps=())
+    else:   # a preset runs what exists under the norm
+        values["attacks"] = tuple(a for a in values["attacks"] if a in available)
+        if not values["attacks"]:
+            raise RobauditError(f"the {preset} preset has no attack with an {label(norm)} version; choose "
+                                f"--attacks from: {', '.join(available)}")
+    if "pgd" not in values["attacks"]:
+        values.update(eps_curve=(), restarts=1, large_eps=())
     if "transfer" in values["attacks"] and not surrogate:
         raise RobauditError("the transfer attack needs a surrogate model (--surrogate CHECKPOINT)")
     if steps is not None:
@@ -190,8 +227,8 @@ def build_spec(preset: str | None = None, attacks: ListArg = None, eps: ListArg 
         raise RobauditError(f"at most {STEPS_CURVE_GRID[-1]} steps are supported")
     if isinstance(n_examples, bool) or int(n_examples) < 1:
         raise RobauditError(f"n_examples must be a positive integer, got {n_examples!r}")
-    if alpha is not None and not 0.0 < alpha <= 1.0:
-        raise RobauditError(f"alpha must be in (0, 1], got {alpha:g}")
+    if alpha is not None and not 0.0 < alpha <= largest:
+        raise RobauditError(f"alpha must be in (0, {largest:g}], got {alpha:g}")
     if restarts is not None:
         if restarts < 1:
             raise RobauditError("restarts must be at least 1")
@@ -227,10 +264,10 @@ def build_spec(preset: str | None = None, attacks: ListArg = None, eps: ListArg 
     spec = EvalSpec(dataset=dataset, n_examples=int(n_examples), eps=eps_values, preset=preset, alpha=alpha,
                     thresholds=thresholds or Thresholds(), auto_batch_size=auto_batch, precision=precision,
                     channels_last=bool(channels_last), compile=bool(compile), auto_eot=bool(auto_eot),
-                    gallery_examples=int(gallery_examples), **values)
+                    gallery_examples=int(gallery_examples), norm=norm, input_dims=dims, **values)
     overrides: dict[str, Any] = {k: v for k, v in dict(batch_size=batch_size, seed=seed, noise_draws=noise_draws,
                                                        kappa=kappa, eot_draws=eot_draws).items() if v is not None}
     return replace(spec, **overrides)
 
 
-__all__ = ["ATTACKS", "PRECISION_CHOICES", "PRESETS", "EvalSpec", "build_spec", "DATASETS"]
+__all__ = ["ATTACKS", "PRECISION_CHOICES", "PRESETS", "EvalSpec", "attacks_for", "build_spec", "DATASETS"]

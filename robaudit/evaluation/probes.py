@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robaudit.attacks.common import RandomSource, eval_mode, input_gradient, uniform_in_ball
+from robaudit.attacks.common import RandomSource, eval_mode, input_gradient, random_start
 from robaudit.attacks.losses import cross_entropy, dlr, margin
 from robaudit.evaluation.accel import unwrap
 
@@ -34,13 +34,14 @@ def _point_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_na
 
 
 def gradient_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-                   generator: RandomSource) -> dict[str, int]:
-    """Counts over the given points of all-zero and non-finite input gradients (AA, ART, Pintor)."""
+                   generator: RandomSource, norm: str = "linf") -> dict[str, int]:
+    """Counts over the given points of all-zero and non-finite input gradients (AA, ART, Pintor), at the
+    clean points and at a random start in the ``norm`` eps-ball."""
     stats: dict[str, int] = {"n": len(x)}
     if len(x) == 0:
         return {**stats, "start_n": 0, **{f"{at}_{loss}_{k}": 0 for at in ("clean", "start")
                                           for loss in ("ce", "dlr") for k in ("zero", "nonfinite")}}
-    start = uniform_in_ball(x, eps, generator)
+    start = random_start(x, eps, norm, generator)
     with eval_mode(model):
         # A random start that is already misclassified needs no gradient, and there DLR is flat by
         # construction whenever the true class ranks third (-(z_3 - z_1) / (z_1 - z_3) = 1): count

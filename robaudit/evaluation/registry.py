@@ -46,43 +46,48 @@ class AttackInfo:
     run_order: float    # position in the evaluation's schedule at each eps (PGD's follow-ups sit at 45-47)
     cost: Cost          # work units, for the progress bar and the ETA
     runner: Runner
+    norms: tuple[str, ...] = ("linf",)   # the threat models it has a version for (robaudit.norms)
 
 
 def _long_run_steps(spec: EvalSpec) -> float:
     return max(spec.steps) + 1       # iterates 0..steps are each scored
 
 
-# In the order ``--attacks`` lists them.
+LINF_L2, EVERY_NORM = ("linf", "l2"), ("linf", "l2", "l1")
+# In the order ``--attacks`` lists them. FGSM under L2 is FGM (one normalised-gradient step of length
+# eps), PGD and CW are PGD-L2, transfer is PGD-L2 on the surrogate; AutoAttack has all three norms.
 ATTACKS: dict[str, AttackInfo] = {a.name: a for a in (
     AttackInfo("fgsm", "fgsm", "FGSM", white_box=True, stepped=False, order=3, run_order=10,
-               cost=Cost(1.0, fixed(2)), runner=partial(run_one_step, random_start=False)),
+               cost=Cost(1.0, fixed(2)), runner=partial(run_one_step, random_start=False), norms=LINF_L2),
     AttackInfo("rs-fgsm", "rs-fgsm", "RS-FGSM", white_box=True, stepped=False, order=4, run_order=20,
-               cost=Cost(1.0, fixed(2)), runner=partial(run_one_step, random_start=True)),
+               cost=Cost(1.0, fixed(2)), runner=partial(run_one_step, random_start=True), norms=LINF_L2),
     AttackInfo("pgd", "pgd", "PGD", white_box=True, stepped=True, order=5, run_order=30,
-               cost=Cost(1.0, _long_run_steps), runner=partial(run_pgd, loss="ce")),
+               cost=Cost(1.0, _long_run_steps), runner=partial(run_pgd, loss="ce"), norms=LINF_L2),
     AttackInfo("cw", "cw", "CW", white_box=True, stepped=True, order=6, run_order=40,
-               cost=Cost(1.0, _long_run_steps), runner=partial(run_pgd, loss="cw")),
+               cost=Cost(1.0, _long_run_steps), runner=partial(run_pgd, loss="cw"), norms=LINF_L2),
     AttackInfo("apgd-ce", "apgd-ce", "APGD-CE", white_box=True, stepped=True, order=7, run_order=80,
-               cost=STAGE_COSTS["apgd-ce"], runner=run_single_stage),
+               cost=STAGE_COSTS["apgd-ce"], runner=run_single_stage, norms=EVERY_NORM),
     AttackInfo("apgd-t", "apgd-dlr", "APGD-T", white_box=True, stepped=True, order=8, run_order=90,
-               cost=STAGE_COSTS["apgd-t"], runner=run_single_stage),
+               cost=STAGE_COSTS["apgd-t"], runner=run_single_stage, norms=EVERY_NORM),
     AttackInfo("fab-t", "fab", "FAB-T", white_box=True, stepped=False, order=9, run_order=100,
-               cost=STAGE_COSTS["fab-t"], runner=run_single_stage),
+               cost=STAGE_COSTS["fab-t"], runner=run_single_stage, norms=EVERY_NORM),
     AttackInfo("square", "square", "Square", white_box=False, stepped=False, order=10, run_order=110,
-               cost=STAGE_COSTS["square"], runner=run_single_stage),
+               cost=STAGE_COSTS["square"], runner=run_single_stage, norms=EVERY_NORM),
     AttackInfo("autoattack", "autoattack", "AutoAttack", white_box=False, stepped=False, order=12, run_order=120,
-               cost=STANDARD_COST, runner=run_standard),
+               cost=STANDARD_COST, runner=run_standard, norms=EVERY_NORM),
     AttackInfo("transfer", "transfer", "transfer", white_box=False, stepped=True, order=2, run_order=70,
-               cost=Cost(1.0, lambda spec: spec.transfer_steps + 1), runner=run_transfer),
+               cost=Cost(1.0, lambda spec: spec.transfer_steps + 1), runner=run_transfer, norms=LINF_L2),
     # For a randomized forward pass: each step averages eot_draws passes (added by the engine when C11's
     # probe finds the forward pass random; robaudit.evaluation.runners.randomized).
     AttackInfo("eot-pgd", "eot-pgd", "EOT-PGD", white_box=True, stepped=True, order=13, run_order=125,
-               cost=Cost(1.0, lambda spec: spec.eot_draws * (EOT_PGD_STEPS + 1)), runner=run_eot_pgd),
+               cost=Cost(1.0, lambda spec: spec.eot_draws * (EOT_PGD_STEPS + 1)), runner=run_eot_pgd,
+               norms=LINF_L2),
     AttackInfo("autoattack-rand", "autoattack-rand", "AutoAttack rand", white_box=True, stepped=False, order=14,
-               run_order=130, cost=RAND_COST, runner=run_autoattack_rand),
+               run_order=130, cost=RAND_COST, runner=run_autoattack_rand,
+               norms=LINF_L2),
     # A point stops being sampled once fooled: about half the draws are made (0.4: forward only).
     AttackInfo("noise", "noise", "random noise", white_box=False, stepped=False, order=1, run_order=60,
-               cost=Cost(0.4, lambda spec: spec.noise_draws, share=0.5), runner=run_noise),
+               cost=Cost(0.4, lambda spec: spec.noise_draws, share=0.5), runner=run_noise, norms=EVERY_NORM),
 )}
 
 # What the engine adds when the forward pass is random (EvalSpec.auto_eot).

@@ -131,17 +131,19 @@ def results_to_csv(results: Mapping[str, Any], path: str | os.PathLike[str] | No
     """The summary rows, then one worst-case row per eps, as CSV text (also written to ``path`` if given)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow((*SUMMARY_COLUMNS, "ci95_low", "ci95_high", "kind", "loss", "note"))
+    # The norm comes last so that the older columns keep their places; results without one are L-inf.
+    writer.writerow((*SUMMARY_COLUMNS, "ci95_low", "ci95_high", "kind", "loss", "note", "norm"))
     n = results.get("n", "")
+    norm = results.get("norm") or results.get("config", {}).get("norm") or "linf"
     writer.writerow(("clean", "", "", "", "", _fmt(results.get("clean_accuracy")), n,
-                     *_ci(results.get("clean_accuracy_ci95")), "clean", "", ""))
+                     *_ci(results.get("clean_accuracy_ci95")), "clean", "", "", ""))
     for row in results.get("summary", []):
         writer.writerow((*(_fmt(row.get(col)) for col in SUMMARY_COLUMNS), *_ci(row.get("ci95")), "attack",
-                         row.get("loss") or "", row.get("note") or ""))
+                         row.get("loss") or "", row.get("note") or "", row.get("norm") or norm))
     for row in results.get("worst_case", []):
         writer.writerow(("worst-case", _fmt(row["eps"]), "", "", "", _fmt(row["robust_accuracy"]), row["n"],
                          *_ci(row.get("ci95")), "worst_case", "",
-                         f"min over {len(row.get('attacks', []))} attack runs"))
+                         f"min over {len(row.get('attacks', []))} attack runs", row.get("norm") or norm))
     text = out.getvalue()
     if path is not None:
         with open(path, "w", newline="") as fh:

@@ -30,11 +30,15 @@ ARCHITECTURES = {
 # Full test-set sizes: an audit on fewer points is footnoted.
 TEST_SET_SIZES = {"cifar10": 10_000, "cifar100": 10_000, "svhn": 26_032, "mnist": 10_000, "mnist10k": 10_000,
                   "imagenet": 5_000}   # RobustBench evaluates ImageNet on a fixed 5,000-image subset
+# RobustBench's threat-model names (its folders); it has no L1 board, so L1 keeps AutoAttack's spelling.
+THREAT_MODELS = {"linf": "Linf", "l2": "L2", "l1": "L1"}
 USER_FIELDS = ("link", "name", "authors", "venue", "reported", "additional_data")
 
 
-def eps_text(eps: float) -> str:
-    """8/255 for eps = 8/255 (RobustBench's spelling), the decimal otherwise (0.5, 0.031)."""
+def eps_text(eps: float, norm: str = "linf") -> str:
+    """8/255 for an L-inf eps = 8/255 (RobustBench's spelling), the decimal otherwise (0.5, 0.031)."""
+    if norm != "linf":
+        return f"{eps:.6g}"
     fraction = Fraction(eps).limit_denominator(255)
     if fraction.denominator == 255 and abs(float(fraction) - eps) < 1e-9:
         return f"{fraction.numerator}/255"
@@ -54,6 +58,7 @@ def model_info(results: Mapping[str, Any], metadata: Mapping[str, Any] | None = 
     if eps is None:
         raise ValueError("the results evaluated no eps")
     dataset = str(results.get("dataset") or metadata.get("dataset") or "")
+    norm = results.get("norm") or config.get("norm") or "linf"
     n = int(results["n"])
     autoattack = find_row(results, "autoattack", eps)
     worst = [w for w in results.get("worst_case", []) if same_eps(w["eps"], eps)]
@@ -82,12 +87,12 @@ def model_info(results: Mapping[str, Any], metadata: Mapping[str, Any] | None = 
         "dataset": dataset,
         "venue": None,
         "architecture": ARCHITECTURES.get(arch, arch or None),
-        "eps": eps_text(eps),
+        "eps": eps_text(eps, norm),
         "clean_acc": _pct(results.get("clean_accuracy")),
         "reported": None,
         "autoattack_acc": _pct(autoattack["robust_accuracy"]) if autoattack else None,
         "footnote": "; ".join(notes) or None,
-        "threat_model": "Linf",
+        "threat_model": THREAT_MODELS.get(norm, norm),
         "robaudit": {
             "to_fill": list(USER_FIELDS),
             "worst_case_acc": _pct(max(worst, key=lambda w: w["n"])["robust_accuracy"]) if worst else None,

@@ -84,6 +84,15 @@ class Run:
             raise RobauditError("the spec includes a transfer attack but no surrogate model was given")
         return surrogate
 
+    @property
+    def norm(self) -> str:
+        return self.spec.norm
+
+    def job(self, key: str) -> str:
+        """A job's stored key under this evaluation's norm: L-inf keys are those stored before norms
+        existed (so their batches are still found), other norms add ``/norm=...`` (never reused across norms)."""
+        return key if self.spec.norm == "linf" else f"{key}/norm={self.spec.norm}"
+
     def streams(self, stream: str, index: torch.Tensor) -> PointStreams:
         """Per-point random streams for the points ``index`` (see Batches.point_streams)."""
         return self.batches.point_streams(stream, index)

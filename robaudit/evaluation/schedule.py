@@ -43,7 +43,9 @@ def _follow_up_stage(follow_up: FollowUp, eps: float) -> Stage:
 
 def added_for_randomness(spec: EvalSpec) -> tuple[str, ...]:
     """The attacks an evaluation adds at its primary eps once the forward pass is found random."""
-    return tuple(a for a in RANDOMIZED_ATTACKS if a not in spec.attacks) if spec.auto_eot else ()
+    if not spec.auto_eot:
+        return ()
+    return tuple(a for a in RANDOMIZED_ATTACKS if a not in spec.attacks and spec.norm in ATTACKS[a].norms)
 
 
 def plan(spec: EvalSpec, randomized: bool = False) -> list[tuple[float, Stage]]:

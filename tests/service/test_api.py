@@ -90,6 +90,10 @@ def test_token_is_generated_once_with_mode_600(tmp_path, capsys):
     ({"attacks": ["transfer"]}, "surrogate"),
     ({"checkpoint_id": 999}, "no checkpoint 999"),
     ({"surrogate_id": 999}, "no surrogate checkpoint 999"),
+    ({"norm": "l1", "attacks": ["pgd", "autoattack"]}, "pgd has no L1 version; under l1 choose from: apgd-ce"),
+    ({"norm": "l1", "preset": "paper"}, "the paper preset has no attack with an L1 version"),
+    ({"norm": "l2", "eps": [30.0]}, "L2 eps must be in (0, 28]"),
+    ({"norm": "l3"}, "Input should be 'linf', 'l2' or 'l1'"),
 ])
 def test_bad_evaluation_requests_are_422_and_store_nothing(client, settings, checkpoint_id, body, message):
     resp = client.post("/api/v1/evaluations", json={"checkpoint_id": checkpoint_id, "n_examples": 8, **body})

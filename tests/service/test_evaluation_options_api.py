@@ -50,3 +50,17 @@ def test_options_reach_the_results(client):
 def test_bad_options_are_422(client, field, value, message):
     resp = client.post("/evaluations", json={"checkpoint_id": client.checkpoint_id, field: value})
     assert resp.status_code == 422 and message in str(resp.json()["detail"]), resp.text
+
+
+def test_norm_reaches_the_results_with_the_norms_default_eps(client):
+    body = {"checkpoint_id": client.checkpoint_id, "norm": "l2", "attacks": ["fgsm", "pgd"], "steps": [5],
+            "n_examples": 16}
+    job = client.post("/evaluations", json=body)
+    assert job.status_code == 201, job.text
+    assert run_inline(client.settings, job.json()["id"]) == "succeeded"
+    results = client.get(f"/evaluations/{job.json()['id']}/results").json()
+    assert results["norm"] == "l2" and results["config"]["eps"] == [2.0]   # MNIST's L2 default
+    assert {r["norm"] for r in results["summary"]} == {"l2"}
+    csv_text = client.get(f"/evaluations/{job.json()['id']}/results", params={"format": "csv"}).text
+    header, _clean, *lines = csv_text.splitlines()
+    assert header.endswith(",norm") and lines and all(line.endswith(",l2") for line in lines)

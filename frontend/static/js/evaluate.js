@@ -62,7 +62,7 @@
           }
           return "";
         } },
-      { input: $("ev-eps"), test: function () { return V.parseEpsList($("ev-eps").value, { maxCount: 64 }).error || ""; } },
+      { input: $("ev-eps"), test: function () { return V.parseEpsList($("ev-eps").value, epsOptions()).error || ""; } },
       { input: $("ev-n"), test: function () {
           var raw = $("ev-n").value.trim();
           return raw && !/^[1-9]\d*$/.test(raw) ? "The number of test points must be a positive whole number." : "";
@@ -88,9 +88,18 @@
     ];
   }
 
+  // L-inf budgets are pixel changes in [0, 1]; L2 and L1 budgets are distances, checked by the server
+  // against the image size.
+  function epsOptions() {
+    var norm = $("ev-norm") ? $("ev-norm").value : "linf";
+    return norm === "linf" ? { maxCount: 64 } : { maxCount: 64, max: Infinity };
+  }
+
   function body(checkpointId) {
     var out = { checkpoint_id: checkpointId, preset: $("ev-preset").value };
-    var eps = V.parseEpsList($("ev-eps").value).values;
+    // Only a norm other than the default is sent, so an L-inf request is what it always was.
+    if ($("ev-norm") && $("ev-norm").value && $("ev-norm").value !== "linf") out.norm = $("ev-norm").value;
+    var eps = V.parseEpsList($("ev-eps").value, epsOptions()).values;
     if (eps && eps.length) out.eps = eps;
     var steps = V.parseIntList($("ev-steps").value, 1, 1000).values;
     if (steps && steps.length) out.steps = steps;

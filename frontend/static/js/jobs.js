@@ -51,7 +51,9 @@
     var out = [];
     keys.slice(0, 4).forEach(function (k) {
       var v = s[k];
-      var label = k.replace(/_acc(uracy)?$/, "").replace(/^pgd(\d+)/, "PGD-$1").replace(/_eps$/, " ε").replace(/_/g, " ");
+      // An L2 or L1 job's budgets are distances: say which (L-inf jobs read as before).
+      var epsLabel = s.norm && s.norm !== "linf" ? " ε (" + String(s.norm).toUpperCase() + ")" : " ε";
+      var label = k.replace(/_acc(uracy)?$/, "").replace(/^pgd(\d+)/, "PGD-$1").replace(/_eps$/, epsLabel).replace(/_/g, " ");
       if (typeof v === "number") {
         out.push(label + " " + (/acc/i.test(k) && v <= 1 ? R.fmtPct(v) : String(Math.round(v * 1e4) / 1e4)));
       } else if (typeof v === "string" && v.length < 40) {

@@ -49,7 +49,7 @@ def run_single_stage(run: Run, attack: AttackInfo, eps: float) -> None:
 
 def run_standard(run: Run, attack: AttackInfo, eps: float) -> None:
     """AutoAttack standard: a row per cumulative stage, the last one named ``autoattack``."""
-    _run(run, eps, aa.STANDARD, single=False)
+    _run(run, eps, aa.STANDARD, single=False)   # the same four stages under every norm (pyautoattack 0.2.0)
 
 
 # The cost of each stage, per point that enters it (about ROBUST_GUESS of the subset): APGD-CE 100
@@ -83,7 +83,7 @@ def _run(run: Run, eps: float, stages: tuple[str, ...], single: bool) -> None:
             examples = torch.empty_like(run.x[index]) if bool(keep.any()) else None
             flags, warnings = aa.run_autoattack(run.model, run.x[index], run.y[index], eps=eps, stages=(stage,),
                                                 seed=spec.seed, batch_size=spec.batch_size, on_forward=on_forward,
-                                                adversarial=examples)
+                                                adversarial=examples, norm=spec.norm)
             found = {} if examples is None else run.adversarial(index, eps, examples, ~flags[stage])
             return {"robust": flags[stage].int().tolist(), "warnings": warnings, **found}
 
@@ -91,7 +91,7 @@ def _run(run: Run, eps: float, stages: tuple[str, ...], single: bool) -> None:
         entering = int(robust[first:last].sum())
         progress.replan(ROBUST_GUESS * units[stage] * in_shard, units[stage] * entering)
         per_point = units[stage] * entering / in_shard if in_shard else 0.0
-        job = f"autoattack/eps={eps:.6g}/seed={spec.seed}/{'+'.join(stages[:i + 1])}"
+        job = run.job(f"autoattack/eps={eps:.6g}/seed={spec.seed}/{'+'.join(stages[:i + 1])}")
         name = stage if single else f"autoattack:{stage}"
         source = Source(name, eps, ATTACKS[stage].order, detail="" if single else "AutoAttack standard")
         records = run.attack(job, per_point, attack, {"robust": [], "warnings": []}, mask=robust, limit=m,
@@ -105,7 +105,8 @@ def _run(run: Run, eps: float, stages: tuple[str, ...], single: bool) -> None:
                             note="AutoAttack's attack alone, standard settings")
         elif stage == stages[-1]:
             run.out.add_row("autoattack", eps, robust[:m].copy(), subset=subset, version="standard",
-                            note="AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square")
+                            note="AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square" +
+                                 ("" if spec.norm == "linf" else f" ({aa.AUTOATTACK_NORMS[spec.norm]} versions)"))
         else:
             run.out.add_row(f"autoattack:{stage}", eps, robust[:m].copy(), subset=subset, cumulative=True,
                             note=f"AutoAttack after {stage} (cumulative over its earlier stages)")

@@ -53,11 +53,11 @@ def run_pgd(run: Run, attack: AttackInfo, eps: float, *, loss: str) -> None:
     spec = run.spec
     steps, alpha = max(spec.steps), long_run_alpha(spec, eps)
     kappa = spec.kappa if loss == "cw" else None
-    job = f"pgd-run/eps={eps:.6g}/loss={loss}/steps={steps}/alpha={alpha:.6g}/kappa={spec.kappa:g}/rs=1"
+    job = run.job(f"pgd-run/eps={eps:.6g}/loss={loss}/steps={steps}/alpha={alpha:.6g}/kappa={spec.kappa:g}/rs=1")
 
     def long_run(index: torch.Tensor, start: int, end: int) -> Record:
         result = pgd(run.model, run.x[index], run.y[index], eps=eps, steps=steps, alpha=alpha, loss=loss,
-                     kappa=spec.kappa, random_start=True,
+                     kappa=spec.kappa, random_start=True, norm=spec.norm,
                      generator=run.streams(f"pgd-start/eps={eps:.6g}", index), trace=True)
         assert result.trace is not None  # asked for with trace=True
         first = result.first_fooled[0]
@@ -81,7 +81,7 @@ def run_pgd(run: Run, attack: AttackInfo, eps: float, *, loss: str) -> None:
                                     "max_steps": steps, "steps_to_cross_ball": math.ceil(eps / alpha - 1e-9),
                                     "points": points})
     if steps >= 20 and 20 * alpha < eps:
-        run.note(f"{attack.name} at eps={eps:g}: alpha={alpha:g} cannot cross the eps-ball within 20 steps "
+        run.note(f"{attack.name} at {spec.norm} eps={eps:g}: alpha={alpha:g} cannot cross the eps-ball within 20 steps "
                  "(20*alpha < eps); its steps curve measures the step size, not the defense")
     run.out.curves["loss"].append(_loss_curve(attack.name, loss, eps, steps, alpha, records, first))
 

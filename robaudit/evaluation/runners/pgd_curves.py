@@ -56,13 +56,13 @@ def nested_pgd(run: Run, job: str, eps: float, steps: int, alpha: float, robust_
 
     def attack(index: torch.Tensor, start: int, end: int) -> Record:
         result = pgd(run.model, run.x[index], run.y[index], eps=eps, steps=steps, alpha=alpha, random_start=True,
-                     generator=run.streams(f"pgd-start/eps={eps:.6g}", index))
+                     norm=run.norm, generator=run.streams(f"pgd-start/eps={eps:.6g}", index))
         first = result.first_fooled[0]
         return {"first": first.tolist(), **run.adversarial(index, eps, result.x_adv, first <= steps, first)}
 
     # Inside the primary eps's ball (the eps curve below it) these examples count towards its worst case.
     source = gallery.Source("pgd", eps, _pgd_order(), sub=2, detail=f"eps curve, PGD-{steps}")
-    records = run.attack(job, (steps + 1.0) * share, attack, {"first": []}, mask=robust_before, limit=limit,
+    records = run.attack(run.job(job), (steps + 1.0) * share, attack, {"first": []}, mask=robust_before, limit=limit,
                          source=source)
     first = run.per_point(records, "first", -1)
     robust: Bits = robust_before & run.clean & ~fooled_by(first, steps)
@@ -78,7 +78,7 @@ def run_restarts(run: Run, eps: float) -> None:
 
     def restart(index: torch.Tensor, start: int, end: int) -> Record:
         result = pgd(run.model, run.x[index], run.y[index], eps=eps, steps=k, alpha=alpha, restarts=extra,
-                     random_start=True, generator=run.streams(f"pgd-restarts/eps={eps:.6g}", index))
+                     random_start=True, norm=run.norm, generator=run.streams(f"pgd-restarts/eps={eps:.6g}", index))
         rows = result.first_fooled
         broken = ((rows >= 0) & (rows <= k)).any(0)
         which = ((rows >= 0) & (rows <= k)).int().argmax(0)          # the restart that broke it
@@ -86,7 +86,7 @@ def run_restarts(run: Run, eps: float) -> None:
         return {"first": rows.T.tolist(),
                 **run.adversarial(index, eps, result.x_adv, broken, step, restart=which + 2)}
 
-    records = run.attack(job, (k + 1.0) * extra * RESTART_SHARE, restart, {"first": []}, mask=~base_fooled,
+    records = run.attack(run.job(job), (k + 1.0) * extra * RESTART_SHARE, restart, {"first": []}, mask=~base_fooled,
                          source=gallery.Source("pgd", eps, _pgd_order(), sub=1))
     first = np.full((run.n, extra), -1, dtype=np.int64)
     for _, _, record in records:

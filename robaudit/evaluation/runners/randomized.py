@@ -48,7 +48,7 @@ def run_clean_eot(run: Run) -> None:
         return {"correct": encode_bits(correct.cpu().numpy())}
 
     correct = 0
-    for start, end, record in run.batches.run(f"clean-eot/draws={draws}", compute, 0.3 * draws):
+    for start, end, record in run.batches.run(run.job(f"clean-eot/draws={draws}"), compute, 0.3 * draws):
         correct += int(decode_bits(record["correct"], end - start).sum())
     run.out.probes[CLEAN_EOT] = {"n": run.n, "correct": correct, "passes": draws}
 
@@ -59,11 +59,11 @@ def run_eot_pgd(run: Run, attack: AttackInfo, eps: float) -> None:
     run_clean_eot(run)
     steps, draws = EOT_PGD_STEPS, spec.eot_draws
     alpha = spec.alpha if spec.alpha is not None else default_alpha(eps, steps)
-    job = f"eot-pgd/eps={eps:.6g}/steps={steps}/alpha={alpha:.6g}/draws={draws}"
+    job = run.job(f"eot-pgd/eps={eps:.6g}/steps={steps}/alpha={alpha:.6g}/draws={draws}")
 
     def attack_batch(index: torch.Tensor, start: int, end: int) -> Record:
         result = pgd(run.model, run.x[index], run.y[index], eps=eps, steps=steps, alpha=alpha, random_start=True,
-                     generator=run.streams(f"pgd-start/eps={eps:.6g}", index), eot=draws)
+                     norm=run.norm, generator=run.streams(f"pgd-start/eps={eps:.6g}", index), eot=draws)
         return {"first": result.first_fooled[0].tolist()}
 
     records = run.attack(job, attack.cost.per_point(spec), attack_batch, {"first": []})
@@ -87,10 +87,10 @@ def run_autoattack_rand(run: Run, attack: AttackInfo, eps: float) -> None:
     def attack_batch(index: torch.Tensor, start: int, end: int) -> Record:
         still, warnings = aa.run_autoattack_rand(run.model, run.x[index], run.y[index], eps=eps, seed=spec.seed,
                                                  batch_size=spec.batch_size, passes=spec.eot_draws,
-                                                 on_forward=on_forward)
+                                                 on_forward=on_forward, norm=run.norm)
         return {"robust": still.int().tolist(), "warnings": warnings}
 
-    job = f"autoattack-rand/eps={eps:.6g}/seed={spec.seed}/draws={spec.eot_draws}"
+    job = run.job(f"autoattack-rand/eps={eps:.6g}/seed={spec.seed}/draws={spec.eot_draws}")
     records = run.attack(job, attack.cost.per_point(spec), attack_batch, {"robust": [], "warnings": []}, limit=m)
     for _, _, record in records:
         run.out.warn(record["warnings"])

@@ -21,11 +21,12 @@ def run_transfer(run: Run, attack: AttackInfo, eps: float) -> None:
 
     def craft(index: torch.Tensor, start: int, end: int) -> Record:
         crafted, fooled = transfer_examples(run.model, run.surrogate, run.x[index], run.y[index], eps=eps, steps=k,
-                                            alpha=alpha, generator=run.streams(f"transfer-start/eps={eps:.6g}", index))
+                                            alpha=alpha, norm=run.norm,
+                                            generator=run.streams(f"transfer-start/eps={eps:.6g}", index))
         step = torch.full_like(index, k)   # the surrogate's last iterate is what the target sees
         return {"fooled": fooled.int().tolist(), **run.adversarial(index, eps, crafted, fooled, step)}
 
-    job = f"transfer/eps={eps:.6g}/steps={k}/alpha={alpha:.6g}"
+    job = run.job(f"transfer/eps={eps:.6g}/steps={k}/alpha={alpha:.6g}")
     records = run.attack(job, attack.cost.per_point(run.spec), craft, {"fooled": []},
                          source=Source(attack.name, eps, attack.order))
     fooled = run.per_point(records, "fooled", 0).astype(bool)
