@@ -1,11 +1,14 @@
 """An own test set through the browser, in headless Chromium against `robaudit serve`: upload a zip of PNG
-class folders on the Datasets page, pick it for an audit of an uploaded checkpoint, and find it named
-(name, size, sha256) on the evaluation page; deleting it is then refused while the evaluation uses it."""
+class folders on the Datasets page, pick it for an L2 audit of an uploaded checkpoint, and find it named
+(name, size, sha256) on the evaluation page; next to an L-inf evaluation of the same model in a report, the
+L2 curves get charts of their own; deleting the set is then refused while the evaluations use it."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
+import time
 import zipfile
 from pathlib import Path
 
@@ -115,7 +118,8 @@ def test_upload_a_zip_and_audit_a_checkpoint_on_it(page, server, tmp_path):
     page.wait_for_selector(f"#ev-checkpoints input[value='{checkpoint_id}']:checked")
     page.select_option("#ev-own-dataset", str(dataset["id"]))
     page.select_option("#ev-preset", "quick")
-    page.fill("#ev-eps", "0.1")
+    page.select_option("#ev-norm", "l2")
+    page.fill("#ev-eps", "1.0, 2.0")
     page.fill("#ev-n", "16")
     page.click("#eval-submit")
     page.wait_for_url(re.compile(r"/evaluations/\d+$"), timeout=60_000)
@@ -128,9 +132,41 @@ def test_upload_a_zip_and_audit_a_checkpoint_on_it(page, server, tmp_path):
     results = server.client.get(f"/evaluations/{evaluation_id}/results").json()
     assert results["dataset"] == "my digit folders" and results["n"] == 16
     assert results["provenance"]["dataset"]["file_sha256"] == dataset["sha256"]
+    assert results["norm"] == "l2" and {r["norm"] for r in results["summary"]} == {"l2"}
+
+    # The same model under L-inf on the same set, then both in one report.
+    linf = server.client.post("/evaluations", json={"checkpoint_id": checkpoint_id, "dataset_id": dataset["id"],
+                                                   "preset": "quick", "eps": [0.05, 0.1], "n_examples": 16})
+    assert linf.status_code == 201, linf.text
+    linf_id = linf.json()["id"]
+    _wait_succeeded(server, linf_id)
+    report = server.client.post("/reports", json={"title": "L2 next to L-inf",
+                                                  "evaluation_ids": [evaluation_id, linf_id]})
+    assert report.status_code == 201, report.text
+    page.goto(report.json()["url"] if report.json()["url"].startswith("http") else base + report.json()["url"])
+    for chart in ("chart-eps-l2", "chart-eps-linf"):
+        page.locator(f"#{chart} .main-svg").first.wait_for(state="attached", timeout=30_000)
+    figures = {i: json.loads(b) for i, b in re.findall(
+        r'<script type="application/json" data-figure-for="([^"]+)">(.*?)</script>', page.content(), re.S)}
+    l2_x = {x for t in figures["chart-eps-l2"]["data"] for x in t["x"]}
+    linf_x = {x for t in figures["chart-eps-linf"]["data"] for x in t["x"]}
+    assert {1.0, 2.0} <= l2_x and not l2_x & {0.05, 0.1}          # no curve crosses the two norms
+    assert {0.05, 0.1} <= linf_x and not linf_x & {1.0, 2.0}
+    assert "(L2)" in page.inner_text("#chart-eps-l2") and "(L2)" not in page.inner_text("#chart-eps-linf")
 
     page.goto(base + "/datasets")
     page.locator(f"#ds-rows button[data-delete='{dataset['id']}']").click()
     page.wait_for_selector("#ds-list-message.error")
-    assert f"used by evaluation(s) {evaluation_id}" in page.inner_text("#ds-list-message")
+    assert f"used by evaluation(s) {evaluation_id}, {linf_id}" in page.inner_text("#ds-list-message")
     assert page.evaluate("window.__cspViolations") == [] and page.js_errors == []
+
+
+def _wait_succeeded(server, job_id: int, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = server.client.get(f"/evaluations/{job_id}").json()["status"]
+        if status == "succeeded":
+            return
+        assert status not in ("failed", "cancelled"), server.client.get(f"/evaluations/{job_id}").json()
+        time.sleep(0.5)   # polling a condition, with a deadline
+    raise AssertionError(f"evaluation {job_id} did not finish within {timeout} s")
