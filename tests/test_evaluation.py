@@ -211,8 +211,9 @@ def test_autoattack_resumes_at_the_batch_it_reached(poll_every_forward):
         evaluate(model, x, y, spec, store=store, should_stop=lambda: any("/apgd-t/" in k for k in store.data))
     model.images = 0
     resumed = evaluate(model, x, y, spec, store=store)
-    # Clean, gradient probes and APGD-CE: 2 batches each; the model probes; APGD-T's first batch.
-    assert resumed["timing"]["reused_batches"] == 8 and resumed["timing"]["computed_batches"] == 1
+    # Clean, gradient probes and APGD-CE: 2 batches each; the repeated-forward probe and the other model
+    # probes; APGD-T's first batch.
+    assert resumed["timing"]["reused_batches"] == 9 and resumed["timing"]["computed_batches"] == 1
     assert without_timings(resumed) == without_timings(reference)
     model.images = 0
     with pytest.raises(Cancelled):   # a cancel is polled from inside AutoAttack, not only between batches
