@@ -14,6 +14,7 @@ check).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -27,9 +28,8 @@ from robaudit.attacks.common import eval_mode, mean_logits
 
 STAGES = ("apgd-ce", "apgd-t", "fab-t", "square")
 STANDARD = STAGES
-# AutoAttack's version for randomized defenses: APGD-CE and APGD-DLR, each step's gradient averaged
-# over 20 forward passes (EOT), one restart. 20 is AutoAttack's own setting and robaudit's default.
-RAND = ("apgd-ce", "apgd-dlr")
+# AutoAttack's version for randomized defenses (APGD-CE and APGD-DLR, one restart) averages each step's
+# gradient over 20 forward passes (EOT): AutoAttack's own setting and robaudit's default.
 RAND_EOT_ITER = 20
 # robaudit's norm names and AutoAttack's. Under L1 the standard version runs its APGD-L1 (larger
 # effective radius, 5 restarts, 5 target classes): AutoAttack's own settings, kept as they are.
@@ -91,8 +91,7 @@ def run_stage(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: str, *,
     adversary = AutoAttack(model, version="standard", norm=AUTOATTACK_NORMS[norm], eps=eps, seed=seed,
                            device=x.device)
     adversary.attacks_to_run = [stage]  # keep the standard parameters, run one attack
-    devices = [x.device.index or 0] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):  # AutoAttack reseeds the global generator
+    with _global_rng_kept(x.device):
         x_adv, y_adv = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
     if x_adv_out is not None:
         x_adv_out.copy_(x_adv.to(x_adv_out.device))
@@ -123,11 +122,15 @@ def run_autoattack_rand(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, e
         adversary = AutoAttack(wrapped, version="rand", norm=AUTOATTACK_NORMS[norm], eps=eps, seed=seed,
                                device=x.device)
         adversary.apgd.eot_iter = passes
-        devices = [x.device.index or 0] if x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        with _global_rng_kept(x.device):
             x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
         still_correct: torch.Tensor = mean_logits(model, x_adv.to(x.device), passes).argmax(1) == y
     return still_correct, messages
+
+
+def _global_rng_kept(device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """AutoAttack reseeds torch's global generator: run it on a fork, so the caller's stream is untouched."""
+    return torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else [])
 
 
 @contextmanager
