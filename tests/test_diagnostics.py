@@ -87,8 +87,10 @@ def test_quantised_input_fires_black_box_checks():
 def test_randomised_model_fires_convergence_restarts_loss_and_randomness_checks():
     # Input noise on every forward: each attack step is a fresh lottery ticket, so more steps and more
     # restarts keep "finding" examples that do not fool the model when scored again.
-    x, y = first_test_points(60)
-    spec = build_spec(attacks="pgd", steps="10,20", eps="0.1", n_examples=60, restarts=3)
+    # 100 points and 5 restarts: on 60 points and 3 restarts the restart gain (about 7 pp) sat on the
+    # edge of its 95% interval, and one CPU's float kernels made C5 pass.
+    x, y = first_test_points(100)
+    spec = build_spec(attacks="pgd", steps="10,20", eps="0.1", n_examples=100, restarts=5)
     # Without the EOT attacks a random forward pass adds (tests/test_randomized_audit.py): the checks on
     # single-pass attacks are what this test is about.
     spec = replace(spec, restart_steps=10, auto_eot=False)
