@@ -102,9 +102,11 @@ def run_stage(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stage: str, *,
 def run_autoattack_rand(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, seed: int = 0,
                         batch_size: int = 250, passes: int = RAND_EOT_ITER,
                         on_forward: Callable[[str, int], None] | None = None,
-                        norm: str = "linf") -> tuple[torch.Tensor, list[str]]:
+                        norm: str = "linf",
+                        adversarial: torch.Tensor | None = None) -> tuple[torch.Tensor, list[str]]:
     """AutoAttack's ``rand`` version on (x, y), with ``passes`` draws per EOT step instead of its 20; returns
-    ((n,) bool still correct, AutoAttack's warnings).
+    ((n,) bool still correct, AutoAttack's warnings). ``adversarial`` (shaped like x) receives the
+    points AutoAttack returned.
 
     AutoAttack itself judges each adversarial point by one forward pass, which for a randomized model
     is one noisy draw. Its returned points are re-scored here by the logits averaged over ``passes``
@@ -124,7 +126,10 @@ def run_autoattack_rand(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, e
         adversary.apgd.eot_iter = passes
         with _global_rng_kept(x.device):
             x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
-        still_correct: torch.Tensor = mean_logits(model, x_adv.to(x.device), passes).argmax(1) == y
+        x_adv = x_adv.to(x.device)
+        still_correct: torch.Tensor = mean_logits(model, x_adv, passes).argmax(1) == y
+        if adversarial is not None:
+            adversarial.copy_(x_adv)
     return still_correct, messages
 
 

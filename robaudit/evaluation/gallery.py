@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from robaudit.attacks.common import mean_logits
 from robaudit.evaluation.results import bit_key, decode_bits, parse_bit_key, same_eps, worst_case_key
 from robaudit.evaluation.store import Record
 
@@ -75,7 +76,8 @@ def clean_record(index: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> Recor
 
 
 def adversarial_record(model: torch.nn.Module, index: torch.Tensor, x_adv: torch.Tensor, broken: torch.Tensor,
-                       step: torch.Tensor | None, limit: int, restart: torch.Tensor | None = None) -> Record | None:
+                       step: torch.Tensor | None, limit: int, restart: torch.Tensor | None = None,
+                       passes: int = 1) -> Record | None:
     """The broken points among ``index`` below ``limit``: their adversarial images, step and predicted class.
 
     The predicted class is the model's on the stored image (one forward over these points only).
@@ -85,7 +87,8 @@ def adversarial_record(model: torch.nn.Module, index: torch.Tensor, x_adv: torch
         return None
     images = x_adv[keep].detach()
     with torch.no_grad():   # not inference_mode: see robaudit.attacks.common.predict
-        predicted = model(images).argmax(1)
+        # A randomized model's class is the one its logits averaged over ``passes`` passes give (EOT attacks).
+        predicted = (model(images) if passes == 1 else mean_logits(model, images, passes)).argmax(1)
     record: Record = {"index": index[keep].tolist(), "predicted": predicted.tolist(),
                       "step": step[keep].tolist() if step is not None else [UNKNOWN_STEP] * len(keep),
                       "images": encode_images(images)}

@@ -131,10 +131,12 @@ class Run:
         return self.spec.gallery_examples if within_eps(eps, self.spec.primary_eps) else 0
 
     def adversarial(self, index: torch.Tensor, eps: float, x_adv: torch.Tensor, broken: torch.Tensor,
-                    step: torch.Tensor | None = None, restart: torch.Tensor | None = None) -> Record:
-        """The record field ``adv`` for the broken points of ``index`` that the gallery keeps (or nothing)."""
+                    step: torch.Tensor | None = None, restart: torch.Tensor | None = None,
+                    passes: int = 1) -> Record:
+        """The record field ``adv`` for the broken points of ``index`` that the gallery keeps (or nothing);
+        ``passes`` > 1: the predicted class is by logits averaged over that many passes (EOT attacks)."""
         record = gallery.adversarial_record(self.model, index, x_adv, broken, step, self.gallery_limit(eps),
-                                            restart)
+                                            restart, passes)
         return {} if record is None else {"adv": record}
 
     def per_point(self, records: list[Batch], name: str, fill: int) -> PerPoint:

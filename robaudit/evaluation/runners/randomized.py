@@ -22,6 +22,7 @@ from robaudit.attacks.common import default_alpha, mean_logits
 from robaudit.attacks.pgd import pgd
 from robaudit.evaluation.aggregate import fooled_by
 from robaudit.evaluation.cost import Cost
+from robaudit.evaluation.gallery import Source
 from robaudit.evaluation.results import decode_bits, encode_bits
 from robaudit.evaluation.runners.autoattack import AA_POLL_SECONDS, ROBUST_GUESS, autoattack_limit, autoattack_subset
 from robaudit.evaluation.store import Record
@@ -64,9 +65,12 @@ def run_eot_pgd(run: Run, attack: AttackInfo, eps: float) -> None:
     def attack_batch(index: torch.Tensor, start: int, end: int) -> Record:
         result = pgd(run.model, run.x[index], run.y[index], eps=eps, steps=steps, alpha=alpha, random_start=True,
                      norm=run.norm, generator=run.streams(f"pgd-start/eps={eps:.6g}", index), eot=draws)
-        return {"first": result.first_fooled[0].tolist()}
+        first = result.first_fooled[0]
+        return {"first": first.tolist(),
+                **run.adversarial(index, eps, result.x_adv, first <= steps, first, passes=draws)}
 
-    records = run.attack(job, attack.cost.per_point(spec), attack_batch, {"first": []})
+    records = run.attack(job, attack.cost.per_point(spec), attack_batch, {"first": []},
+                         source=Source(attack.name, eps, attack.order))
     first = run.per_point(records, "first", -1)
     run.out.add_row(attack.name, eps, run.clean & ~fooled_by(first, steps), steps=steps, alpha=alpha, loss="ce",
                     random_start=True, passes=draws,
@@ -85,13 +89,16 @@ def run_autoattack_rand(run: Run, attack: AttackInfo, eps: float) -> None:
         progress.throttled_poll(AA_POLL_SECONDS)
 
     def attack_batch(index: torch.Tensor, start: int, end: int) -> Record:
+        examples = torch.empty_like(run.x[index]) if bool((index < run.gallery_limit(eps)).any()) else None
         still, warnings = aa.run_autoattack_rand(run.model, run.x[index], run.y[index], eps=eps, seed=spec.seed,
                                                  batch_size=spec.batch_size, passes=spec.eot_draws,
-                                                 on_forward=on_forward, norm=run.norm)
-        return {"robust": still.int().tolist(), "warnings": warnings}
+                                                 on_forward=on_forward, norm=run.norm, adversarial=examples)
+        found = {} if examples is None else run.adversarial(index, eps, examples, ~still, passes=spec.eot_draws)
+        return {"robust": still.int().tolist(), "warnings": warnings, **found}
 
     job = run.job(f"autoattack-rand/eps={eps:.6g}/seed={spec.seed}/draws={spec.eot_draws}")
-    records = run.attack(job, attack.cost.per_point(spec), attack_batch, {"robust": [], "warnings": []}, limit=m)
+    records = run.attack(job, attack.cost.per_point(spec), attack_batch, {"robust": [], "warnings": []}, limit=m,
+                         source=Source(attack.name, eps, attack.order, detail="AutoAttack rand"))
     for _, _, record in records:
         run.out.warn(record["warnings"])
     robust = run.clean.copy()
