@@ -65,7 +65,8 @@ def audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, preset: str = "qui
           eps: float | str | Sequence[float | str] | None = None, *, dataset: str | None = None,
           attacks: str | Sequence[str] | None = None, n_examples: int | None = None,
           batch_size: int | str = 500, seed: int = 0, surrogate: nn.Module | None = None,
-          progress: Callable[[Any], None] | None = None, norm: str = "linf") -> dict[str, Any]:
+          progress: Callable[[Any], None] | None = None, norm: str = "linf", gallery: int = 100,
+          save_adversarial: str | Path | None = None) -> dict[str, Any]:
     """Audit any ``nn.Module`` that takes images in [0, 1] (N, C, H, W) and returns logits.
 
     Runs the ``preset`` (quick, paper, audit) on the first ``n_examples`` of (x, y) (default: all) and
@@ -73,8 +74,11 @@ def audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, preset: str = "qui
     in [0, 1] pixel units under ``norm="linf"`` and a distance under ``"l2"`` or ``"l1"``; without it the
     ``dataset``'s default for the norm is used, so one of them is required.
     The model is evaluated where its parameters are; put it (and nothing else) on the GPU first.
+    ``gallery``: keep the adversarial examples of the first N points (0: none); ``save_adversarial``
+    writes them as the ``.npz`` that ``robaudit evaluate --save-adversarial`` writes.
     """
     from robaudit.evaluation import build_spec, evaluate
+    from robaudit.evaluation.gallery import Gallery, save_download
 
     if eps is None and dataset is None:
         raise RobauditError("give eps (e.g. 8/255) or the dataset the points come from (its default eps)")
@@ -83,14 +87,19 @@ def audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, preset: str = "qui
     if float(x.min()) < 0.0 or float(x.max()) > 1.0:
         raise RobauditError(f"x must hold images in [0, 1] (the model normalises them itself); its values run "
                             f"from {float(x.min()):g} to {float(x.max()):g}")
+    if save_adversarial is not None and gallery <= 0:
+        raise RobauditError("save_adversarial needs a gallery: give gallery > 0")
     eps_arg = None if eps is None else [eps] if isinstance(eps, (int, float, str)) else list(eps)
     attacks_arg = None if attacks is None else attacks if isinstance(attacks, str) else list(attacks)
     spec = build_spec(preset, attacks=attacks_arg, eps=eps_arg, dataset=dataset or _SHAPE_ONLY_DATASET,
                       n_examples=n_examples or len(x), surrogate=surrogate is not None, batch_size=batch_size,
-                      seed=seed, norm=norm, input_dims=int(x[0].numel()))
+                      seed=seed, norm=norm, input_dims=int(x[0].numel()), gallery_examples=gallery)
     if dataset is None:
         spec = replace(spec, dataset="custom")
-    results = evaluate(model, x, y, spec, surrogate=surrogate, progress=progress)
+    found: list[Gallery] = []
+    results = evaluate(model, x, y, spec, surrogate=surrogate, progress=progress, on_gallery=found.append)
+    if save_adversarial is not None:
+        save_download(found[0] if found else None, Path(save_adversarial), results["n"], spec.gallery_examples)
     if dataset is None:
         results["test_points"] = f"the first {results['n']} of the points given to robaudit.audit()"
     results["source"] = SOURCE

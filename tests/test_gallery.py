@@ -179,6 +179,22 @@ def test_cli_saves_the_adversarial_examples(checkpoint, tmp_path):
         assert set(data["attack"]) <= {"fgsm", "pgd"}
 
 
+def test_python_audit_saves_the_adversarial_examples(tmp_path):
+    """robaudit.audit(save_adversarial=) writes the same .npz as the CLI, and refuses without a gallery."""
+    model = standard_model()
+    x, y = robaudit.load_dataset("mnist10k", "test", limit=16)
+    npz = tmp_path / "audit.npz"
+    results = robaudit.audit(model, x, y, attacks="fgsm", eps=0.2, batch_size=16, gallery=10,
+                             save_adversarial=npz)
+    gallery = G.load_npz(npz)
+    assert list(gallery.index) == results["gallery"]["points"]["index"] and 0 < len(gallery) <= 10
+    with torch.no_grad():
+        assert (model(torch.as_tensor(gallery.adversarial)).argmax(1).numpy() != gallery.labels).all()
+    with pytest.raises(robaudit.RobauditError, match="needs a gallery"):
+        robaudit.audit(model, x, y, attacks="fgsm", eps=0.2, gallery=0, save_adversarial=tmp_path / "none.npz")
+    assert not (tmp_path / "none.npz").exists()
+
+
 def test_cli_refuses_to_save_without_a_gallery(checkpoint, tmp_path, capsys):
     assert main(["evaluate", str(checkpoint), "--attacks", "fgsm", "--n-examples", "8", "--gallery", "0",
                  "--no-progress", "--out", str(tmp_path / "r.json"), "--save-adversarial",

@@ -210,23 +210,6 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _save_gallery(found: Gallery | None, path: Path, n: int, limit: int) -> None:
-    """The gallery's .npz, written whole or not at all (with no rows when no point was broken)."""
-    from robaudit.evaluation import gallery
-
-    if found is None:
-        raise RobauditError(f"no gallery was built for the first {min(limit, n)} points: nothing to save")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    try:
-        gallery.save_npz(found, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _progress_bar(enabled: bool) -> tuple[Callable[[EvalProgress], None] | None, Callable[[], None]]:
     if not enabled:
         return None, lambda: None
@@ -317,6 +300,7 @@ def run(args: argparse.Namespace) -> int:
     from robaudit.data import dataset_info
     from robaudit.evaluation import DirectoryStore, build_spec, evaluate, results_to_csv
     from robaudit.evaluation.ci_report import junit_xml, summary_markdown
+    from robaudit.evaluation.gallery import save_download
     from robaudit.evaluation.gate import GateSettings, check_gate
     from robaudit.evaluation.robustbench import model_info
     from robaudit.own_data import load_npz
@@ -379,7 +363,7 @@ def run(args: argparse.Namespace) -> int:
         if args.summary_md:
             _write_atomic(Path(args.summary_md), summary_markdown(results, gate))
         if args.save_adversarial:
-            _save_gallery(galleries[0] if galleries else None, Path(args.save_adversarial), results["n"],
+            save_download(galleries[0] if galleries else None, Path(args.save_adversarial), results["n"],
                           spec.gallery_examples)
     except OSError as exc:  # an unwritable output path is an input error (2), not a failed gate (1)
         raise RobauditError(f"cannot write {exc.filename or 'an output file'}: {exc.strerror or exc}") from None

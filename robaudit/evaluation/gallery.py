@@ -20,7 +20,9 @@ includes the attacks that ran on those points only (AutoAttack in the audit).
 from __future__ import annotations
 
 import base64
+import os
 import struct
+import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ import numpy.typing as npt
 import torch
 
 from robaudit.attacks.common import mean_logits
+from robaudit.errors import RobauditError
 from robaudit.evaluation.results import bit_key, decode_bits, parse_bit_key, same_eps, worst_case_key
 from robaudit.evaluation.store import Record
 
@@ -237,6 +240,22 @@ def save_npz(gallery: Gallery, path: str | Path) -> None:
         for name, array in arrays.items():
             with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
+
+
+def save_download(found: Gallery | None, path: Path, n: int, limit: int) -> None:
+    """``--save-adversarial`` / ``audit(save_adversarial=)``: the .npz written whole or not at all (with no
+    rows when no point was broken)."""
+    if found is None:
+        raise RobauditError(f"no gallery was built for the first {min(limit, n)} points: nothing to save")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    os.close(fd)
+    try:
+        save_npz(found, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def load_npz(path: str | Path) -> Gallery:
