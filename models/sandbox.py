@@ -1,4 +1,5 @@
-"""The memory cap of the subprocesses that read uploaded files (the validator, the clean check).
+"""The memory cap of the subprocesses that read uploaded files (the checkpoint validator, the clean
+check, the test-set reader).
 
 Uploaded bytes are untrusted: a crafted header or archive can claim gigabytes. These processes cap
 their own data segment (RLIMIT_DATA, which on Linux counts the heap and every private anonymous

@@ -22,13 +22,15 @@ import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from robaudit.digest import sha256_file
 from robaudit.errors import RobauditError
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_POINTS = 1_000_000   # a test set larger than this is a mistake (or a memory bomb) for one evaluation
 MAX_BYTES = 16 << 30     # decompressed arrays or images (the CLI's cap; the service sets its own)
@@ -70,6 +72,8 @@ class TestSet:
         return len(self.class_names) if self.class_names else int(self.y.max()) + 1
 
     def float_images(self, limit: int | None = None) -> torch.Tensor:
+        import torch  # here, not at the top: the service's upload check (main) runs without torch
+
         x = self.x[:limit]
         images = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
         return torch.from_numpy(np.ascontiguousarray(images))
@@ -231,6 +235,8 @@ def load_npz(path: str | Path, *, channels: int, size: int, num_classes: int,
     path = Path(path)
     data = read_test_set(path, max_points=max_points, channels=channels, size=size, resize=resize, crop=crop)
     check_fits(data, channels=channels, size=size, num_classes=num_classes)
+    import torch
+
     return OwnData(data.float_images(), torch.from_numpy(data.y), data.name, sha256_file(path))
 
 

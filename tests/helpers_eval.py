@@ -81,6 +81,18 @@ class Quantized(nn.Module):
         return self.model(torch.round(x * (self.levels - 1)) / (self.levels - 1))
 
 
+class Recorder(nn.Module):
+    """Records every input an attack or evaluation feeds the model."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model, self.seen = model, []
+
+    def forward(self, x):
+        self.seen.append(x.detach().clone())
+        return self.model(x)
+
+
 class NoisyInput(nn.Module):
     """A randomised defense: Gaussian noise on every forward pass."""
 

@@ -1,4 +1,5 @@
-"""`robaudit serve` in a subprocess, as the service, browser and README tests start it.
+"""`robaudit serve` in a subprocess, as the service, browser and README tests start it (and, for tests
+that drive the app's code in-process, the app under uvicorn in a thread: ``serve_in_thread``).
 
 One place for what every such test needs: a clean environment (no REDIS_URL/DATABASE_URL leaking in
 from the caller, one torch thread), output captured to a file (a pipe nobody reads fills up and
@@ -11,8 +12,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -24,6 +29,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def serve_in_thread(app: Any) -> Iterator[str]:
+    """``app`` under uvicorn in a thread of this process on a free port; yields its base URL."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:   # set once the socket listens
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def serve_env(**extra: str) -> dict[str, str]:

@@ -9,9 +9,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers_eval import first_test_points, golden_models, standard_model
+from helpers_eval import Recorder, first_test_points, golden_models, standard_model
 from helpers_training import one_torch_thread  # noqa: F401  (a fixture)
-from torch import nn
 
 from robaudit.attacks.common import make_generator, on_sphere, uniform_in_l1_ball
 from robaudit.attacks.noise import random_noise
@@ -96,18 +95,6 @@ def test_noise_draws_lie_on_the_l2_and_l1_spheres():
     assert float((l1.abs().flatten(1) > 0).float().mean()) > 0.99
     inside = uniform_in_l1_ball(x, 10.0, make_generator(1)) - x
     assert float(inside.flatten(1).abs().sum(1).max()) <= 10.0 + 1e-4
-
-
-class Recorder(nn.Module):
-    """Records every input the evaluation feeds the model."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model, self.seen = model, []
-
-    def forward(self, x):
-        self.seen.append(x.detach().clone())
-        return self.model(x)
 
 
 def _nearest_distance(seen: torch.Tensor, x: torch.Tensor, p: float) -> torch.Tensor:

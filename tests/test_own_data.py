@@ -276,3 +276,14 @@ def test_images_that_decode_past_the_cap_are_refused(tmp_path):
                                  "a/2.png": _png(np.zeros((100, 100), np.uint8))})
     with pytest.raises(RobauditError, match="2 images of 100x100 take more than the cap of 10000 bytes decoded"):
         read_test_set(tmp_path / "flat.zip", max_bytes=10_000)
+
+
+def test_the_service_reader_starts_without_torch():
+    """`python -m robaudit.own_data` checks every dataset upload: it reads numpy and images only, so an upload
+    is not kept waiting for torch to import (seconds on a cold machine)."""
+    import subprocess
+    import sys
+
+    probe = "import sys, robaudit.own_data, robaudit.models.sandbox; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

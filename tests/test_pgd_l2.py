@@ -5,25 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers_eval import first_test_points, standard_model
-from torch import nn
+from helpers_eval import Recorder, first_test_points, standard_model
 
 from robaudit.attacks.common import make_generator, uniform_in_l2_ball
 from robaudit.attacks.pgd import pgd
 
 EPS = 1.5   # MNIST L2: a budget where a standard model keeps some points, so both attacks have work
-
-
-class Recorder(nn.Module):
-    """Records every input the attack feeds the model."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model, self.seen = model, []
-
-    def forward(self, x):
-        self.seen.append(x.detach().clone())
-        return self.model(x)
 
 
 def test_every_iterate_stays_in_the_l2_ball_and_the_box():

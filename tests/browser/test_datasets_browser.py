@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import time
 import zipfile
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser_support import CHROMIUM, CHROMIUM_ARGS, CSP_WATCH, require_chromium
+from browser_support import assert_clean, open_tab
 from serve_process import ServeProcess
 
 pytestmark = pytest.mark.browser
@@ -60,29 +59,16 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(server):
-    require_chromium()
-    os.environ["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        ctx = browser.new_context(viewport={"width": 1360, "height": 900})
-        ctx.add_init_script(CSP_WATCH)
-        pg = ctx.new_page()
-        pg.set_default_timeout(30_000)
-        errors: list[str] = []
-        pg.on("pageerror", lambda e: errors.append(str(e)))
-        pg.on("dialog", lambda d: d.accept())       # the delete button's confirm()
-        pg.js_errors = errors
-        pg.goto(server.base_url + "/datasets")
-        pg.click("#token-open")
-        pg.fill("#token-input", TOKEN)
-        pg.click("#token-save")
-        pg.wait_for_selector("#token-state[data-set='1']", state="attached")
-        yield pg
-        ctx.close()
-        browser.close()
+def page(browser, server):
+    ctx, pg = open_tab(browser, timeout_ms=30_000)
+    pg.on("dialog", lambda d: d.accept())       # the delete button's confirm()
+    pg.goto(server.base_url + "/datasets")
+    pg.click("#token-open")
+    pg.fill("#token-input", TOKEN)
+    pg.click("#token-save")
+    pg.wait_for_selector("#token-state[data-set='1']", state="attached")
+    yield pg
+    ctx.close()
 
 
 def test_upload_a_zip_and_audit_a_checkpoint_on_it(page, server, tmp_path):
@@ -158,7 +144,7 @@ def test_upload_a_zip_and_audit_a_checkpoint_on_it(page, server, tmp_path):
     page.locator(f"#ds-rows button[data-delete='{dataset['id']}']").click()
     page.wait_for_selector("#ds-list-message.error")
     assert f"used by evaluation(s) {evaluation_id}, {linf_id}" in page.inner_text("#ds-list-message")
-    assert page.evaluate("window.__cspViolations") == [] and page.js_errors == []
+    assert_clean(page)
 
 
 def _wait_succeeded(server, job_id: int, timeout: float = 180) -> None:

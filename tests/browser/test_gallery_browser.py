@@ -10,15 +10,13 @@ break a few digits PGD-20 missed, which is what the filter must find.
 """
 from __future__ import annotations
 
-import socket
-import threading
-import time
-
 import httpx
 import numpy as np
 import pytest
-from browser_support import CSP_WATCH
+from browser_support import assert_clean, open_tab
 from helpers_training import one_torch_thread  # noqa: F401  (a fixture)
+from inline_jobs import run_inline
+from serve_process import serve_in_thread
 
 from robaudit.evaluation.results import decode_bits
 from robaudit.training import TrainConfig, train
@@ -29,55 +27,18 @@ TOKEN = "browser-gallery-token-51c9"
 N = 100
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Inline:
-    """Runs the evaluation's shards and then its merge in this process (one embedded worker, no broker)."""
-
-    def __init__(self, settings):
-        self.settings = settings
-
-    def shards(self, job_id: int, deliveries: list[tuple[int, str]], queue: str | None) -> None:
-        from robaudit.worker.shard_runner import run_shard
-
-        for index, task_id in deliveries:
-            run_shard(self.settings, job_id, index, task_id, dispatch=self)
-
-    def merge(self, job_id: int, task_id: str, queue: str | None) -> None:
-        from robaudit.worker.runner import run_job
-
-        run_job(self.settings, job_id, task_id, dispatch=self)
-
-
 @pytest.fixture(scope="module")
 def audited(tmp_path_factory, one_torch_thread):
     """The app under uvicorn with a finished evaluation of an FS model. Yields (base URL, id, results)."""
-    import uvicorn
-
     from robaudit.backend.app.core.config import Settings
     from robaudit.backend.app.main import create_app
-    from robaudit.backend.app.models import Job
-    from robaudit.worker.runner import run_job
 
     out = tmp_path_factory.mktemp("fs")
     train(TrainConfig(method="feature-scatter", dataset="mnist10k", arch="smallcnn", epochs=1, batch_size=64,
                       n_train=6000, eval_examples=20, device="cpu", seed=0), out)
     settings = Settings(data_dir=tmp_path_factory.mktemp("gallery-data"), api_token=TOKEN)
     app = create_app(settings, janitor=False)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    base = f"http://127.0.0.1:{port}"
-    try:
+    with serve_in_thread(app) as base:
         with httpx.Client(base_url=f"{base}/api/v1", headers={"Authorization": f"Bearer {TOKEN}"},
                           timeout=60) as api:
             with (out / "model.safetensors").open("rb") as fh:
@@ -88,27 +49,16 @@ def audited(tmp_path_factory, one_torch_thread):
                                                  "batch_size": N, "gallery": N, "name": "FS gallery"})
             assert job.status_code == 201, job.text
             job_id = job.json()["id"]
-            with app.state.Session() as s:
-                task_id = s.get_one(Job, job_id).task_id
-            run_job(settings, job_id, task_id, dispatch=_Inline(settings))
+            assert run_inline(settings, job_id) == "succeeded"
             results = api.get(f"/evaluations/{job_id}/results").json()
         yield base, job_id, results
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @pytest.fixture
 def page(browser):
-    ctx = browser.new_context(viewport={"width": 1360, "height": 900})
-    ctx.add_init_script(CSP_WATCH)
-    pg = ctx.new_page()
-    pg.set_default_timeout(20_000)
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
+    ctx, pg = open_tab(browser)
     yield pg
-    assert pg.evaluate("window.__cspViolations") == []
-    assert errors == []
+    assert_clean(pg)
     ctx.close()
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "frontend"))
-from frontend_fixtures import demo_payload, seed_report, serving
+from frontend_fixtures import demo_payload, seed_report
+from serve_process import serve_in_thread
 
 pytestmark = pytest.mark.browser
 
@@ -37,7 +38,7 @@ def site(tmp_path_factory):
 
     app = create_app(Settings(data_dir=tmp_path_factory.mktemp("glance-data"), api_token=TOKEN), janitor=False)
     ids = seed_report(app, demo_payload())
-    with serving(app) as base:
+    with serve_in_thread(app) as base:
         yield base, ids
 
 

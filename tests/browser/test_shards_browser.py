@@ -9,12 +9,10 @@ the Content-Security-Policy are the real ones.
 from __future__ import annotations
 
 import copy
-import socket
-import threading
-import time
 
 import pytest
-from browser_support import CSP_WATCH
+from browser_support import assert_clean, open_tab
+from serve_process import serve_in_thread
 
 pytestmark = pytest.mark.browser
 
@@ -39,18 +37,10 @@ LATER_POLL = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     """The app under uvicorn on a free port, with one checkpoint and one queued evaluation.
     Yields (base URL, {"checkpoint": id, "evaluation": id})."""
-    import uvicorn
-
     from robaudit.backend.app import crud
     from robaudit.backend.app.core.config import Settings
     from robaudit.backend.app.main import create_app
@@ -64,33 +54,15 @@ def live(tmp_path_factory):
         ev = crud.create_job(session=s, kind="evaluation", name="sharded audit", checkpoint_id=ck.id,
                              config={"spec_args": {"preset": "audit", "n_examples": 1500}})
         ids = {"checkpoint": ck.id, "evaluation": ev.id}
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}", ids
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serve_in_thread(app) as base:
+        yield base, ids
 
 
 @pytest.fixture
 def page(browser):
-    ctx = browser.new_context(viewport={"width": 1360, "height": 900})
-    ctx.add_init_script(CSP_WATCH)
-    pg = ctx.new_page()
-    pg.set_default_timeout(15_000)
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.js_errors = errors
+    ctx, pg = open_tab(browser, timeout_ms=15_000)
     yield pg
-    assert pg.evaluate("window.__cspViolations") == []
-    assert errors == []
+    assert_clean(pg)
     ctx.close()
 
 

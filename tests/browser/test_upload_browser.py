@@ -12,14 +12,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import struct
 import sys
 from pathlib import Path
 
 import pytest
-from browser_support import CHROMIUM, CHROMIUM_ARGS, CSP_WATCH, require_chromium
+from browser_support import assert_clean, open_tab
 from serve_process import ServeProcess
 
 pytestmark = pytest.mark.browser
@@ -97,29 +96,16 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(server):
-    require_chromium()
-    os.environ["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
-    from playwright.sync_api import sync_playwright
-
+def page(browser, server):
     base, _ = server
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        ctx = browser.new_context(viewport={"width": 1360, "height": 900})
-        ctx.add_init_script(CSP_WATCH)
-        pg = ctx.new_page()
-        pg.set_default_timeout(30_000)
-        errors: list[str] = []
-        pg.on("pageerror", lambda e: errors.append(str(e)))
-        pg.js_errors = errors
-        pg.goto(base + "/checkpoints")
-        pg.click("#token-open")                     # recognition asks the server: it needs the token
-        pg.fill("#token-input", TOKEN)
-        pg.click("#token-save")
-        pg.wait_for_selector("#token-state[data-set='1']", state="attached")
-        yield pg
-        ctx.close()
-        browser.close()
+    ctx, pg = open_tab(browser, timeout_ms=30_000)
+    pg.goto(base + "/checkpoints")
+    pg.click("#token-open")                     # recognition asks the server: it needs the token
+    pg.fill("#token-input", TOKEN)
+    pg.click("#token-save")
+    pg.wait_for_selector("#token-state[data-set='1']", state="attached")
+    yield pg
+    ctx.close()
 
 
 def shot(pg, name: str) -> None:
@@ -168,7 +154,7 @@ def test_every_catalogue_architecture_is_recognised_from_its_header(page, tmp_pa
     page.wait_for_selector("#ck-inspect.error")
     assert "weight" in page.inner_text("#ck-inspect") and page.get_attribute("#ck-inspect", "data-arch") is None
     assert page.locator("#ck-arch").evaluate("el => el.required")
-    assert page.evaluate("window.__cspViolations") == [] and page.js_errors == []
+    assert_clean(page)
 
 
 def test_a_small_model_goes_from_upload_to_audit(page, server, tmp_path):
@@ -231,4 +217,4 @@ def test_a_small_model_goes_from_upload_to_audit(page, server, tmp_path):
     assert "Clean accuracy at upload" in page.inner_text("#clean-check")
     assert page.get_attribute("#clean-check", "data-suspect") == "0"
     shot(page, "upload-audit-finished")
-    assert page.evaluate("window.__cspViolations") == [] and page.js_errors == []
+    assert_clean(page)

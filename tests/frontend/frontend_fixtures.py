@@ -6,7 +6,6 @@ module rather than a conftest.py: tests/frontend is not a package, so its name c
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 from pathlib import Path
@@ -194,30 +193,3 @@ def seed_report(app, payload: dict, title: str | None = None) -> dict:
                                     evaluation_ids=ids["evaluations"])
         ids.update(report=report.id, share=report.share_token)
     return ids
-
-
-@contextlib.contextmanager
-def serving(app):
-    """The app under uvicorn on a free local port, in a thread; yields its base URL."""
-    import socket
-    import threading
-    import time
-
-    import uvicorn
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -19,6 +18,8 @@ import redis
 import torch
 import torch.nn.functional as F
 from fastapi.testclient import TestClient
+from inline_jobs import InlineDispatch, run_inline  # noqa: F401  (re-exported for the service tests)
+from serve_process import free_port
 from sqlalchemy import func, select
 
 import robaudit
@@ -134,12 +135,6 @@ def save_smallcnn(path: Path, *, seed: int = 0, dataset: str = "mnist10k", metad
     return save_checkpoint(path, model, meta)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class WorkerProcess:
     """A real `celery worker` (prefork, -c 1) in its own process group, as `robaudit serve` runs it."""
 
@@ -253,34 +248,3 @@ def trained_checkpoint(tmp_path_factory):
                               dataset="mnist10k", input_size=28, method="standard",
                               hyperparameters={"label_smoothing": 0.0, "epochs": 2})
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "trained.safetensors", model.eval(), meta)
-
-
-class InlineDispatch:
-    """Runs an evaluation's steps in this process instead of sending them to Celery: each shard in turn,
-    then the merge (what one embedded worker does, minus the broker)."""
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
-
-    def shards(self, job_id: int, deliveries: list[tuple[int, str]], queue: str | None) -> None:
-        from robaudit.worker.shard_runner import run_shard
-
-        for index, task_id in deliveries:
-            run_shard(self.settings, job_id, index, task_id, dispatch=self)
-
-    def merge(self, job_id: int, task_id: str, queue: str | None) -> None:
-        from robaudit.worker.runner import run_job
-
-        run_job(self.settings, job_id, task_id, dispatch=self)
-
-
-def run_inline(settings: Settings, job_id: int) -> str:
-    """Run a queued job to its end in this process; returns its final status."""
-    from robaudit.backend.app.models import Job
-    from robaudit.worker.runner import run_job
-
-    with session_factory(settings)() as s:
-        task_id = s.get_one(Job, job_id).task_id
-    run_job(settings, job_id, task_id, dispatch=InlineDispatch(settings))
-    with session_factory(settings)() as s:
-        return s.get_one(Job, job_id).status
