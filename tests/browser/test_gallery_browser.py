@@ -5,7 +5,7 @@ per-sample bitsets say PGD-20 held and the worst case did not.
 The model is a SmallCNN trained with Feature Scattering for one epoch on 6,000 digits (as in
 tests/test_gate_fs_vs_pgdat.py: about a minute on one core). It is uploaded to the app (in-process
 under uvicorn, SQLite) and evaluated by the worker's own job code in this process: FGSM, PGD-20/100
-and CW-20/100 at eps 0.3 on 100 digits, the gallery keeping all 100. At this scale PGD-100 and CW
+and CW-20/100 at eps 0.2 on 100 digits, the gallery keeping all 100. At this scale PGD-100 and CW
 break a few digits PGD-20 missed, which is what the filter must find.
 """
 from __future__ import annotations
@@ -25,6 +25,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("one_torch_thread")]
 
 TOKEN = "browser-gallery-token-51c9"
 N = 100
+# At 0.2 PGD-100 and CW break 13 digits PGD-20 missed (measured); at 0.3 only 3, too close to none.
+EPS = 0.2
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +47,7 @@ def audited(tmp_path_factory, one_torch_thread):
                 ckpt = api.post("/checkpoints", files={"file": ("fs.safetensors", fh, "application/octet-stream")})
             assert ckpt.status_code == 201, ckpt.text
             job = api.post("/evaluations", json={"checkpoint_id": ckpt.json()["id"], "attacks": ["fgsm", "pgd", "cw"],
-                                                 "steps": [20, 100], "eps": [0.3], "n_examples": N,
+                                                 "steps": [20, 100], "eps": [EPS], "n_examples": N,
                                                  "batch_size": N, "gallery": N, "name": "FS gallery"})
             assert job.status_code == 201, job.text
             job_id = job.json()["id"]
@@ -82,8 +84,8 @@ def _decoded_images(pg) -> int:
 def test_fs_gallery_shows_images_and_missed_by_pgd20_matches_the_bitsets(page, audited):
     base, job_id, results = audited
     bits, n = results["per_sample"]["bits"], results["n"]
-    pgd20 = decode_bits(bits["pgd@eps=0.3/steps=20/restarts=1"], n)
-    worst = decode_bits(bits["worst-case@eps=0.3"], n)
+    pgd20 = decode_bits(bits[f"pgd@eps={EPS:g}/steps=20/restarts=1"], n)
+    worst = decode_bits(bits[f"worst-case@eps={EPS:g}"], n)
     expected = [int(p) for p in np.flatnonzero(pgd20 & ~worst)]
     assert expected, "no digit got past PGD-20 but not a stronger attack: the filter would prove nothing"
     broken = results["gallery"]["points"]["index"]
